@@ -1,0 +1,185 @@
+"""The users file: who may use the server, as one TOML table per user holding only the SHA-256 of their token.
+
+    [users.alice]
+    token_sha256 = "<64 lowercase hex characters>"
+
+Tokens are 256 random bits, so their unsalted hashes cannot be reversed; the file never holds a token, and the
+token add_user returns is shown once. The file is written atomically and kept at mode 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import tempfile
+import tomllib
+from pathlib import Path
+
+USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+_BARE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a TOML bare key; other names (with a ".") need quotes
+_USER_KEYS = frozenset({"token_sha256"})
+
+DEFAULT_HEADER = (
+    "# workerctl users: one [users.NAME] table per user, holding only the SHA-256 of that user's token.\n"
+    "# Add a user with `workerctl users add NAME --users FILE`; it prints the token once, and nothing stores it.\n"
+)
+
+
+class UsersFileError(Exception):
+    """The users file is missing, unreadable or malformed, or a change to it makes no sense."""
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a token's UTF-8 bytes: what the users file stores for it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def load_users(path: Path) -> dict[str, str]:
+    """Map each user's name to their token's SHA-256, checking the whole file; UsersFileError if anything is off."""
+    return _parse(_read(path), path)
+
+
+def list_users(path: Path) -> list[str]:
+    return sorted(load_users(path))
+
+
+def add_user(path: Path, name: str) -> str:
+    """Add a user with a fresh token and return the token; create the file if it is missing.
+
+    The new table is appended, so the existing text and its comments stay as they were.
+    """
+    path = Path(path)
+    _check_name(name, path)
+    text = _read(path) if path.exists() else ""
+    if not text.strip():  # a missing or empty file: start one
+        text = DEFAULT_HEADER + "\n[users]\n"
+    if name in _parse(text, path):
+        raise UsersFileError(f"There is already a user {name!r} in the users file {path}.")
+    token = new_token()
+    token_sha256 = hash_token(token)
+    new_text = text + ("" if text.endswith("\n") else "\n") + "\n" + _user_table(name, token_sha256)
+    # Appending a table is valid TOML unless the file wrote its users as inline tables; parse to be sure.
+    try:
+        appended = _parse(new_text, path).get(name) == token_sha256
+    except UsersFileError:
+        appended = False
+    if not appended:
+        raise UsersFileError(
+            f"Cannot append user {name!r} to the users file {path}; write its users as [users.NAME] tables."
+        )
+    _write_atomically(path, new_text)
+    return token
+
+
+def remove_user(path: Path, name: str) -> None:
+    """Remove a user, rewriting the file with the remaining users and the file's leading comment."""
+    path = Path(path)
+    text = _read(path)
+    users = _parse(text, path)
+    if name not in users:
+        raise UsersFileError(f"There is no user {name!r} in the users file {path}.")
+    del users[name]
+    new_text = (_leading_comment(text) or DEFAULT_HEADER) + "\n[users]\n"
+    for other_name, token_sha256 in users.items():
+        new_text += "\n" + _user_table(other_name, token_sha256)
+    _write_atomically(path, new_text)
+
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UsersFileError(f"The users file {path} does not exist.") from None
+    except OSError as error:
+        raise UsersFileError(f"Cannot read the users file {path}: {error.strerror or error}.") from None
+    except UnicodeDecodeError:
+        raise UsersFileError(f"The users file {path} is not valid UTF-8 text.") from None
+
+
+def _parse(text: str, path: Path) -> dict[str, str]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsersFileError(f"The users file {path} is not valid TOML: {error}.") from None
+    unknown = sorted(document.keys() - {"users"})
+    if unknown:
+        raise UsersFileError(f"The users file {path} has a top-level key {unknown[0]!r} besides [users].")
+    if "users" not in document:
+        raise UsersFileError(f"The users file {path} has no [users] table.")
+    users = document["users"]
+    if not isinstance(users, dict):
+        raise UsersFileError(f"The users file {path} defines `users` as a value, not as a [users] table.")
+
+    names_by_hash: dict[str, str] = {}
+    for name, entry in users.items():
+        _check_name(name, path)
+        if not isinstance(entry, dict):
+            raise UsersFileError(f"User {name!r} in the users file {path} is a value, not a [users.NAME] table.")
+        unknown = sorted(entry.keys() - _USER_KEYS)
+        if unknown:
+            raise UsersFileError(f"User {name!r} in the users file {path} has an unknown key {unknown[0]!r}.")
+        token_sha256 = entry.get("token_sha256")
+        if token_sha256 is None:
+            raise UsersFileError(f"User {name!r} in the users file {path} has no token_sha256.")
+        if not isinstance(token_sha256, str) or not _HASH_PATTERN.fullmatch(token_sha256):
+            raise UsersFileError(
+                f"User {name!r} in the users file {path} has a token_sha256 that is not 64 lowercase hex characters."
+            )
+        if token_sha256 in names_by_hash:
+            raise UsersFileError(
+                f"Users {names_by_hash[token_sha256]!r} and {name!r} in the users file {path} have the same token."
+            )
+        names_by_hash[token_sha256] = name
+    return {name: token_sha256 for token_sha256, name in names_by_hash.items()}
+
+
+def _check_name(name: str, path: Path) -> None:
+    if not isinstance(name, str) or not USER_NAME_PATTERN.fullmatch(name):
+        raise UsersFileError(
+            f"{name!r} is not a valid user name for the users file {path}: use 1 to 64 letters, digits, '_', '.'"
+            " or '-', starting with a letter or digit."
+        )
+
+
+def _user_table(name: str, token_sha256: str) -> str:
+    key = name if _BARE_KEY_PATTERN.fullmatch(name) else f'"{name}"'  # a valid name never needs escaping
+    return f'[users.{key}]\ntoken_sha256 = "{token_sha256}"\n'
+
+
+def _leading_comment(text: str) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith("#"):
+            break
+        lines.append(line if line.endswith("\n") else line + "\n")
+    return "".join(lines)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`; the temporary file is created with mode 0600, so the file never has more."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UsersFileError(f"Cannot write the users file {path}: {error.strerror or error}.") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
+            temp_file.write(text)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        os.replace(temp_name, path)
+    except BaseException as error:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(error, OSError):
+            raise UsersFileError(f"Cannot write the users file {path}: {error.strerror or error}.") from None
+        raise
