@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import secrets
+import signal
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -76,6 +77,14 @@ def new_job_id() -> str:
 
 def is_job_id(text: str) -> bool:
     return _JOB_ID_PATTERN.fullmatch(text) is not None
+
+
+def signal_name(number: int) -> str:
+    """"SIGTERM" for 15; the number in words if the signal has no name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class ApiError(Exception):

@@ -1,0 +1,46 @@
+"""How the CLI prints answers: the design's plain `key: value` lines, a table for lists, or the API's JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def as_json(answer: dict[str, Any]) -> str:
+    return json.dumps(answer, ensure_ascii=False, indent=2)
+
+
+def job_lines(answer: dict[str, Any]) -> str:
+    """`jobID: …` and `status: …`, as start and stop print them."""
+    return f"jobID: {answer['jobID']}\nstatus: {answer['status']}"
+
+
+def status_text(answer: dict[str, Any]) -> str:
+    """The job lines, then `output:` and the output, as status prints them; ends with a newline."""
+    output = answer.get("output") or ""
+    if output and not output.endswith("\n"):
+        output += "\n"
+    return f"{job_lines(answer)}\noutput:\n{output}"
+
+
+def outcome_lines(answer: dict[str, Any]) -> str:
+    """The job lines with how it ended, as wait prints them."""
+    lines = [job_lines(answer)]
+    if answer.get("exitCode") is not None:
+        lines.append(f"exitCode: {answer['exitCode']}")
+    if answer.get("signal"):
+        lines.append(f"signal: {answer['signal']}")
+    if answer.get("reason"):
+        lines.append(f"reason: {answer['reason']}")
+    return "\n".join(lines)
+
+
+def job_table(jobs: list[dict[str, Any]]) -> str:
+    rows = [("JOB ID", "STATUS", "EXIT", "CREATED", "COMMAND")]
+    for job in jobs:
+        exit_text = job["signal"] or ("" if job["exitCode"] is None else str(job["exitCode"]))
+        rows.append((job["jobID"], job["status"], exit_text, job["createdAt"] or "",
+                     " ".join(job["command"].split())[:60]))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+                     for row in rows)

@@ -1,0 +1,238 @@
+"""The serve process: check the settings, bind the port, then run the front end and the supervisor as two
+separate processes, restart either one if it dies, and on SIGTERM or Ctrl-C shut both down with every job ended.
+
+It is a child subreaper, so if the supervisor is killed outright its jobs re-parent here rather than to init;
+they are ended at once, and the new supervisor settles their records. Both children ask the kernel to signal
+them if this process dies, and the supervisor then ends every job before it exits: killing `serve` with -9
+leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
+import signal
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from workerctl.linux import become_subreaper
+from workerctl.server_logging import configure_logging
+from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.supervisor.containment import Containment, choose_containment
+from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, hold_lock, prepare
+from workerctl.supervisor.main import run_supervisor
+from workerctl.supervisor.spawner import JobUser
+from workerctl.web.app import tls_context
+from workerctl.web.main import run_front_end
+from workerctl.web.users_file import UsersFileError, load_users
+
+log = logging.getLogger(__name__)
+
+_FIRST_RESTART_DELAY = 0.2
+_LONGEST_RESTART_DELAY = 10.0
+_STABLE_AFTER_SECONDS = 30.0  # a child that ran this long before dying is restarted without delay
+_FRONT_END_STOP_SECONDS = 5.0
+_SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
+
+FIRST_START_REASON = "server restarted before the job ended"
+CRASH_REASON = "the supervisor stopped unexpectedly and was restarted"
+
+
+class ServeError(Exception):
+    """The server cannot start; the message says why in one sentence."""
+
+
+def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment]:
+    """Fail now, with one clear sentence, on anything that would make the server fail later."""
+    try:
+        tls_context(settings.cert, settings.key)
+    except (OSError, ssl.SSLError) as error:
+        raise ServeError(f"cannot use the certificate {settings.cert} with the key {settings.key}: "
+                         f"{getattr(error, 'strerror', None) or error}") from None
+    try:
+        load_users(settings.users)
+        prepare(settings.data_dir)
+        JobUser.resolve(settings.job_user)
+        containment = choose_containment(settings.containment, settings.instance)
+    except (UsersFileError, DataDirError, ValueError) as error:
+        raise ServeError(str(error)) from None
+    except OSError as error:
+        raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
+    # The supervisor uses what was found here instead of choosing again.
+    return replace(settings, containment=containment.name), containment
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+class Child:
+    """One of the two server processes, started again after a delay that grows while it keeps dying."""
+
+    def __init__(self, name: str, target: Callable[..., None], arguments: Callable[[], tuple[Any, ...]]) -> None:
+        self.name = name
+        self.target = target
+        self.arguments = arguments
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.started_at = 0.0
+        self.restart_delay = 0.0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy a running loop's threads and locks
+        self.process = context.Process(target=self.target, args=self.arguments(), name=self.name)
+        self.process.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def died(self) -> int | None:
+        """The exit code, once, if the process has just been found dead."""
+        if self.process is None or self.restart_at is not None or self.process.is_alive():
+            return None
+        now = time.monotonic()
+        stable = now - self.started_at >= _STABLE_AFTER_SECONDS
+        self.restart_delay = 0.0 if stable else min(max(self.restart_delay * 2, _FIRST_RESTART_DELAY),
+                                                    _LONGEST_RESTART_DELAY)
+        self.restart_at = now + self.restart_delay
+        return self.process.exitcode
+
+    def stop(self, timeout: float) -> None:
+        if self.process is None or not self.process.is_alive():
+            return
+        self.process.terminate()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            log.error("%s did not stop within %g s; killing it", self.name, timeout)
+            self.process.kill()
+            self.process.join()
+
+
+def serve(settings: ServerSettings) -> int:
+    """Run the server until SIGTERM or SIGINT; the exit status to end with."""
+    configure_logging(settings.log_level)
+    multiprocessing.current_process().name = "serve"
+    settings, containment = check_settings(settings)
+    try:
+        hold_lock(settings.data_dir / SERVE_LOCK)
+    except DataDirError as error:
+        raise ServeError(str(error)) from None
+    become_subreaper()
+    listening = _listen(settings.host, settings.port)
+    host, port = listening.getsockname()[:2]
+    log.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "
+             "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
+             settings.users, settings.data_dir, settings.job_timeout)
+    with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
+        return _run_children(settings, containment, listening, Path(run_dir) / "supervisor.sock")
+
+
+def _run_children(settings: ServerSettings, containment: Containment, listening: socket.socket,
+                  link_address: Path) -> int:
+    authkey = secrets.token_bytes(32)
+    parent = os.getpid()
+    supervisor_reason = [FIRST_START_REASON]
+    supervisor = Child("supervisor", run_supervisor,
+                       lambda: (settings, link_address, authkey, parent, supervisor_reason[0]))
+    front_end = Child("web", run_front_end, lambda: (settings, listening, link_address, authkey, parent))
+    children = (supervisor, front_end)
+    wake_up, _wake_writer, stop_signals = _route_signals()
+    supervisor.start()
+    front_end.start()
+    exit_status = 0
+    while not stop_signals:
+        timeout = min([child.restart_at - time.monotonic() for child in children if child.restart_at is not None]
+                      + [1.0])
+        multiprocessing.connection.wait(
+            [wake_up] + [child.process.sentinel for child in children if child.running],  # type: ignore[union-attr]
+            timeout=max(timeout, 0.0))
+        _drain(wake_up)
+        for child in children:
+            code = child.died()
+            if code is None:
+                continue
+            if code == UNUSABLE_SETTINGS_EXIT:
+                log.critical("%s cannot work with these settings; stopping", child.name)
+                exit_status = UNUSABLE_SETTINGS_EXIT
+                stop_signals.append(signal.SIGTERM)
+                break
+            log.error("%s exited unexpectedly (exit code %s); restarting it in %g s", child.name, code,
+                      child.restart_delay)
+            if child is supervisor:
+                supervisor_reason[0] = CRASH_REASON
+                _end_orphaned_jobs(containment)
+        for child in children:
+            if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
+                child.start()
+        _reap_orphans(children)
+    log.info("shutting down (%s)", signal.Signals(stop_signals[0]).name)
+    front_end.stop(_FRONT_END_STOP_SECONDS)
+    supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
+    _end_orphaned_jobs(containment)
+    _reap_orphans(children)
+    log.info("stopped")
+    return exit_status
+
+
+def _route_signals() -> tuple[socket.socket, socket.socket, list[int]]:
+    """Record SIGTERM and SIGINT in a list, and wake the main loop on them and on SIGCHLD. Returns the socket
+    to wait on, the socket the signals write to (keep it open) and the list."""
+    wake_up, wake_writer = socket.socketpair()
+    wake_up.setblocking(False)
+    wake_writer.setblocking(False)
+    signal.set_wakeup_fd(wake_writer.fileno())
+    received: list[int] = []
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda number, _frame: received.append(number))
+    signal.signal(signal.SIGCHLD, lambda _number, _frame: None)  # only to wake the loop: orphans to reap
+    return wake_up, wake_writer, received
+
+
+def _drain(wake_up: socket.socket) -> None:
+    try:
+        while wake_up.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _end_orphaned_jobs(containment: Containment) -> None:
+    """SIGKILL whatever a dead supervisor's jobs left running; the next supervisor records them as ended."""
+    leftovers = containment.leftovers()
+    for _ in range(100):
+        if not leftovers.processes():
+            leftovers.release()
+            return
+        leftovers.kill_all()
+        time.sleep(0.01)
+    log.error("some processes of a dead supervisor's jobs survive SIGKILL")
+
+
+def _reap_orphans(children: tuple[Child, ...]) -> None:
+    """Reap processes that re-parented here, leaving the two children's exit statuses to multiprocessing."""
+    # Asking whether a child runs collects its exit status if it has died, so it is not waitable below.
+    ours = {child.process.pid for child in children if child.running}  # type: ignore[union-attr]
+    while True:
+        try:
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if exited is None or exited.si_pid in ours:
+            return  # nothing to reap, or a child that died just now: the next turn handles it
+        os.waitpid(exited.si_pid, 0)

@@ -1,0 +1,15 @@
+"""Logging for the server's processes: one line per event on stderr, naming the process it came from."""
+
+import logging
+import sys
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s: %(message)s",
+        force=True,
+    )
+    # Tornado's own access log would repeat ours; its warnings and errors still show.
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)

@@ -1,0 +1,61 @@
+"""The data directory: its layout, the start-up check that it is usable, and the locks that keep two servers
+(or two supervisors) from owning the same jobs.
+
+    jobs.sqlite3   job records (see records.py)
+    output/<job>/  each job's output (see output_log.py)
+    work/<job>/    each job's private working directory, owned by the job user, removed when the job ends
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from workerctl.supervisor.records import RecordWriter
+
+SERVE_LOCK = "serve.lock"
+SUPERVISOR_LOCK = "supervisor.lock"
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used; the message says why in one sentence."""
+
+
+def prepare(data_dir: Path) -> None:
+    """Create the layout if missing and prove it is writable, so storage faults show at start-up."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Jobs run as another user and must reach their own work/<job> directory, so the top is traversable;
+        # everything else in it is private to the server's user.
+        data_dir.chmod(0o711)
+        (data_dir / "output").mkdir(mode=0o700, exist_ok=True)
+        (data_dir / "work").mkdir(mode=0o711, exist_ok=True)
+        probe = data_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"workerctl")
+        probe.unlink()
+        RecordWriter(data_dir).close()
+    except OSError as error:
+        raise DataDirError(f"data directory {data_dir} is not usable: {error.strerror or error}") from None
+    except sqlite3.Error as error:
+        raise DataDirError(f"the job records in {data_dir} cannot be opened: {error}") from None
+
+
+def hold_lock(path: Path, wait: float = 0.0) -> int:
+    """Take an exclusive lock on `path`, waiting up to `wait` seconds; return its descriptor (keep it open)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise DataDirError(f"{path.parent} is in use by another workerctl server") from None
+            time.sleep(0.05)
+        else:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd

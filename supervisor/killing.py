@@ -1,0 +1,48 @@
+"""Ending a job's processes: SIGTERM to all of them, a grace period, then SIGKILL until nothing is left."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from workerctl.supervisor.containment import JobScope, signal_all
+
+log = logging.getLogger(__name__)
+
+_FIRST_CHECK = 0.002
+_LONGEST_CHECK = 0.05
+_KILL_CHECK_SECONDS = 1.0
+
+
+async def terminate(scope: JobScope, grace: float) -> None:
+    """Return once every process of `scope` is gone: SIGTERM lets them clean up for `grace` seconds, then
+    SIGKILL, repeated until the scope is empty (a process may fork while it is being killed)."""
+    processes = scope.processes()
+    if not processes:
+        return
+    signal_all(processes, signal.SIGTERM)
+    if await _emptied(scope, grace):
+        return
+    rounds = 0
+    while True:
+        scope.kill_all()
+        if await _emptied(scope, _KILL_CHECK_SECONDS):
+            return
+        rounds += 1
+        log.warning("processes survive SIGKILL after %d rounds: %s", rounds,
+                    [process.pid for process in scope.processes()])
+
+
+async def _emptied(scope: JobScope, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less."""
+    deadline = time.monotonic() + timeout
+    delay = _FIRST_CHECK
+    while scope.processes():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _LONGEST_CHECK)
+    return True

@@ -1,0 +1,43 @@
+"""The supervisor process's entry point: prepare the process, then run the Supervisor until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+
+from workerctl.server_logging import configure_logging
+from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.supervisor.containment import choose_containment
+from workerctl.supervisor.data_dir import SUPERVISOR_LOCK, DataDirError, hold_lock
+from workerctl.linux import become_subreaper, die_with_parent, raise_open_files_limit
+from workerctl.supervisor.records import RecordWriter
+from workerctl.supervisor.service import Supervisor
+from workerctl.supervisor.spawner import JobUser
+
+log = logging.getLogger(__name__)
+
+# A supervisor that died may still be ending its jobs; wait this much longer than a kill's grace for it.
+_LOCK_WAIT_MARGIN_SECONDS = 10.0
+
+
+def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes, parent_pid: int,
+                   restart_reason: str) -> None:
+    configure_logging(settings.log_level)
+    # If the serve process dies, end every job and exit, rather than leave them running unsupervised.
+    die_with_parent(parent_pid)
+    become_subreaper()
+    raise_open_files_limit()
+    try:
+        # Held until this process exits: a new supervisor starts only once the last one has ended its jobs.
+        hold_lock(settings.data_dir / SUPERVISOR_LOCK, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
+        records = RecordWriter(settings.data_dir)
+        containment = choose_containment(settings.containment, settings.instance)
+    except (DataDirError, OSError, sqlite3.Error) as error:
+        log.critical("the supervisor cannot start: %s", error)
+        sys.exit(UNUSABLE_SETTINGS_EXIT)
+    supervisor = Supervisor(settings, records, containment, JobUser.resolve(settings.job_user), link_address,
+                            authkey)
+    asyncio.run(supervisor.run(restart_reason))

@@ -1,0 +1,188 @@
+"""A job's output on disk, bounded: the first half of the cap is kept whole, the rest as a rolling tail.
+
+The supervisor writes a job's combined stdout and stderr here as it arrives; the front end reads it to answer
+status and to stream logs. Offsets are positions in the job's whole output stream, counted in bytes, so a reader
+can ask for "everything from byte N" and never see a byte twice.
+
+Layout, one directory per job:
+  head                   bytes [0, head_bytes) of the stream
+  tail.<offset>          consecutive segments of segment_bytes each, named by the stream offset they start at
+
+While a job writes no more than the cap, everything is kept. Past it, the oldest tail segment is deleted as each
+new one starts, so the directory holds the head and the last few segments: the start-up error and the final
+error both survive, and the bytes in between are reported as dropped. Files are only ever appended to and
+deleted, never overwritten, so a reader holding a segment open is never handed bytes that changed under it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+HEAD_NAME = "head"
+TAIL_PREFIX = "tail."
+_TAIL_SEGMENTS = 4
+
+
+@dataclass(frozen=True)
+class OutputLimits:
+    """How much of one job's output is kept: `head_bytes` whole, then `tail_segments` rolling segments."""
+
+    head_bytes: int
+    segment_bytes: int
+    tail_segments: int = _TAIL_SEGMENTS
+
+    @classmethod
+    def for_cap(cls, cap_bytes: int) -> OutputLimits:
+        """Keep everything up to `cap_bytes`; past it, the first half and at least the last 3/8."""
+        segment = max(cap_bytes // (2 * _TAIL_SEGMENTS), 1)
+        return cls(head_bytes=cap_bytes - segment * _TAIL_SEGMENTS, segment_bytes=segment)
+
+    @property
+    def cap_bytes(self) -> int:
+        return self.head_bytes + self.segment_bytes * self.tail_segments
+
+
+class OutputWriteError(OSError):
+    """The output could not be written (a full or broken disk); the job runs on, its output is lost."""
+
+
+class OutputWriter:
+    """Appends a job's output to its directory, keeping it within its limits."""
+
+    def __init__(self, directory: Path, limits: OutputLimits) -> None:
+        self.directory = directory
+        self.limits = limits
+        self.total = 0
+        directory.mkdir(mode=0o700)
+        self._fd = _create(directory / HEAD_NAME)
+        self._file_end = limits.head_bytes
+        self._segments: deque[Path] = deque()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.total == self._file_end:
+                self._start_segment()
+            room = self._file_end - self.total
+            written = _write(self._fd, view[:room])
+            self.total += written
+            view = view[written:]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _start_segment(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        path = self.directory / f"{TAIL_PREFIX}{self.total:020d}"
+        self._fd = _create(path)
+        self._segments.append(path)
+        self._file_end = self.total + self.limits.segment_bytes
+        if len(self._segments) > self.limits.tail_segments:
+            self._segments.popleft().unlink(missing_ok=True)
+
+
+def _create(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise OutputWriteError(error.errno, f"cannot create {path}: {error.strerror}") from error
+
+
+def _write(fd: int, data: memoryview) -> int:
+    try:
+        return os.write(fd, data)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputWriteError(error.errno, "the disk is full") from error
+        raise OutputWriteError(error.errno, error.strerror) from error
+
+
+@dataclass(frozen=True)
+class OutputPart:
+    """Bytes read from the output, after `skipped` bytes that were dropped before them."""
+
+    skipped: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Output read from some offset: its parts in order, where to read next, and how much the job has written
+    so far (`total`) and how much of that is not kept (`dropped`)."""
+
+    parts: list[OutputPart]
+    next_offset: int
+    total: int
+    dropped: int
+
+    @property
+    def size(self) -> int:
+        return sum(len(part.data) for part in self.parts)
+
+
+def read_output(directory: Path, offset: int = 0, limit: int | None = None) -> OutputChunk:
+    """Read a job's kept output from stream offset `offset`, at most `limit` bytes of it."""
+    pieces = _pieces(directory)
+    total = pieces[-1][0] + pieces[-1][1] if pieces else 0
+    dropped = sum(start - (prev_start + prev_size)
+                  for (prev_start, prev_size, _), (start, _, _) in zip(pieces, pieces[1:]))
+    budget = total if limit is None else limit
+    parts = []
+    skipped = 0
+    position = offset
+    for start, size, path in pieces:
+        if budget <= 0:
+            break
+        if position >= start + size:
+            continue
+        if position < start:  # the bytes before this file were dropped
+            skipped += start - position
+            position = start
+        data = _read_range(path, position - start, min(budget, start + size - position))
+        if data is None:  # deleted by the writer since we listed it: its bytes are dropped now
+            continue
+        parts.append(OutputPart(skipped, data))
+        skipped = 0
+        position += len(data)
+        budget -= len(data)
+    if skipped:
+        parts.append(OutputPart(skipped, b""))
+    return OutputChunk(parts, position, total, dropped)
+
+
+def _pieces(directory: Path) -> list[tuple[int, int, Path]]:
+    """(stream offset, size, path) of every file of the job's output, in stream order."""
+    pieces = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if entry.name == HEAD_NAME:
+            start = 0
+        elif entry.name.startswith(TAIL_PREFIX):
+            start = int(entry.name[len(TAIL_PREFIX):])
+        else:
+            continue
+        try:
+            size = entry.stat().st_size
+        except FileNotFoundError:
+            continue
+        pieces.append((start, size, Path(entry.path)))
+    pieces.sort()
+    return pieces
+
+
+def _read_range(path: Path, offset: int, size: int) -> bytes | None:
+    try:
+        with open(path, "rb", buffering=0) as file:
+            return os.pread(file.fileno(), size, offset)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,65 @@
+"""The job pool: which waiting job runs next.
+
+At most `max_running` jobs run at once, and at most `max_per_user` of any one user's. A job past either limit
+waits in `created`. When a slot frees, users take turns: the user served longest ago goes first, and each
+user's own jobs go first come, first served, so one user's flood cannot starve another user.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+
+class JobPool:
+    def __init__(self, max_running: int, max_per_user: int) -> None:
+        self.max_running = max_running
+        self.max_per_user = max_per_user
+        self._waiting: OrderedDict[str, deque[str]] = OrderedDict()  # user -> job IDs; order is the turn order
+        self._running: dict[str, str] = {}  # job ID -> user
+        self._running_per_user: dict[str, int] = {}
+
+    def add(self, job_id: str, user: str) -> None:
+        self._waiting.setdefault(user, deque()).append(job_id)
+
+    def withdraw(self, job_id: str, user: str) -> bool:
+        """Take a waiting job out of the queue; False if it is not waiting."""
+        queue = self._waiting.get(user)
+        if queue is None or job_id not in queue:
+            return False
+        queue.remove(job_id)
+        if not queue:
+            del self._waiting[user]
+        return True
+
+    def release(self, job_id: str) -> None:
+        """A running job has ended: free its slot."""
+        user = self._running.pop(job_id, None)
+        if user is not None:
+            self._running_per_user[user] -= 1
+            if not self._running_per_user[user]:
+                del self._running_per_user[user]
+
+    def take_runnable(self) -> list[str]:
+        """Move every job that may start now from waiting to running, in the order they should start."""
+        started = []
+        while len(self._running) < self.max_running:
+            user = next((user for user in self._waiting
+                         if self._running_per_user.get(user, 0) < self.max_per_user), None)
+            if user is None:
+                break
+            queue = self._waiting.pop(user)
+            job_id = queue.popleft()
+            if queue:
+                self._waiting[user] = queue  # back of the line: the other users go first
+            self._running[job_id] = user
+            self._running_per_user[user] = self._running_per_user.get(user, 0) + 1
+            started.append(job_id)
+        return started
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting_count(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())

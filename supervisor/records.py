@@ -1,0 +1,185 @@
+"""Job records in SQLite (WAL mode): the supervisor writes them, the front end reads them.
+
+One row per job: owner, command, status, exit status, reason and timestamps. The supervisor is the only writer
+and batches its writes into one transaction per turn of its event loop (`RecordWriter.commit`); it answers a
+request only after the transaction that records it is committed, so an answered start is never lost to a crash.
+WAL lets the front end read while the supervisor writes. `synchronous=NORMAL` survives any process crash; only
+a power cut can lose the last moments of writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from workerctl.protocol import FINAL_STATUSES, JobStatus
+
+DATABASE_NAME = "jobs.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    idempotency_key TEXT,
+    output_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    owner: str
+    command: str
+    status: JobStatus
+    created_at: float
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    idempotency_key: str | None = None
+    output_bytes: int = 0
+
+
+_COLUMNS = [field.name for field in fields(JobRecord)]
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    record = JobRecord(*row)
+    record.status = JobStatus(record.status)
+    return record
+
+
+def _values(record: JobRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _COLUMNS}
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
+class RecordWriter:
+    """The supervisor's handle on the records: every write goes into the open batch until `commit`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / DATABASE_NAME
+        self._db = _connect(self.path)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+        self._in_batch = False
+
+    def _write(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> None:
+        if not self._in_batch:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_batch = True
+        self._db.execute(sql, parameters)
+
+    @property
+    def has_pending_writes(self) -> bool:
+        return self._in_batch
+
+    def commit(self) -> None:
+        if self._in_batch:
+            self._in_batch = False
+            self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._in_batch:
+            self._in_batch = False
+            self._db.execute("ROLLBACK")
+
+    def insert(self, record: JobRecord) -> None:
+        placeholders = ", ".join(f":{name}" for name in _COLUMNS)
+        self._write(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _values(record))
+
+    def save(self, record: JobRecord) -> None:
+        """Write every field of an existing record."""
+        assignments = ", ".join(f"{name} = :{name}" for name in _COLUMNS if name != "id")
+        self._write(f"UPDATE jobs SET {assignments} WHERE id = :id", _values(record))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
+        return _record(row) if row else None
+
+    def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        row = self._db.execute(f"{_SELECT} WHERE owner = ? AND idempotency_key = ?", (owner, key)).fetchone()
+        return _record(row) if row else None
+
+    def unsettled(self) -> list[JobRecord]:
+        """Jobs a previous run left created or running."""
+        rows = self._db.execute(f"{_SELECT} WHERE status IN (?, ?) ORDER BY seq",
+                                (JobStatus.CREATED, JobStatus.RUNNING)).fetchall()
+        return [_record(row) for row in rows]
+
+    def expired(self, older_than: float, keep_per_owner: int) -> list[str]:
+        """IDs of final jobs that ended before `older_than`, or that fall beyond the newest `keep_per_owner`
+        final jobs of their owner."""
+        final = tuple(FINAL_STATUSES)
+        rows = self._db.execute(
+            f"""SELECT id FROM (
+                    SELECT id, ended_at,
+                           ROW_NUMBER() OVER (PARTITION BY owner ORDER BY seq DESC) AS newness
+                    FROM jobs WHERE status IN ({', '.join('?' * len(final))}))
+                WHERE ended_at < ? OR newness > ?""",
+            (*final, older_than, keep_per_owner)).fetchall()
+        return [row[0] for row in rows]
+
+    def delete(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._write("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+class RecordReader:
+    """The front end's read-only view of the records."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._db = _connect(data_dir / DATABASE_NAME)
+        self._db.execute("PRAGMA query_only = ON")
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        """The job, if it exists and belongs to `owner`; another user's job is the same as no job."""
+        row = self._db.execute(f"{_SELECT} WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
+        return _record(row) if row else None
+
+    def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
+        """The owner's jobs, newest first."""
+        if status is None:
+            rows = self._db.execute(f"{_SELECT} WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner, limit))
+        else:
+            rows = self._db.execute(f"{_SELECT} WHERE owner = ? AND status = ? ORDER BY seq DESC LIMIT ?",
+                                    (owner, status, limit))
+        return [_record(row) for row in rows.fetchall()]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def now() -> float:
+    """Wall-clock time for records (timestamps shown to users); deadlines use the monotonic clock."""
+    return time.time()

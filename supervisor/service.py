@@ -1,0 +1,389 @@
+"""The supervisor: the process that owns every job from acceptance to its final status.
+
+It takes start and stop requests from the front end, keeps the pool's limits, spawns each job, drains its
+output, enforces its time limit, ends every process of a job that stops, times out or exits leaving others
+behind, reaps every child, and records each step. The front end reads the records and output it writes.
+
+Everything runs on one asyncio loop; nothing on it blocks for long, so deadlines fire on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from workerctl.protocol import (InsufficientStorage, JobStatus, NotFound, StartJob, StopJob, Unavailable,
+                                ApiError, decode_request, new_job_id)
+from workerctl.server_settings import ServerSettings
+from workerctl.supervisor.containment import Containment, signal_all
+from workerctl.supervisor.job import EndRequest, Job
+from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.link import LinkListener
+from workerctl.supervisor.output_log import OutputLimits, OutputWriteError, OutputWriter
+from workerctl.supervisor.pool import JobPool
+from workerctl.supervisor.records import JobRecord, RecordWriter, now
+from workerctl.supervisor.spawner import JobUser, make_workdir, spawn
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK = 1024 * 1024
+_EVENT_INTERVAL = 0.005  # at most one "changed" event per this many seconds: coalesces output bursts
+_RETRY_SAVE_SECONDS = 1.0
+_HOUSEKEEPING_SECONDS = 60.0
+_STRAY_SWEEP_SECONDS = 5.0
+
+
+class Supervisor:
+    def __init__(self, settings: ServerSettings, records: RecordWriter, containment: Containment,
+                 job_user: JobUser, link_address: Path, authkey: bytes) -> None:
+        self.settings = settings
+        self.records = records
+        self.containment = containment
+        self.job_user = job_user
+        self.output_limits = OutputLimits.for_cap(settings.max_output_bytes)
+        self.output_root = settings.data_dir / "output"
+        self.work_root = settings.data_dir / "work"
+        self.link = LinkListener(link_address, authkey, self._on_messages)
+        self.pool = JobPool(settings.max_jobs, settings.max_jobs_per_user)
+        self.jobs: dict[str, Job] = {}  # every job not yet final
+        self._jobs_by_pid: dict[int, Job] = {}
+        self._unsaved: dict[str, JobRecord] = {}
+        self._changed: set[str] = set()
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_flush = 0.0
+        self._shutdown_requested: asyncio.Event | None = None
+
+    # --- life of the supervisor ---------------------------------------------------------------------------
+
+    async def run(self, restart_reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._shutdown_requested = asyncio.Event()
+        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
+        # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        await self._settle_previous_run(restart_reason)
+        self.link.start()
+        housekeeping = [asyncio.create_task(self._prune_forever()),
+                        asyncio.create_task(self._sweep_strays_forever())]
+        log.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
+                 self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
+                 self.job_user.name)
+        await self._shutdown_requested.wait()
+        for task in housekeeping:
+            task.cancel()
+        await self._shut_down()
+
+    async def _settle_previous_run(self, reason: str) -> None:
+        """Mark every job an earlier run left unfinished as `error`, and end any process it left behind."""
+        unsettled = self.records.unsettled()
+        for record in unsettled:
+            record.status, record.reason, record.ended_at = JobStatus.ERROR, reason, now()
+            self.records.save(record)
+        self.records.commit()
+        if unsettled:
+            log.warning("settled %d jobs an earlier run left unfinished: %s", len(unsettled), reason)
+        leftovers = self.containment.leftovers()
+        survivors = leftovers.processes()
+        if survivors:
+            log.warning("ending %d processes an earlier run left behind", len(survivors))
+            await terminate(leftovers, self.settings.kill_grace)
+        leftovers.release()
+
+    async def _shut_down(self) -> None:
+        log.info("supervisor shutting down: ending %d jobs", len(self.jobs))
+        for job in list(self.jobs.values()):
+            self._end(job, EndRequest(JobStatus.ERROR, "server shut down"))
+        await asyncio.gather(*(job.settled for job in list(self.jobs.values())))
+        self._flush()
+        self.link.close()
+        self.records.close()
+        log.info("supervisor stopped")
+
+    # --- requests from the front end ----------------------------------------------------------------------
+
+    def _on_messages(self, connection: Connection, messages: list[dict[str, Any]]) -> None:
+        starts: list[tuple[int, StartJob]] = []
+        for message in messages:
+            try:
+                request_id, request = decode_request(message)
+            except (KeyError, TypeError, ValueError):
+                log.error("ignored a malformed message from the front end: %.200r", message)
+                continue
+            if self._shutting_down:
+                self._reply_error(connection, request_id, Unavailable("the server is shutting down"))
+            elif isinstance(request, StartJob):
+                starts.append((request_id, request))
+            else:
+                asyncio.create_task(self._stop(connection, request_id, request))
+        if starts:
+            self._start(connection, starts)
+
+    def _reply(self, connection: Connection, request_id: int, job: dict[str, Any]) -> None:
+        self.link.send(connection, {"id": request_id, "job": job})
+
+    def _reply_error(self, connection: Connection, request_id: int, error: ApiError) -> None:
+        self.link.send(connection, {"id": request_id, "error": {"status": error.http_status,
+                                                                "message": error.message}})
+
+    def _start(self, connection: Connection, requests: list[tuple[int, StartJob]]) -> None:
+        """Record a batch of new jobs in one transaction, answer, then start what the pool allows."""
+        answers: list[tuple[int, dict[str, Any]]] = []
+        created: list[JobRecord] = []
+        by_key: dict[tuple[str, str], JobRecord] = {}
+        for request_id, request in requests:
+            key = (request.user, request.idempotency_key) if request.idempotency_key else None
+            existing = key and (by_key.get(key) or self.records.find_by_key(*key))
+            if existing:
+                answers.append((request_id, {"jobID": existing.id, "status": existing.status.value}))
+                continue
+            record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
+                               idempotency_key=request.idempotency_key)
+            self.records.insert(record)
+            created.append(record)
+            if key:
+                by_key[key] = record
+            answers.append((request_id, {"jobID": record.id, "status": record.status.value}))
+        try:
+            self.records.commit()
+        except sqlite3.Error as error:
+            self.records.rollback()
+            log.error("cannot record new jobs: %s", error)
+            failure = InsufficientStorage(f"the server could not record the job: {error}")
+            for request_id, _ in requests:
+                self._reply_error(connection, request_id, failure)
+            return
+        for record in created:
+            log.info("job %s (user %s): created: %.200s", record.id, record.owner, record.command)
+            self.jobs[record.id] = Job(record)
+            self.pool.add(record.id, record.owner)
+        for request_id, answer in answers:
+            self._reply(connection, request_id, answer)
+        self._start_runnable()
+
+    async def _stop(self, connection: Connection, request_id: int, request: StopJob) -> None:
+        job = self.jobs.get(request.job_id)
+        if job is None or job.owner != request.user:
+            record = self.records.get(request.job_id)
+            if record is None or record.owner != request.user:
+                self._reply_error(connection, request_id, NotFound("no such job"))
+            else:
+                self._reply(connection, request_id, {"jobID": record.id, "status": record.status.value})
+            return
+        self._end(job, EndRequest(JobStatus.STOPPED))
+        status = await asyncio.shield(job.settled)
+        self._reply(connection, request_id, {"jobID": job.id, "status": status.value})
+
+    # --- a job's life ---------------------------------------------------------------------------------------
+
+    @property
+    def _shutting_down(self) -> bool:
+        return self._shutdown_requested is not None and self._shutdown_requested.is_set()
+
+    def _start_runnable(self) -> None:
+        if self._shutting_down:
+            return
+        for job_id in self.pool.take_runnable():
+            self._launch(self.jobs[job_id])
+
+    def _launch(self, job: Job) -> None:
+        try:
+            job.workdir = make_workdir(self.work_root, job.id, self.job_user)
+            job.output = OutputWriter(self.output_root / job.id, self.output_limits)
+            spawned = spawn(job.record.command, job.id, self.job_user, job.workdir, self.containment)
+        except (OSError, subprocess.SubprocessError) as error:
+            log.error("job %s could not start: %s", job.id, error)
+            self.pool.release(job.id)
+            self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
+            asyncio.get_running_loop().call_soon(self._start_runnable)
+            return
+        job.pid, job.output_fd = spawned.pid, spawned.output_fd
+        self._jobs_by_pid[job.pid] = job
+        job.scope = self.containment.scope(job.id, psutil.Process(job.pid), lambda: job.main_unreaped)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(job.output_fd, self._drain_output, job)
+        job.deadline = loop.call_later(self.settings.job_timeout, self._time_limit_reached, job)
+        job.move_to(JobStatus.RUNNING)
+        self._save(job)
+
+    def _drain_output(self, job: Job) -> None:
+        assert job.output_fd is not None
+        try:
+            data = os.read(job.output_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            self._store_output(job, data)
+        else:  # every writer has closed it: nothing more can come
+            self._close_output(job)
+
+    def _store_output(self, job: Job, data: bytes) -> None:
+        if job.output_error is None and job.output is not None:
+            try:
+                job.output.write(data)
+            except OutputWriteError as error:
+                job.output_error = error.strerror or str(error)
+                log.error("job %s: output lost from byte %d on: %s", job.id, job.output.total, job.output_error)
+        self._changed.add(job.id)
+        self._schedule_flush()
+
+    def _close_output(self, job: Job) -> None:
+        if job.output_fd is not None:
+            asyncio.get_running_loop().remove_reader(job.output_fd)
+            os.close(job.output_fd)
+            job.output_fd = None
+
+    def _time_limit_reached(self, job: Job) -> None:
+        self._end(job, EndRequest(JobStatus.ERROR, f"time limit of {self.settings.job_timeout:g} s exceeded"))
+
+    def _end(self, job: Job, request: EndRequest) -> None:
+        """End a job for the server's reasons: stop it if it waits, else end its processes."""
+        if job.status is JobStatus.CREATED:
+            self.pool.withdraw(job.id, job.owner)
+            self._settle(job, request.status, reason=request.reason)
+        elif job.request_end(request):
+            self._wind_down(job)
+
+    def _reap(self) -> None:
+        """Reap every child that has exited. The supervisor is the only one that waits for its children, so
+        no exit status is taken by anyone else; orphans re-parented to it are reaped here too."""
+        while True:
+            try:
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                return
+            if exited is None:
+                return
+            job = self._jobs_by_pid.pop(exited.si_pid, None)
+            if job is not None:
+                job.record_exit(exited.si_code, exited.si_status)
+                self._wind_down(job)
+
+    def _wind_down(self, job: Job) -> None:
+        if job.winding_down is None:
+            job.winding_down = asyncio.create_task(self._finish(job))
+
+    async def _finish(self, job: Job) -> None:
+        """End every process of the job, keep the last of its output, and settle it."""
+        assert job.scope is not None and job.pid is not None
+        if job.deadline is not None:
+            job.deadline.cancel()
+        await terminate(job.scope, self.settings.kill_grace)
+        while not job.main_exited:
+            self._reap()
+            if not job.main_exited:  # outside its scope somehow; its pid is still ours, as it is unreaped
+                log.warning("job %s: main process %d outlived its scope; killing it", job.id, job.pid)
+                os.kill(job.pid, signal.SIGKILL)
+                await asyncio.sleep(0.001)
+        self._drain_remaining_output(job)
+        job.scope.release()
+        self.pool.release(job.id)
+        ended = job.end_request or EndRequest(JobStatus.FINISHED)
+        reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
+                   if reason]
+        self._settle(job, ended.status, exit_code=job.exit_code, signal=job.exit_signal,
+                     reason="; ".join(reasons) or None)
+        self._start_runnable()
+
+    def _drain_remaining_output(self, job: Job) -> None:
+        """Read what the job's processes left in the pipe. None of them is alive, so this ends at EOF at once;
+        if something outside the job holds the pipe open, stop at what is there rather than wait."""
+        while job.output_fd is not None:
+            try:
+                data = os.read(job.output_fd, _READ_CHUNK)
+            except BlockingIOError:
+                log.warning("job %s: its output pipe is held open by a process outside the job", job.id)
+                data = b""
+            if not data:
+                self._close_output(job)
+            else:
+                self._store_output(job, data)
+
+    def _settle(self, job: Job, status: JobStatus, **changes: Any) -> None:
+        """Give the job its final status and let go of everything it held."""
+        if job.output is not None:
+            job.output.close()
+            changes["output_bytes"] = job.output.total
+        job.move_to(status, **changes)
+        self._save(job)
+        if job.workdir is not None:
+            _remove_tree(job.workdir)
+        del self.jobs[job.id]
+        job.settled.set_result(status)
+
+    # --- records and events -------------------------------------------------------------------------------
+
+    def _save(self, job: Job) -> None:
+        self._unsaved[job.id] = job.record
+        self._changed.add(job.id)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + _EVENT_INTERVAL), self._flush)
+
+    def _flush(self) -> None:
+        """Commit changed records in one transaction, then tell the front end which jobs changed."""
+        self._flush_handle = None
+        self._last_flush = asyncio.get_running_loop().time()
+        if self._unsaved:
+            try:
+                for record in self._unsaved.values():
+                    self.records.save(record)
+                self.records.commit()
+                self._unsaved.clear()
+            except sqlite3.Error as error:
+                self.records.rollback()
+                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
+                asyncio.get_running_loop().call_later(_RETRY_SAVE_SECONDS, self._schedule_flush)
+        if self._changed:
+            self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
+            self._changed.clear()
+
+    # --- housekeeping -------------------------------------------------------------------------------------
+
+    async def _prune_forever(self) -> None:
+        """Delete final jobs past their retention, with their output."""
+        while True:
+            cutoff = time.time() - self.settings.retention_days * 86400
+            try:
+                expired = self.records.expired(cutoff, self.settings.retention_jobs)
+                if expired:
+                    self.records.delete(expired)
+                    self.records.commit()
+            except sqlite3.Error as error:
+                self.records.rollback()
+                log.error("cannot prune old jobs: %s", error)
+            else:
+                for job_id in expired:
+                    _remove_tree(self.output_root / job_id)
+                if expired:
+                    log.info("pruned %d jobs past their retention", len(expired))
+            await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+
+    async def _sweep_strays_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_STRAY_SWEEP_SECONDS)
+            strays = self.containment.strays(set(self.jobs))
+            if strays:
+                log.warning("killing %d processes that escaped their jobs: %s", len(strays),
+                            [process.pid for process in strays])
+                signal_all(strays, signal.SIGKILL)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a directory tree off the event loop: a job may have left a big one."""
+    asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))

@@ -1,0 +1,108 @@
+"""Starting a job's first process.
+
+Every job is `/bin/sh -c COMMAND`, run as the job user in a session of its own, in a private working directory
+with umask 077 and an explicit environment (nothing of the server's leaks in), stdin from /dev/null, and stdout
+and stderr into one pipe so their order is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
+from workerctl.linux import enlarge_pipe
+
+SHELL = "/bin/sh"
+_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+_PIPE_BYTES = 1024 * 1024
+
+# The supervisor reaps every child itself (see reaper.py). A Popen left with no return code would call waitpid
+# on its pid when garbage-collected, perhaps after the pid was reused by another job, and steal that job's exit
+# status; giving it a return code up front tells it the wait is not its to do.
+_WAITED_ELSEWHERE = 0
+
+
+@dataclass(frozen=True)
+class JobUser:
+    """The account jobs run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, name: str | None) -> JobUser:
+        """The named account; by default `nobody` when the server runs as root, else the server's own user."""
+        if name is None:
+            entry = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+        else:
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                raise ValueError(f"there is no user named {name!r} to run jobs as") from None
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def is_self(self) -> bool:
+        return self.uid == os.geteuid()
+
+
+@dataclass(frozen=True)
+class SpawnedProcess:
+    pid: int
+    output_fd: int  # the read end of the job's stdout+stderr pipe, non-blocking
+
+
+def make_workdir(work_root: Path, job_id: str, user: JobUser) -> Path:
+    workdir = work_root / job_id
+    workdir.mkdir(mode=0o700)
+    if not user.is_self:
+        os.chown(workdir, user.uid, user.gid)
+    return workdir
+
+
+def job_environment(job_id: str, instance: str, user: JobUser, workdir: Path) -> dict[str, str]:
+    return {
+        "PATH": _PATH,
+        "HOME": str(workdir),
+        "PWD": str(workdir),
+        "TMPDIR": str(workdir),
+        "USER": user.name,
+        "LOGNAME": user.name,
+        "SHELL": SHELL,
+        "LANG": "C.UTF-8",
+        JOB_ENV: job_id,
+        INSTANCE_ENV: instance,
+    }
+
+
+def spawn(command: str, job_id: str, user: JobUser, workdir: Path, containment: Containment) -> SpawnedProcess:
+    """Start the job's shell; OSError if it cannot be started."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        enlarge_pipe(write_end, _PIPE_BYTES)
+        switch_user = {} if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []}
+        with containment.spawning(job_id):
+            process = subprocess.Popen(
+                [SHELL, "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=job_environment(job_id, containment.instance, user, workdir),
+                start_new_session=True,
+                umask=0o077,
+                **switch_user,
+            )
+        process.returncode = _WAITED_ELSEWHERE
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    os.set_blocking(read_end, False)
+    return SpawnedProcess(process.pid, read_end)

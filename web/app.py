@@ -1,0 +1,46 @@
+"""The HTTPS server: TLS settings, Tornado's limits, and the one route."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import tornado.httpserver
+import tornado.web
+
+from workerctl.protocol import MAX_BODY_BYTES
+from workerctl.web.auth import Authenticator
+from workerctl.web.handler import ApiHandler, log_request
+from workerctl.web.job_api import JobApi
+
+# Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
+MAX_HEADER_BYTES = 16 * 1024
+IDLE_CONNECTION_SECONDS = 60.0  # also bounds the TLS handshake and the headers of a new request
+BODY_SECONDS = 10.0
+# The handler answers 413 past MAX_BODY_BYTES itself; past this the connection is simply dropped.
+HARD_BODY_LIMIT_BYTES = 16 * MAX_BODY_BYTES
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The standard library's server defaults, TLS 1.2 at least; ssl.SSLError or OSError if unusable."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def build_server(api: JobApi, auth: Authenticator, tls: ssl.SSLContext) -> tornado.httpserver.HTTPServer:
+    application = tornado.web.Application(
+        [(r".*", ApiHandler, {"api": api, "auth": auth})],
+        log_function=log_request,
+        serve_traceback=False,
+    )
+    return tornado.httpserver.HTTPServer(
+        application,
+        ssl_options=tls,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=HARD_BODY_LIMIT_BYTES,
+        idle_connection_timeout=IDLE_CONNECTION_SECONDS,
+        body_timeout=BODY_SECONDS,
+        decompress_request=False,
+    )

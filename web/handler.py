@@ -1,0 +1,129 @@
+"""The one HTTP endpoint, `POST /`: read the body, authenticate, dispatch the action, answer JSON.
+
+Every answer, errors included, is JSON: `{"error": "one clear sentence"}` with the fitting status. Tornado's
+HTML error pages and tracebacks never reach a client. The body is read as a stream so a body over the limit
+gets a 413 whether it announces its length or arrives chunked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from workerctl.protocol import MAX_BODY_BYTES, ApiError, MethodNotAllowed, NotFound, PayloadTooLarge
+from workerctl.web.auth import Authenticator
+from workerctl.web.job_api import JobApi
+from workerctl.web.requests import (ListRequest, LogsRequest, StartRequest, StatusRequest, StopRequest, parse_body,
+                                    parse_request, token_from)
+
+log = logging.getLogger(__name__)
+
+_TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
+
+
+class ClientGone(Exception):
+    """The client closed the connection while we were streaming to it."""
+
+
+@tornado.web.stream_request_body
+class ApiHandler(tornado.web.RequestHandler):
+    def initialize(self, api: JobApi, auth: Authenticator) -> None:
+        self.api = api
+        self.auth = auth
+        self.log_action = "-"
+        self.log_user = "-"
+        self._body = bytearray()
+        self._too_large = False
+        self._streaming = False
+
+    def prepare(self) -> None:
+        if self.request.path != "/":
+            raise NotFound("there is nothing here: the API is POST / with a JSON body")
+        if self.request.method != "POST":
+            raise MethodNotAllowed("only POST is allowed: send a JSON body to /")
+        if int(self.request.headers.get("Content-Length", 0)) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(_TOO_LARGE)
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self._body) + len(chunk) > MAX_BODY_BYTES:
+            self._too_large = True  # keep reading to the end, keep nothing
+        elif not self._too_large:
+            self._body += chunk
+
+    async def post(self) -> None:
+        if self._too_large:
+            raise PayloadTooLarge(_TOO_LARGE)
+        body = parse_body(bytes(self._body))
+        user = self.auth.user_for(token_from(body, self.request.headers.get("Authorization")))
+        self.log_user = user
+        action, request = parse_request(body)
+        self.log_action = action.value
+        if isinstance(request, LogsRequest):
+            await self._stream_logs(user, request)
+            return
+        match request:
+            case StartRequest():
+                answer = await self.api.start(user, request)
+            case StopRequest():
+                answer = await self.api.stop(user, request)
+            case StatusRequest():
+                answer = await self.api.status(user, request)
+            case ListRequest():
+                answer = self.api.list(user, request)
+        self._finish_json(answer)
+
+    async def _stream_logs(self, user: str, request: LogsRequest) -> None:
+        async def send(data: bytes) -> None:
+            self._start_streaming()
+            self.write(data)
+            try:
+                await self.flush()  # waits until the client has taken it: memory stays flat however much
+            except StreamClosedError:
+                raise ClientGone from None
+
+        try:
+            await self.api.stream_logs(user, request, send)
+        except ClientGone:
+            return
+        self._start_streaming()
+        self.finish()
+
+    def _start_streaming(self) -> None:
+        if not self._streaming:
+            self._streaming = True
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("X-Content-Type-Options", "nosniff")
+
+    def _finish_json(self, answer: dict[str, Any]) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ApiError):
+            status_code, message = error.http_status, error.message
+        elif status_code >= 500:
+            message = "internal server error; the server's log has the details"
+        else:
+            message = HTTPStatus(status_code).phrase.lower() if status_code in HTTPStatus._value2member_map_ \
+                else "the request was refused"
+        self.set_status(status_code)
+        if status_code == 405:
+            self.set_header("Allow", "POST")
+        self._finish_json({"error": message})
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            return  # an answer, not a fault
+        super().log_exception(typ, value, tb)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """One line per request: action, user, status, duration. Never the body, so never a token."""
+    log.info("request action=%s user=%s status=%d duration_ms=%.1f", getattr(handler, "log_action", "-"),
+             getattr(handler, "log_user", "-"), handler.get_status(), handler.request.request_time() * 1000)

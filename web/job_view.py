@@ -1,0 +1,75 @@
+"""What the API shows of a job: its record and its output as one JSON-ready dict.
+
+Output is stored as bytes and shown as text: invalid UTF-8 becomes U+FFFD. While more output may follow, a
+character cut in half at the end of what was read is held back for the next read, so a poller that follows
+`nextOffset` sees every character whole and every byte exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from workerctl.protocol import signal_name
+from workerctl.supervisor.output_log import OutputChunk
+from workerctl.supervisor.records import JobRecord
+
+
+def dropped_marker(skipped: int) -> str:
+    return f"[workerctl: {skipped} bytes of output dropped here]\n"
+
+
+def timestamp(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_view(record: JobRecord) -> dict[str, Any]:
+    """The job without its output (what `list` shows)."""
+    return {
+        "jobID": record.id,
+        "status": record.status.value,
+        "command": record.command,
+        "exitCode": record.exit_code,
+        "signal": signal_name(record.signal) if record.signal is not None else None,
+        "reason": record.reason,
+        "createdAt": timestamp(record.created_at),
+        "startedAt": timestamp(record.started_at),
+        "endedAt": timestamp(record.ended_at),
+    }
+
+
+def complete_utf8_length(data: bytes) -> int:
+    """The length of `data` without a multi-byte character cut off at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the last character's first byte
+            needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+            return len(data) - back if needed > back else len(data)
+    return len(data)
+
+
+def job_view(record: JobRecord, chunk: OutputChunk) -> dict[str, Any]:
+    """The job with the output in `chunk` (what `status` shows)."""
+    more_may_follow = not record.status.is_final or chunk.next_offset < chunk.total
+    pieces = []
+    next_offset = chunk.next_offset
+    for index, part in enumerate(chunk.parts):
+        if part.skipped:
+            if pieces and not pieces[-1].endswith("\n"):
+                pieces.append("\n")
+            pieces.append(dropped_marker(part.skipped))
+        data = part.data
+        if more_may_follow and index == len(chunk.parts) - 1:
+            kept = complete_utf8_length(data)
+            next_offset -= len(data) - kept
+            data = data[:kept]
+        pieces.append(data.decode("utf-8", "replace"))
+    return {
+        **record_view(record),
+        "output": "".join(pieces),
+        "outputBytes": chunk.total,
+        "outputDropped": chunk.dropped,
+        "nextOffset": next_offset,
+    }

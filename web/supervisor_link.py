@@ -1,0 +1,158 @@
+"""The front end's end of its link with the supervisor: requests out, answers and change events back.
+
+The link reconnects by itself whenever the supervisor restarts. While it is down, every job request is
+answered at once with 503 instead of hanging; a request in flight when the supervisor dies gets 503 too.
+Change events wake whoever waits on those jobs (long polls and followers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+from typing import Any
+
+from workerctl.protocol import SupervisorRequest, Unavailable, api_error, encode_request
+from workerctl.supervisor.link import read_available, tune_link_socket
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_SECONDS = 0.1
+_SEND_TIMEOUT_SECONDS = 2.0
+
+
+class JobWatchers:
+    """Futures that resolve when a job changes. Take one before reading the job, so that no change between
+    the read and the wait is missed."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[asyncio.Future[None]]:
+        """A future that resolves when the job next changes, for as long as the block runs."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(job_id, set()).add(future)
+        try:
+            yield future
+        finally:
+            futures = self._waiting.get(job_id)
+            if futures is not None:
+                futures.discard(future)
+                if not futures:
+                    del self._waiting[job_id]
+
+    def notify(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            for future in self._waiting.pop(job_id, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def notify_all(self) -> None:
+        self.notify(list(self._waiting))
+
+
+async def changed_within(future: asyncio.Future[None], timeout: float) -> None:
+    """Wait for a `watching` future, at most `timeout` seconds."""
+    try:
+        await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        pass
+
+
+class SupervisorLink:
+    def __init__(self, address: Path, authkey: bytes, watchers: JobWatchers) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.watchers = watchers
+        self.ready = asyncio.Event()
+        self._connection: Connection | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    def ensure_up(self) -> None:
+        if self._connection is None:
+            raise Unavailable("the job supervisor is not available right now; try again in a moment")
+
+    async def request(self, request: SupervisorRequest, timeout: float) -> dict[str, Any]:
+        """Send a request and return the job the supervisor answers with; ApiError for its refusals."""
+        self.ensure_up()
+        assert self._connection is not None
+        request_id = next(self._ids)
+        answer = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = answer
+        try:
+            self._connection.send_bytes(encode_request(request_id, request))
+        except OSError:
+            self._pending.pop(request_id, None)
+            self._disconnect("cannot send to the supervisor")
+            raise Unavailable("the job supervisor is not available right now; try again in a moment") from None
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable("the job supervisor did not answer in time; check with status or list whether "
+                              "the request took effect") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def maintain(self) -> None:
+        """Keep the link connected for as long as the front end runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection = await loop.run_in_executor(None, self._connect)
+            except (OSError, EOFError) as error:  # not listening yet, or gone mid-handshake
+                log.debug("supervisor not reachable: %s", error)
+                await asyncio.sleep(_RECONNECT_SECONDS)
+                continue
+            self._connection = connection
+            self._lost.clear()
+            loop.add_reader(connection.fileno(), self._readable)
+            self.ready.set()
+            log.info("connected to the supervisor")
+            self.watchers.notify_all()
+            await self._lost.wait()
+
+    def _connect(self) -> Connection:
+        connection = Client(str(self.address), family="AF_UNIX", authkey=self.authkey)
+        tune_link_socket(connection, _SEND_TIMEOUT_SECONDS)
+        return connection
+
+    def _readable(self) -> None:
+        assert self._connection is not None
+        try:
+            messages = read_available(self._connection)
+        except (EOFError, OSError, ValueError):
+            self._disconnect("lost the supervisor")
+            return
+        for message in messages:
+            if message.get("event") == "changed":
+                self.watchers.notify(message.get("jobs", ()))
+                continue
+            answer = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            if answer is None or answer.done():
+                continue  # its requester gave up waiting
+            if "error" in message:
+                answer.set_exception(api_error(message["error"]["status"], message["error"]["message"]))
+            else:
+                answer.set_result(message["job"])
+
+    def _disconnect(self, why: str) -> None:
+        if self._connection is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._connection.fileno())
+        self._connection.close()
+        self._connection = None
+        log.warning("%s; answering 503 until it is back", why)
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(Unavailable("the job supervisor stopped while handling the request; check "
+                                                 "with status or list whether it took effect"))
+        self._pending.clear()
+        self.watchers.notify_all()
+        self._lost.set()
