@@ -8,7 +8,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(processName)s[%(process)d]: %(message)s",
         force=True,
     )
     # Tornado's own access log would repeat ours; its warnings and errors still show.

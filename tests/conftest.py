@@ -1,0 +1,55 @@
+"""Test fixtures: a throwaway CA, two users, and real servers (see support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from support import Server, Tls, Users, start_server
+
+from workerctl.web.users_file import add_user
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = Tls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    ca.cert_pem.write_to_path(str(paths.ca))
+    server_cert.cert_chain_pems[0].write_to_path(str(paths.cert))
+    server_cert.private_key_pem.write_to_path(str(paths.key))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def users(tmp_path_factory: pytest.TempPathFactory) -> Users:
+    file = tmp_path_factory.mktemp("users") / "users.toml"
+    return Users(file, {name: add_user(file, name) for name in ("alice", "bob")})
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, tls: Tls, users: Users) -> Iterator[Callable[..., Server]]:
+    """Start servers of one's own (with extra serve flags); each is stopped at the end of the test."""
+    started: list[Server] = []
+
+    def factory(*extra: str, **options: Any) -> Server:
+        server = start_server(tmp_path, tls, users, *extra, **options)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users) -> Iterator[Server]:
+    """One server shared by a module's tests that do not need their own."""
+    running = start_server(tmp_path_factory.mktemp("server"), tls, users)
+    yield running
+    assert running.stop() == 0, running.log()

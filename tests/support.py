@@ -1,0 +1,164 @@
+"""Helpers for the tests: real servers started as `python -m workerctl serve` on 127.0.0.1, talked to over
+real HTTPS with certificate checks on, and ways to find processes and wait for conditions."""
+
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+
+SERVE_START_SECONDS = 20.0
+
+
+def poll_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> Any:
+    """Return the first truthy value of `predicate()`, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+@dataclass(frozen=True)
+class Users:
+    file: Path
+    tokens: dict[str, str]
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class Server:
+    """A running `workerctl serve` and a way to talk to it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, data_dir: Path, port: int, tls: Tls,
+                 users: Users) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"https://127.0.0.1:{port}"
+        self.tls = tls
+        self.users = users
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def raw(self, method: str = "POST", body: bytes | None = None, headers: dict[str, str] | None = None,
+            path: str = "/") -> Answer:
+        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.tls.client_context(),
+                                                 timeout=60)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read()
+            parsed = json.loads(data) if data and method != "HEAD" else {}
+            return Answer(response.status, parsed, dict(response.getheaders()))
+        finally:
+            connection.close()
+
+    def call(self, action: str, user: str = "alice", **fields: Any) -> Answer:
+        body = {"action": action, "token": self.users.tokens[user], **fields}
+        return self.raw(body=json.dumps(body).encode())
+
+    def start(self, command: str, user: str = "alice", **fields: Any) -> str:
+        answer = self.call("start", user, command=command, **fields)
+        assert answer.status == 200, answer.body
+        return answer.body["jobID"]
+
+    def status(self, job_id: str, user: str = "alice", **fields: Any) -> dict[str, Any]:
+        answer = self.call("status", user, jobID=job_id, **fields)
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def wait_final(self, job_id: str, user: str = "alice", timeout: float = 15.0) -> dict[str, Any]:
+        return poll_until(lambda: (lambda s: s if s["status"] in ("finished", "stopped", "error") else None)(
+            self.status(job_id, user)), timeout, message=f"job {job_id} to end")
+
+    def wait_running(self, job_id: str, user: str = "alice") -> dict[str, Any]:
+        return poll_until(lambda: (lambda s: s if s["status"] == "running" else None)(self.status(job_id, user)),
+                          message=f"job {job_id} to run")
+
+    def child_pid(self, name: str) -> int:
+        """The pid of the server's process `name` ("web" or "supervisor"), from its start-up log line."""
+        pattern = {"web": r"web\[(\d+)\]: connected to the supervisor",
+                   "supervisor": r"supervisor\[(\d+)\]: supervisor ready"}[name]
+        return int(re.findall(pattern, self.log())[-1])
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_server(tmp_path: Path, tls: Tls, users: Users, *extra: str, data_dir: Path | None = None,
+                 ready: bool = True, env: dict[str, str] | None = None) -> Server:
+    data_dir = data_dir or tmp_path / "data"
+    log_path = tmp_path / f"serve-{uuid.uuid4().hex[:8]}.log"
+    command = [sys.executable, "-m", "workerctl", "serve", "--port", "0", "--cert", str(tls.cert), "--key",
+               str(tls.key), "--users", str(users.file), "--data-dir", str(data_dir), "--job-timeout", "20",
+               "--kill-grace", "0.5", "--log-level", "INFO", *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    if not ready:
+        return Server(process, log_path, data_dir, 0, tls, users)
+
+    def served_port() -> int | None:
+        if process.poll() is not None:
+            pytest.fail(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
+        found = re.search(r"serving https://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+        return int(found.group(1)) if found else None
+
+    port = poll_until(served_port, SERVE_START_SECONDS, message="the server to start")
+    return Server(process, log_path, data_dir, port, tls, users)
+
+
+def marker() -> str:
+    """A unique `sleep` argument: processes started with it can be found in the process table."""
+    return f"{3000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**9:09d}"
+
+
+def processes_with(mark: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def assert_none_left(mark: str, timeout: float = 10.0) -> None:
+    poll_until(lambda: not processes_with(mark), timeout, message=f"every process with {mark} to be gone")

@@ -1,0 +1,100 @@
+"""No process outlives its job: stop, the time limit and a job's own exit end every process it started, however
+it forked, under both kinds of containment."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support import assert_none_left, marker, processes_with, start_server
+
+
+@pytest.fixture(scope="module", params=["cgroup", "process"])
+def server(request, tmp_path_factory, tls, users):
+    running = start_server(tmp_path_factory.mktemp(request.param), tls, users, "--containment", request.param,
+                           "--job-timeout", "1.5", "--kill-grace", "0.5")
+    assert f"containment: {'one cgroup per job' if request.param == 'cgroup' else 'following process'}" \
+        in running.log()
+    yield running
+    assert running.stop() == 0
+
+
+# Each shell snippet starts processes that try to get away in a different way; all sleep with the marker.
+ESCAPES = {
+    "grandchildren": "sh -c 'sleep {m} & sleep {m}' & sleep {m}",
+    "new session": "setsid sleep {m} & sleep {m}",
+    "double fork": "(setsid sh -c 'sleep {m} &' &); sleep {m}",
+    "ignores SIGTERM": "trap '' TERM; sh -c \"trap '' TERM; sleep {m}\" & sleep {m}",
+    "empty environment": "env -i sh -c 'sleep {m} &'; sleep {m}",
+}
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_stop_ends_every_process(server, escape):
+    mark = marker()
+    job_id = server.start(ESCAPES[escape].format(m=mark))
+    server.wait_running(job_id)
+    time.sleep(0.2)  # let the escapes happen
+    assert processes_with(mark)
+    answer = server.call("stop", jobID=job_id)
+    assert answer.body["status"] == "stopped"
+    assert not processes_with(mark), "stop answered before every process was gone"
+
+
+@pytest.mark.parametrize("escape", ["grandchildren", "double fork", "ignores SIGTERM"])
+def test_time_limit_ends_every_process(server, escape):
+    mark = marker()
+    job_id = server.start(ESCAPES[escape].format(m=mark))
+    status = server.wait_final(job_id, timeout=10)
+    assert status["status"] == "error"
+    assert status["reason"] == "time limit of 1.5 s exceeded"
+    assert not processes_with(mark)
+
+
+LEFT_BEHIND = {
+    "a child": "sleep {m} & exit 5",
+    "new session": "setsid sleep {m} & exit 5",
+    "double fork": "(setsid sh -c 'sleep {m} &' &); exit 5",
+}
+
+
+@pytest.mark.parametrize("left_behind", LEFT_BEHIND)
+def test_a_job_that_exits_leaving_processes_behind_has_them_ended(server, left_behind):
+    mark = marker()
+    job_id = server.start(LEFT_BEHIND[left_behind].format(m=mark))
+    status = server.wait_final(job_id)
+    assert (status["status"], status["exitCode"]) == ("finished", 5)
+    assert not processes_with(mark)
+
+
+def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(server):
+    mark = marker()
+    started = time.monotonic()
+    job_id = server.start(f"(trap '' TERM; setsid sleep {mark} &); exit 0")
+    status = server.wait_final(job_id)
+    assert status["status"] == "finished" and status["exitCode"] == 0
+    assert time.monotonic() - started < 3
+    assert_none_left(mark, timeout=1)
+
+
+def test_a_fork_loop_is_ended(server):
+    mark = marker()
+    job_id = server.start(f"while true; do sleep {mark} & done")
+    server.wait_running(job_id)
+    time.sleep(0.3)
+    assert server.call("stop", jobID=job_id).body["status"] == "stopped"
+    assert_none_left(mark, timeout=2)
+
+
+def test_output_written_by_a_daemon_before_the_kill_is_kept(server):
+    job_id = server.start("(sleep 0.2; echo from-the-daemon) & echo from-the-job")
+    status = server.wait_final(job_id)
+    assert status["output"].startswith("from-the-job\n")
+
+
+def test_many_jobs_time_out_together(server):
+    mark = marker()
+    job_ids = [server.start(f"sleep {mark}") for _ in range(30)]
+    statuses = [server.wait_final(job_id, timeout=15) for job_id in job_ids]
+    assert {status["status"] for status in statuses} == {"error"}
+    assert not processes_with(mark)
