@@ -1,0 +1,180 @@
+"""The serve process: start-up checks, clean shutdown, restarts, and crashes of each of its processes.
+Nothing keeps running unsupervised and no record is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from support import assert_none_left, marker, poll_until, processes_with
+
+from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT
+from workerctl.serve import CRASH_REASON, FIRST_START_REASON
+
+
+def server_processes(server):
+    return [server.process.pid, server.child_pid("web"), server.child_pid("supervisor")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_ends_every_job_and_exits_cleanly(server_factory, sig):
+    server = server_factory()
+    mark = marker()
+    running = [server.start(f"sleep {mark}") for _ in range(3)]
+    stubborn = server.start(f"trap '' TERM INT; sleep {mark} & sleep {mark}")
+    for job_id in running + [stubborn]:
+        server.wait_running(job_id)
+    processes = server_processes(server)
+    assert server.stop(sig) == 0
+    assert not processes_with(mark)
+    assert not [pid for pid in processes if psutil.pid_exists(pid)]
+    assert "Traceback" not in server.log()
+
+    restarted = server_factory(data_dir=server.data_dir)
+    for job_id in running + [stubborn]:
+        status = restarted.status(job_id)
+        assert (status["status"], status["reason"]) == ("error", "server shut down")
+
+
+def test_restart_keeps_finished_jobs_and_their_output(server_factory):
+    server = server_factory()
+    job_id = server.start("echo kept across restarts; exit 2")
+    server.wait_final(job_id)
+    server.stop()
+    status = server_factory(data_dir=server.data_dir).status(job_id)
+    assert (status["status"], status["exitCode"], status["output"]) == ("finished", 2, "kept across restarts\n")
+
+
+def test_killing_serve_outright_takes_every_job_with_it(server_factory):
+    server = server_factory()
+    mark = marker()
+    job_ids = [server.start(f"echo before; sleep {mark}"), server.start(f"setsid sleep {mark} & sleep {mark}")]
+    for job_id in job_ids:
+        poll_until(lambda: server.status(job_id)["output"].startswith("before") or
+                   server.status(job_id)["status"] == "running")
+    web, supervisor = server.child_pid("web"), server.child_pid("supervisor")
+    server.process.kill()
+    server.process.wait()
+    assert_none_left(mark)
+    poll_until(lambda: not psutil.pid_exists(web) and not psutil.pid_exists(supervisor),
+               message="the front end and the supervisor to exit")
+
+    # The supervisor is told of serve's death by the kernel and ends the jobs itself.
+    restarted = server_factory(data_dir=server.data_dir)
+    statuses = [restarted.status(job_id) for job_id in job_ids]
+    assert {(status["status"], status["reason"]) for status in statuses} == {("error", "server shut down")}
+    assert statuses[0]["output"] == "before\n"
+
+
+def test_jobs_a_dead_server_left_running_are_ended_and_settled_at_the_next_start(server_factory):
+    server = server_factory()
+    mark = marker()
+    job_id = server.start(f"echo before; sleep {mark}")
+    poll_until(lambda: server.status(job_id)["output"] == "before\n")
+    # Kill serve and the supervisor at once: nobody is left to end the job, as after a power cut or OOM kill.
+    for pid in (server.child_pid("supervisor"), server.process.pid):
+        os.kill(pid, signal.SIGKILL)
+    server.process.wait()
+    assert processes_with(mark)
+    restarted = server_factory(data_dir=server.data_dir)
+    assert not processes_with(mark)
+    status = restarted.status(job_id)
+    assert (status["status"], status["reason"], status["output"]) == ("error", FIRST_START_REASON, "before\n")
+
+
+def test_a_killed_supervisor_means_503_then_a_new_one_settles_its_jobs(server_factory):
+    server = server_factory()
+    mark = marker()
+    job_id = server.start(f"sleep {mark}")
+    server.wait_running(job_id)
+    old_supervisor = server.child_pid("supervisor")
+    os.kill(old_supervisor, signal.SIGKILL)
+    down = server.call("start", command="true")
+    assert down.status == 503 and "supervisor" in down.body["error"]
+    assert server.call("status", jobID=job_id).status == 503
+    started = time.monotonic()
+    poll_until(lambda: server.call("status", jobID=job_id).status == 200, timeout=5, message="recovery")
+    assert time.monotonic() - started < 3
+    assert_none_left(mark, timeout=1)
+    status = server.status(job_id)
+    assert (status["status"], status["reason"]) == ("error", CRASH_REASON)
+    assert server.child_pid("supervisor") != old_supervisor
+    assert server.wait_final(server.start("echo alive"))["output"] == "alive\n"
+
+
+def test_a_killed_front_end_is_restarted_and_jobs_run_on(server_factory):
+    server = server_factory()
+    job_id = server.start("sleep 1.5; echo survived")
+    server.wait_running(job_id)
+    old_front_end = server.child_pid("web")
+    os.kill(old_front_end, signal.SIGKILL)
+    poll_until(lambda: server.child_pid("web") != old_front_end, timeout=5, message="a new front end")
+    status = server.wait_final(job_id)
+    assert (status["status"], status["output"]) == ("finished", "survived\n")
+
+
+def run_serve(*args, timeout=20):
+    return subprocess.run([sys.executable, "-m", "workerctl", "serve", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(result):
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("workerctl: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("flags, status, contains", [
+    (["--port", "99999"], 64, "port must be between"),
+    (["--job-timeout", "0"], 64, "job-timeout must be a positive"),
+    (["--job-timeout", "soon"], 64, "job-timeout cannot be"),
+    (["--max-jobs", "0"], 64, "max-jobs must be at least 1"),
+    (["--containment", "docker"], 64, "containment must be"),
+    (["--cert", "/nonexistent/cert.pem"], 78, "cannot use the certificate"),
+    (["--users", "/nonexistent/users.toml"], 78, "users"),
+    (["--job-user", "no-such-user-here"], 78, "no user named"),
+    (["--config", "/nonexistent/server.toml"], 64, "cannot read settings file"),
+])
+def test_bad_settings_fail_at_start_with_one_line(tmp_path, flags, status, contains):
+    result = run_serve("--data-dir", str(tmp_path / "data"), "--port", "0", *flags)
+    assert result.returncode == status, result.stderr
+    assert contains in one_line_error(result)
+
+
+def test_settings_file_is_read_and_flags_win(tmp_path, tls, users):
+    config = tmp_path / "server.toml"
+    config.write_text(f'port = 99999\ncert = "{tls.cert}"\n')
+    assert "port must be between" in one_line_error(run_serve("--config", str(config)))
+    config.write_text('colour = "blue"\n')
+    assert "unknown setting 'colour'" in one_line_error(run_serve("--config", str(config)))
+
+
+def test_an_unwritable_data_dir_fails_at_start(tmp_path, tls, users):
+    data_dir = tmp_path / "data"
+    data_dir.write_text("a file, not a directory")
+    result = run_serve("--port", "0", "--data-dir", str(data_dir), "--cert", str(tls.cert), "--key",
+                       str(tls.key), "--users", str(users.file))
+    assert result.returncode == UNUSABLE_SETTINGS_EXIT
+    assert "data directory" in one_line_error(result)
+
+
+def test_two_servers_cannot_share_a_data_dir(server_factory, tls, users):
+    server = server_factory()
+    result = run_serve("--port", "0", "--data-dir", str(server.data_dir), "--cert", str(tls.cert), "--key",
+                       str(tls.key), "--users", str(users.file))
+    assert result.returncode == UNUSABLE_SETTINGS_EXIT
+    assert "in use by another workerctl server" in one_line_error(result)
+
+
+def test_a_port_in_use_fails_at_start(server_factory, tls, users, tmp_path):
+    server = server_factory()
+    result = run_serve("--port", str(server.port), "--data-dir", str(tmp_path / "other"), "--cert",
+                       str(tls.cert), "--key", str(tls.key), "--users", str(users.file))
+    assert result.returncode == UNUSABLE_SETTINGS_EXIT
+    assert "cannot listen on" in one_line_error(result)
