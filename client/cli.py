@@ -257,12 +257,17 @@ def _hide_parse_settings_from_help() -> None:
     fire.completion.MemberVisible = member_visible
 
 
+# Fire reads `--flag VALUE` for a boolean flag too, so `logs -f ID` would make the ID the value of --follow.
+# These flags never take a value; spelling them out keeps the next argument where it belongs.
+_SWITCHES = {"-f": "--follow=True", "--follow": "--follow=True", "--json": "--json=True"}
+
+
 def run(args: list[str]) -> int:
     """Run the command line `args`; the exit status."""
     import fire
 
     debug = "--debug" in args
-    args = [arg for arg in args if arg != "--debug"]
+    args = [_SWITCHES.get(arg, arg) for arg in args if arg != "--debug"]
     _hide_parse_settings_from_help()
     recorder = _Recorder()
     fire_says = io.StringIO()

@@ -1,0 +1,230 @@
+"""The `workerctl` command as a user runs it: the design's output format, JSON, exit statuses, settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import marker, poll_until
+
+from workerctl.protocol import is_job_id
+
+
+@pytest.fixture
+def cli(server, tmp_path):
+    """Run workerctl with the test server's settings in the environment; returns (exit status, stdout, stderr)."""
+    base_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PAGER": "cat",
+                "WORKERCTL_SERVER": server.url, "WORKERCTL_TOKEN": server.users.tokens["alice"],
+                "WORKERCTL_CA": str(server.tls.ca)}
+
+    def run(*args, env=None, replace_env=False, timeout=60):
+        result = subprocess.run([sys.executable, "-m", "workerctl", *args], capture_output=True, text=True,
+                                env=env if replace_env else {**base_env, **(env or {})}, timeout=timeout)
+        return result.returncode, result.stdout, result.stderr
+
+    return run
+
+
+def one_line(stderr):
+    assert stderr.count("\n") == 1 and stderr.startswith("workerctl: "), stderr
+    return stderr
+
+
+def test_start_prints_the_job_id_and_created(cli):
+    code, out, err = cli("start", "ls -l")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[1] == "status: created"
+    assert lines[0].startswith("jobID: ") and is_job_id(lines[0].removeprefix("jobID: "))
+
+
+def test_status_prints_the_designs_format(cli, server):
+    job_id = server.start("echo one; echo two >&2")
+    server.wait_final(job_id)
+    code, out, _ = cli("status", job_id)
+    assert code == 0
+    assert out == f"jobID: {job_id}\nstatus: finished\noutput:\none\ntwo\n"
+
+
+def test_stop_prints_stopped(cli, server):
+    job_id = server.start(f"sleep {marker()}")
+    server.wait_running(job_id)
+    assert cli("stop", job_id) == (0, f"jobID: {job_id}\nstatus: stopped\n", "")
+
+
+def test_json_prints_the_api_answer(cli, server):
+    job_id = server.start("echo hi")
+    server.wait_final(job_id)
+    code, out, _ = cli("status", job_id, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["output"] == "hi\n" and answer["exitCode"] == 0
+
+
+@pytest.mark.parametrize("job_id", ["123", "1e5", "True", "None", "[1,2]", "0x10", "-5"])
+def test_job_ids_pass_through_verbatim(cli, job_id):
+    code, _, err = cli("status", job_id)
+    assert code == 66 and one_line(err) == "workerctl: no such job\n"
+
+
+@pytest.mark.parametrize("command, output", [("123", "127"), ("echo 1e5", "1e5\n"), ("echo [1,2]", "[1,2]\n")])
+def test_commands_pass_through_verbatim(cli, server, command, output):
+    code, out, _ = cli("start", command)
+    job_id = out.split()[1]
+    status = server.wait_final(job_id)
+    assert status["command"] == command
+    assert status["output"] == output or str(status["exitCode"]) == output
+
+
+def test_a_command_with_dashes_is_one_quoted_argument(cli, server):
+    code, out, _ = cli("start", "ls -l /")
+    assert code == 0
+    assert "bin" in server.wait_final(out.split()[1])["output"]
+
+
+@pytest.mark.parametrize("args, status", [
+    (("frobnicate",), 64),
+    (("status",), 64),
+    (("status", "a", "b"), 64),
+    (("start", "true", "--bogus"), 64),
+])
+def test_usage_errors_are_one_line_and_64(cli, args, status):
+    code, out, err = cli(*args)
+    assert code == status
+    one_line(err)
+
+
+def test_help_works_without_a_terminal(cli):
+    code, out, err = cli("--help")
+    assert code == 0 and "start" in out and "status" in out and "stop" in out
+    code, out, err = cli("status", "--help")
+    assert code == 0 and "JOB_ID" in out and "FIRE_METADATA" not in out
+
+
+def test_wrong_token_exits_77(cli):
+    code, _, err = cli("list", "--token", "wrong")
+    assert code == 77 and "invalid token" in one_line(err)
+
+
+def test_unreachable_server_exits_69(cli):
+    code, _, err = cli("list", "--server", "https://127.0.0.1:1")
+    assert code == 69 and "cannot reach" in one_line(err)
+
+
+def test_a_certificate_from_another_ca_exits_69(cli, tmp_path):
+    import trustme
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    code, _, err = cli("list", "--ca", str(other_ca))
+    assert code == 69 and "certificate" in one_line(err)
+
+
+def test_a_wrong_host_name_is_refused(cli, server):
+    code, _, err = cli("list", "--server", f"https://127.0.0.2:{server.port}")
+    assert code == 69
+
+
+def test_an_invalid_request_exits_65(cli):
+    code, _, err = cli("start", "echo \x01ok", "--key", "k" * 300)
+    assert code == 65 and "idempotencyKey" in one_line(err)
+
+
+def test_server_unavailable_exits_69(cli, server_factory, tmp_path):
+    other = server_factory()
+    os.kill(other.child_pid("supervisor"), 9)
+    code, _, err = cli("list", "--server", other.url)
+    assert code in (69, 0)  # the supervisor may already be back; when it is not, 503 means 69
+    if code:
+        assert "supervisor" in one_line(err)
+
+
+def test_wait_exits_with_the_jobs_outcome(cli, server):
+    assert cli("wait", server.start("exit 0"))[0] == 0
+    assert cli("wait", server.start("exit 9"))[0] == 1
+    stopped = server.start(f"sleep {marker()}")
+    server.wait_running(stopped)
+    server.call("stop", jobID=stopped)
+    assert cli("wait", stopped)[0] == 2
+    assert cli("wait", server.start(f"sleep {marker()}"), "--timeout", "0.2")[0] == 4
+
+
+def test_wait_prints_how_the_job_ended(cli, server):
+    job_id = server.start("exit 9")
+    code, out, _ = cli("wait", job_id)
+    assert out == f"jobID: {job_id}\nstatus: finished\nexitCode: 9\n"
+
+
+def test_logs_prints_the_output_and_follow_exits_with_the_outcome(cli, server):
+    job_id = server.start("for i in 1 2 3; do echo line$i; sleep 0.1; done; exit 1")
+    code, out, _ = cli("logs", "-f", job_id)
+    assert (code, out) == (1, "line1\nline2\nline3\n")
+    assert cli("logs", job_id) == (0, "line1\nline2\nline3\n", "")
+
+
+def test_list_prints_a_table(cli, server):
+    job_id = server.start("echo listed")
+    server.wait_final(job_id)
+    code, out, _ = cli("list", "--status", "finished")
+    assert code == 0 and out.splitlines()[0].split() == ["JOB", "ID", "STATUS", "EXIT", "CREATED", "COMMAND"]
+    assert job_id in out
+
+
+def test_idempotency_key_from_the_cli(cli):
+    first = cli("start", "true", "--key", "cron-0300")[1]
+    assert cli("start", "true", "--key", "cron-0300")[1].split()[1] == first.split()[1]
+
+
+def test_settings_file_and_token_file_with_a_bare_environment(cli, server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(server.users.tokens["bob"] + "\n")
+    config_dir = tmp_path / ".config" / "workerctl"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text(
+        f'server = "{server.url}"\ntoken_file = "{token_file}"\nca = "{server.tls.ca}"\n')
+    code, out, err = cli("start", "echo from cron", env={"HOME": str(tmp_path)}, replace_env=True)
+    assert code == 0, err
+    job_id = out.split()[1]
+    assert server.wait_final(job_id, user="bob")["output"] == "from cron\n"
+
+
+def test_flags_beat_environment_beat_settings_file(cli, server, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('server = "https://127.0.0.1:1"\n')
+    env = {"WORKERCTL_CONFIG": str(config), "WORKERCTL_SERVER": ""}
+    assert cli("list", env=env)[0] == 69  # the file's server
+    assert cli("list", env={**env, "WORKERCTL_SERVER": server.url})[0] == 0  # the environment beats the file
+    assert cli("list", "--server", "https://127.0.0.1:1", env={**env, "WORKERCTL_SERVER": server.url})[0] == 69
+    code, _, err = cli("list", "--token", "wrong", env={"WORKERCTL_TOKEN": server.users.tokens["alice"]})
+    assert code == 77
+
+
+@pytest.mark.parametrize("content, contains", [('server = "http://plain"', "https://"),
+                                               ("colour = 'red'", "unknown settings"),
+                                               ("not toml [", "not valid TOML")])
+def test_bad_settings_files_are_one_line(cli, tmp_path, content, contains):
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    code, _, err = cli("list", "--config", str(config), env={"WORKERCTL_SERVER": ""})
+    assert code in (64, 78) and contains in one_line(err)
+
+
+def test_a_missing_token_file_exits_78(cli, tmp_path):
+    code, _, err = cli("list", "--token-file", str(tmp_path / "missing"), env={"WORKERCTL_TOKEN": ""})
+    assert code == 78 and "token file" in one_line(err)
+
+
+def test_users_add_prints_a_token_that_works(cli, server, tmp_path):
+    users_file = tmp_path / "users.toml"
+    code, out, err = cli("users", "add", "carol", "--users", str(users_file))
+    assert code == 0 and "shown only this once" in err
+    token = out.strip()
+    assert token not in users_file.read_text()
+    assert cli("users", "list", "--users", str(users_file)) == (0, "carol\n", "")
+    assert cli("users", "add", "carol", "--users", str(users_file))[0] == 78
+
+
+def test_cron_style_poll_finds_the_job_finished(cli, server):
+    job_id = cli("start", "echo nightly")[1].split()[1]
+    poll_until(lambda: cli("wait", job_id, "--timeout", "0")[0] == 0, timeout=10)
