@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.linux import become_subreaper
-from workerctl.server_logging import configure_logging
+from workerctl.server_logging import announce, configure_logging
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, hold_lock, prepare
@@ -136,7 +136,7 @@ def serve(settings: ServerSettings) -> int:
     become_subreaper()
     listening = _listen(settings.host, settings.port)
     host, port = listening.getsockname()[:2]
-    log.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "
+    announce.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "
              "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
              settings.users, settings.data_dir, settings.job_timeout)
     with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
@@ -181,12 +181,12 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
             if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
                 child.start()
         _reap_orphans(children)
-    log.info("shutting down (%s)", signal.Signals(stop_signals[0]).name)
+    announce.info("shutting down (%s)", signal.Signals(stop_signals[0]).name)
     front_end.stop(_FRONT_END_STOP_SECONDS)
     supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
     _end_orphaned_jobs(containment)
     _reap_orphans(children)
-    log.info("stopped")
+    announce.info("stopped")
     return exit_status
 
 

@@ -3,6 +3,9 @@
 import logging
 import sys
 
+# Start-up and shutdown lines (where the server listens, when it is ready, when it stops) show at any level.
+announce = logging.getLogger("workerctl.announce")
+
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
@@ -13,3 +16,4 @@ def configure_logging(level: str) -> None:
     )
     # Tornado's own access log would repeat ours; its warnings and errors still show.
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    announce.setLevel(logging.INFO)

@@ -38,6 +38,10 @@ INSTANCE_ENV = "WORKERCTL_INSTANCE"
 class JobScope(ABC):
     """The processes of one job."""
 
+    confirm_empty_after: float | None = None
+    """Where membership is pieced together from /proc rather than kept by the kernel: how long to wait before
+    looking again to be sure the job has no process left."""
+
     @abstractmethod
     def processes(self) -> list[psutil.Process]:
         """Every live (not zombie) process of the job now."""
@@ -48,6 +52,9 @@ class JobScope(ABC):
 
     def release(self) -> None:
         """Forget the job once it has no processes left."""
+
+    def refresh(self) -> None:
+        """Look at the processes afresh next time, not at a recent reading."""
 
 
 def signal_all(processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
@@ -300,6 +307,8 @@ class ProcessContainment(Containment):
 
 
 class _ProcessTreeScope(JobScope):
+    confirm_empty_after = 0.02
+
     def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> None:
         self.job_id = job_id
         self.main = main
@@ -325,6 +334,9 @@ class _ProcessTreeScope(JobScope):
             except ProcessLookupError:
                 pass
         signal_all(self.processes(), signal.SIGKILL)
+        _ProcessTable.invalidate()
+
+    def refresh(self) -> None:
         _ProcessTable.invalidate()
 
 

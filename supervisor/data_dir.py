@@ -4,6 +4,8 @@
     jobs.sqlite3   job records (see records.py)
     output/<job>/  each job's output (see output_log.py)
     work/<job>/    each job's private working directory, owned by the job user, removed when the job ends
+    reserve        1 MiB kept free for the records: if the disk fills up, it is deleted so that the jobs
+                   running then can still be recorded as they end
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from workerctl.supervisor.records import RecordWriter
 
 SERVE_LOCK = "serve.lock"
 SUPERVISOR_LOCK = "supervisor.lock"
+RESERVE = "reserve"
+RESERVE_BYTES = 1024 * 1024
 
 
 class DataDirError(Exception):
@@ -33,10 +37,10 @@ def prepare(data_dir: Path) -> None:
         data_dir.chmod(0o711)
         (data_dir / "output").mkdir(mode=0o700, exist_ok=True)
         (data_dir / "work").mkdir(mode=0o711, exist_ok=True)
-        probe = data_dir / f".probe-{os.getpid()}"
-        probe.write_bytes(b"workerctl")
-        probe.unlink()
         RecordWriter(data_dir).close()
+        reserve = data_dir / RESERVE
+        if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+            reserve.write_bytes(bytes(RESERVE_BYTES))
     except OSError as error:
         raise DataDirError(f"data directory {data_dir} is not usable: {error.strerror or error}") from None
     except sqlite3.Error as error:
@@ -59,3 +63,12 @@ def hold_lock(path: Path, wait: float = 0.0) -> int:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             return fd
+
+
+def release_reserve(data_dir: Path) -> bool:
+    """Free the reserved space for the records; False if it was already freed."""
+    try:
+        (data_dir / RESERVE).unlink()
+        return True
+    except FileNotFoundError:
+        return False

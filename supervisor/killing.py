@@ -19,10 +19,9 @@ _KILL_CHECK_SECONDS = 1.0
 async def terminate(scope: JobScope, grace: float) -> None:
     """Return once every process of `scope` is gone: SIGTERM lets them clean up for `grace` seconds, then
     SIGKILL, repeated until the scope is empty (a process may fork while it is being killed)."""
-    processes = scope.processes()
-    if not processes:
+    if await _emptied(scope, 0):
         return
-    signal_all(processes, signal.SIGTERM)
+    signal_all(scope.processes(), signal.SIGTERM)
     if await _emptied(scope, grace):
         return
     rounds = 0
@@ -39,10 +38,18 @@ async def _emptied(scope: JobScope, timeout: float) -> bool:
     """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less."""
     deadline = time.monotonic() + timeout
     delay = _FIRST_CHECK
-    while scope.processes():
+    while True:
+        if not scope.processes():
+            if scope.confirm_empty_after is None:
+                return True
+            # A view pieced together from /proc can miss a process caught between a fork and its parent's
+            # exit; one more look a moment later will see it.
+            await asyncio.sleep(scope.confirm_empty_after)
+            scope.refresh()
+            if not scope.processes():
+                return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, _LONGEST_CHECK)
-    return True

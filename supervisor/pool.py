@@ -1,8 +1,9 @@
 """The job pool: which waiting job runs next.
 
 At most `max_running` jobs run at once, and at most `max_per_user` of any one user's. A job past either limit
-waits in `created`. When a slot frees, users take turns: the user served longest ago goes first, and each
-user's own jobs go first come, first served, so one user's flood cannot starve another user.
+waits in `created`. When a slot frees, it goes to the waiting user with the fewest jobs running (of those
+equal, the one served longest ago), and each user's own jobs go first come, first served: one user's flood
+cannot starve another user.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ class JobPool:
         """Move every job that may start now from waiting to running, in the order they should start."""
         started = []
         while len(self._running) < self.max_running:
-            user = next((user for user in self._waiting
-                         if self._running_per_user.get(user, 0) < self.max_per_user), None)
-            if user is None:
+            eligible = [user for user in self._waiting if self._running_per_user.get(user, 0) < self.max_per_user]
+            if not eligible:
                 break
+            user = min(eligible, key=lambda user: self._running_per_user.get(user, 0))  # ties: turn order
             queue = self._waiting.pop(user)
             job_id = queue.popleft()
             if queue:

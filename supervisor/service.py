@@ -26,8 +26,10 @@ import psutil
 
 from workerctl.protocol import (InsufficientStorage, JobStatus, NotFound, StartJob, StopJob, Unavailable,
                                 ApiError, decode_request, new_job_id)
+from workerctl.server_logging import announce
 from workerctl.server_settings import ServerSettings
 from workerctl.supervisor.containment import Containment, signal_all
+from workerctl.supervisor.data_dir import release_reserve
 from workerctl.supervisor.job import EndRequest, Job
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.link import LinkListener
@@ -42,6 +44,7 @@ _READ_CHUNK = 1024 * 1024
 _EVENT_INTERVAL = 0.005  # at most one "changed" event per this many seconds: coalesces output bursts
 _RETRY_SAVE_SECONDS = 1.0
 _HOUSEKEEPING_SECONDS = 60.0
+_PRUNE_BATCH_SECONDS = 1.0  # one prune for a burst of jobs ending together
 _STRAY_SWEEP_SECONDS = 5.0
 
 
@@ -63,13 +66,13 @@ class Supervisor:
         self._changed: set[str] = set()
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
-        self._shutdown_requested: asyncio.Event | None = None
+        self._shutdown_requested = asyncio.Event()
+        self._jobs_settled = asyncio.Event()
 
     # --- life of the supervisor ---------------------------------------------------------------------------
 
     async def run(self, restart_reason: str) -> None:
         loop = asyncio.get_running_loop()
-        self._shutdown_requested = asyncio.Event()
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
         loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
         # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
@@ -78,7 +81,7 @@ class Supervisor:
         self.link.start()
         housekeeping = [asyncio.create_task(self._prune_forever()),
                         asyncio.create_task(self._sweep_strays_forever())]
-        log.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
+        announce.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
                  self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
                  self.job_user.name)
         await self._shutdown_requested.wait()
@@ -190,7 +193,7 @@ class Supervisor:
 
     @property
     def _shutting_down(self) -> bool:
-        return self._shutdown_requested is not None and self._shutdown_requested.is_set()
+        return self._shutdown_requested.is_set()
 
     def _start_runnable(self) -> None:
         if self._shutting_down:
@@ -322,6 +325,7 @@ class Supervisor:
             _remove_tree(job.workdir)
         del self.jobs[job.id]
         job.settled.set_result(status)
+        self._jobs_settled.set()
 
     # --- records and events -------------------------------------------------------------------------------
 
@@ -347,8 +351,13 @@ class Supervisor:
                 self._unsaved.clear()
             except sqlite3.Error as error:
                 self.records.rollback()
-                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
-                asyncio.get_running_loop().call_later(_RETRY_SAVE_SECONDS, self._schedule_flush)
+                if release_reserve(self.settings.data_dir):
+                    log.error("the data directory is full: released the space reserved for the records")
+                    retry_in = 0.0
+                else:
+                    log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
+                    retry_in = _RETRY_SAVE_SECONDS
+                asyncio.get_running_loop().call_later(retry_in, self._schedule_flush)
         if self._changed:
             self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
             self._changed.clear()
@@ -356,23 +365,32 @@ class Supervisor:
     # --- housekeeping -------------------------------------------------------------------------------------
 
     async def _prune_forever(self) -> None:
-        """Delete final jobs past their retention, with their output."""
+        """Delete final jobs past their retention, with their output: soon after jobs end (the count limit),
+        and now and then in any case (the age limit)."""
+        max_age = self.settings.retention_days * 86400
         while True:
-            cutoff = time.time() - self.settings.retention_days * 86400
+            self._jobs_settled.clear()
+            self._prune(time.time() - max_age)
             try:
-                expired = self.records.expired(cutoff, self.settings.retention_jobs)
-                if expired:
-                    self.records.delete(expired)
-                    self.records.commit()
-            except sqlite3.Error as error:
-                self.records.rollback()
-                log.error("cannot prune old jobs: %s", error)
-            else:
-                for job_id in expired:
-                    _remove_tree(self.output_root / job_id)
-                if expired:
-                    log.info("pruned %d jobs past their retention", len(expired))
-            await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+                await asyncio.wait_for(self._jobs_settled.wait(), min(_HOUSEKEEPING_SECONDS, max_age))
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(_PRUNE_BATCH_SECONDS)
+
+    def _prune(self, cutoff: float) -> None:
+        try:
+            expired = self.records.expired(cutoff, self.settings.retention_jobs)
+            if expired:
+                self.records.delete(expired)
+                self.records.commit()
+        except sqlite3.Error as error:
+            self.records.rollback()
+            log.error("cannot prune old jobs: %s", error)
+            return
+        for job_id in expired:
+            _remove_tree(self.output_root / job_id)
+        if expired:
+            log.info("pruned %d jobs past their retention", len(expired))
 
     async def _sweep_strays_forever(self) -> None:
         while True:

@@ -115,7 +115,7 @@ class Server:
 
     def child_pid(self, name: str) -> int:
         """The pid of the server's process `name` ("web" or "supervisor"), from its start-up log line."""
-        pattern = {"web": r"web\[(\d+)\]: connected to the supervisor",
+        pattern = {"web": r"web\[(\d+)\]: serving https://",
                    "supervisor": r"supervisor\[(\d+)\]: supervisor ready"}[name]
         return int(re.findall(pattern, self.log())[-1])
 
@@ -143,7 +143,12 @@ def start_server(tmp_path: Path, tls: Tls, users: Users, *extra: str, data_dir: 
         found = re.search(r"serving https://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
         return int(found.group(1)) if found else None
 
-    port = poll_until(served_port, SERVE_START_SECONDS, message="the server to start")
+    try:
+        port = poll_until(served_port, SERVE_START_SECONDS, message="the server to start")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return Server(process, log_path, data_dir, port, tls, users)
 
 

@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from workerctl.linux import die_with_parent
-from workerctl.server_logging import configure_logging
+from workerctl.server_logging import announce, configure_logging
 from workerctl.server_settings import ServerSettings
 from workerctl.supervisor.records import RecordReader
 from workerctl.web.app import build_server, tls_context
@@ -54,4 +54,4 @@ async def _serve(settings: ServerSettings, listening: socket.socket, link_addres
 async def _announce_when_ready(link: SupervisorLink, listening: socket.socket) -> None:
     await link.ready.wait()
     host, port = listening.getsockname()[:2]
-    log.info("serving https://%s:%d", f"[{host}]" if ":" in host else host, port)
+    announce.info("serving https://%s:%d", f"[{host}]" if ":" in host else host, port)

@@ -1,0 +1,94 @@
+"""The pool: global and per-user limits on running jobs, first come first served, and fairness between users."""
+
+from __future__ import annotations
+
+import pytest
+from support import marker, poll_until, start_server
+
+from workerctl.supervisor.pool import JobPool
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tls, users):
+    running = start_server(tmp_path_factory.mktemp("pool"), tls, users, "--max-jobs", "3",
+                           "--max-jobs-per-user", "2")
+    yield running
+    assert running.stop() == 0
+
+
+def running_count(server, job_ids, user="alice"):
+    return [server.status(job_id, user)["status"] for job_id in job_ids].count("running")
+
+
+def stop_all(server, job_ids, user="alice"):
+    for job_id in job_ids:
+        server.call("stop", user=user, jobID=job_id)
+
+
+def test_past_the_users_limit_jobs_wait_in_created_and_start_in_order_when_a_slot_frees(server):
+    mark = marker()
+    jobs = [server.start(f"sleep {mark}") for _ in range(4)]
+    server.wait_running(jobs[0])
+    server.wait_running(jobs[1])
+    assert [server.status(job_id)["status"] for job_id in jobs[2:]] == ["created", "created"]
+    server.call("stop", jobID=jobs[0])
+    server.wait_running(jobs[2])
+    assert server.status(jobs[3])["status"] == "created"
+    stop_all(server, jobs)
+
+
+def test_a_waiting_job_can_be_stopped(server):
+    mark = marker()
+    running = [server.start(f"sleep {mark}") for _ in range(2)]
+    waiting = server.start("echo never runs")
+    assert server.call("stop", jobID=waiting).body == {"jobID": waiting, "status": "stopped"}
+    status = server.status(waiting)
+    assert status["status"] == "stopped" and status["startedAt"] is None and status["output"] == ""
+    stop_all(server, running)
+
+
+def test_the_global_limit_holds_across_users(server):
+    mark = marker()
+    alices = [server.start(f"sleep {mark}") for _ in range(2)]
+    bobs = [server.start(f"sleep {mark}", user="bob") for _ in range(2)]
+    poll_until(lambda: running_count(server, alices) + running_count(server, bobs, "bob") == 3)
+    assert running_count(server, bobs, "bob") == 1
+    stop_all(server, alices)
+    poll_until(lambda: running_count(server, bobs, "bob") == 2)
+    stop_all(server, bobs, "bob")
+
+
+def test_one_users_flood_does_not_starve_another(server_factory):
+    server = server_factory("--max-jobs", "2", "--max-jobs-per-user", "2")
+    mark = marker()
+    flood = [server.start(f"sleep {mark}") for _ in range(10)]
+    poll_until(lambda: running_count(server, flood) == 2)
+    late = server.start("echo my turn", user="bob")
+    server.call("stop", jobID=flood[0])
+    # The free slot goes to bob, who has nothing running, not to alice's next job that came first.
+    assert server.wait_final(late, user="bob")["output"] == "my turn\n"
+    assert running_count(server, flood) == 2
+    stop_all(server, flood)
+
+
+def test_pool_gives_a_free_slot_to_the_user_with_fewest_running():
+    pool = JobPool(max_running=2, max_per_user=2)
+    for job_id in ("a1", "a2", "a3"):
+        pool.add(job_id, "alice")
+    assert pool.take_runnable() == ["a1", "a2"]
+    pool.add("b1", "bob")
+    pool.release("a1")
+    assert pool.take_runnable() == ["b1"]
+    pool.release("a2")
+    assert pool.take_runnable() == ["a3"]
+
+
+def test_pool_respects_both_limits_and_withdraws_waiting_jobs():
+    pool = JobPool(max_running=3, max_per_user=1)
+    for number, user in enumerate(("alice", "alice", "bob", "carol", "dave")):
+        pool.add(f"{user}-{number}", user)
+    assert pool.take_runnable() == ["alice-0", "bob-2", "carol-3"]
+    assert pool.withdraw("alice-1", "alice") and not pool.withdraw("alice-1", "alice")
+    assert not pool.withdraw("alice-0", "alice")  # running, not waiting
+    pool.release("bob-2")
+    assert pool.take_runnable() == ["dave-4"]
