@@ -228,3 +228,11 @@ def test_users_add_prints_a_token_that_works(cli, server, tmp_path):
 def test_cron_style_poll_finds_the_job_finished(cli, server):
     job_id = cli("start", "echo nightly")[1].split()[1]
     poll_until(lambda: cli("wait", job_id, "--timeout", "0")[0] == 0, timeout=10)
+
+
+def test_wait_and_follow_exit_3_when_the_time_limit_ends_the_job(cli, server_factory):
+    other = server_factory("--job-timeout", "0.5")
+    job_id = other.start(f"echo partial; sleep {marker()}")
+    code, out, _ = cli("wait", job_id, "--server", other.url)
+    assert code == 3 and "reason: time limit of 0.5 s exceeded" in out
+    assert cli("logs", "-f", job_id, "--server", other.url) == (3, "partial\n", "")
