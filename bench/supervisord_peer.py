@@ -100,7 +100,10 @@ class XmlRpc:
 class Supervisord:
     """A private supervisord with the given programs; use as a context manager."""
 
-    def __init__(self, directory: Path, programs: list[Program]) -> None:
+    def __init__(self, directory: Path, programs: list[Program], min_fds: int = 1024) -> None:
+        # Each child closes every descriptor below min_fds before it execs, so keep it at the default (1024)
+        # unless the programs need more.
+        self.min_fds = min_fds
         self.directory = directory
         self.programs = {program.name: program for program in programs}
         self.process: subprocess.Popen[bytes] | None = None
@@ -148,8 +151,8 @@ logfile={self.directory}/supervisord.log
 pidfile={self.directory}/supervisord.pid
 childlogdir={self.directory}
 loglevel=warn
-minfds=16384
-minprocs=4096
+minfds={self.min_fds}
+minprocs={max(200, self.min_fds)}
 
 [inet_http_server]
 port=127.0.0.1:{self.port}

@@ -159,9 +159,9 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
     while not stop_signals:
         timeout = min([child.restart_at - time.monotonic() for child in children if child.restart_at is not None]
                       + [1.0])
-        multiprocessing.connection.wait(
-            [wake_up] + [child.process.sentinel for child in children if child.running],  # type: ignore[union-attr]
-            timeout=max(timeout, 0.0))
+        waitables: list[Any] = [wake_up] + [child.process.sentinel for child in children
+                                            if child.process is not None and child.running]
+        multiprocessing.connection.wait(waitables, timeout=max(timeout, 0.0))
         _drain(wake_up)
         for child in children:
             code = child.died()

@@ -122,10 +122,6 @@ class OutputChunk:
     total: int
     dropped: int
 
-    @property
-    def size(self) -> int:
-        return sum(len(part.data) for part in self.parts)
-
 
 def read_output(directory: Path, offset: int = 0, limit: int | None = None) -> OutputChunk:
     """Read a job's kept output from stream offset `offset`, at most `limit` bytes of it."""

@@ -56,11 +56,3 @@ class JobPool:
             self._running_per_user[user] = self._running_per_user.get(user, 0) + 1
             started.append(job_id)
         return started
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
-
-    @property
-    def waiting_count(self) -> int:
-        return sum(len(queue) for queue in self._waiting.values())

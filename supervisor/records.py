@@ -96,10 +96,6 @@ class RecordWriter:
             self._in_batch = True
         self._db.execute(sql, parameters)
 
-    @property
-    def has_pending_writes(self) -> bool:
-        return self._in_batch
-
     def commit(self) -> None:
         if self._in_batch:
             self._in_batch = False
@@ -175,9 +171,6 @@ class RecordReader:
             rows = self._db.execute(f"{_SELECT} WHERE owner = ? AND status = ? ORDER BY seq DESC LIMIT ?",
                                     (owner, status, limit))
         return [_record(row) for row in rows.fetchall()]
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def now() -> float:

@@ -12,6 +12,7 @@ import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
 from workerctl.linux import enlarge_pipe
@@ -85,7 +86,8 @@ def spawn(command: str, job_id: str, user: JobUser, workdir: Path, containment: 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
-        switch_user = {} if user.is_self else {"user": user.uid, "group": user.gid, "extra_groups": []}
+        switch_user: dict[str, Any] = {} if user.is_self else {"user": user.uid, "group": user.gid,
+                                                              "extra_groups": []}
         with containment.spawning(job_id):
             process = subprocess.Popen(
                 [SHELL, "-c", command],

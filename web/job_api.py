@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from workerctl.protocol import MAX_ANSWER_OUTPUT_BYTES, NotFound, StartJob, StopJob
+from workerctl.protocol import MAX_ANSWER_OUTPUT_BYTES, NotFound, StartJob, StopJob, is_job_id
 from workerctl.supervisor.output_log import read_output
 from workerctl.supervisor.records import JobRecord, RecordReader
 from workerctl.web.job_view import dropped_marker, job_view, record_view
@@ -84,7 +84,7 @@ class JobApi:
                 await changed_within(changed, _FOLLOW_RECHECK_SECONDS)
 
     def _record(self, user: str, job_id: str) -> JobRecord:
-        record = self.records.get(job_id, user)
+        record = self.records.get(job_id, user) if is_job_id(job_id) else None
         if record is None:
             raise NotFound("no such job")
         return record

@@ -53,7 +53,7 @@ def complete_utf8_length(data: bytes) -> int:
 def job_view(record: JobRecord, chunk: OutputChunk) -> dict[str, Any]:
     """The job with the output in `chunk` (what `status` shows)."""
     more_may_follow = not record.status.is_final or chunk.next_offset < chunk.total
-    pieces = []
+    pieces: list[str] = []
     next_offset = chunk.next_offset
     for index, part in enumerate(chunk.parts):
         if part.skipped:

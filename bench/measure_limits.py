@@ -1,0 +1,206 @@
+"""Time limits, a flood of output, and many idle jobs: what holds when the server is pushed.
+
+- `timelimit.*`: N jobs that all overrun a 2 s limit together; how late each one's process exits after its
+  deadline (startedAt + limit), seen from outside through pidfds, and how late the server records it.
+- `output.*`: one job writing 1 GiB as fast as it can: bytes per second, and the server's RSS growth meanwhile.
+- `sleepers.*`: RSS and CPU of the server's own processes while 1,000 jobs sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import psutil
+
+from bench.contenders import Contenders
+from bench.floors import output_floor
+from bench.processes import MIB, total_rss, usage_over, watch_exits
+from bench.rounds import Round
+from bench.stats import percentile
+from bench.supervisord_peer import Program, Supervisord
+from bench.workerctl_server import FINAL_STATUSES, NO_OUTPUT, WorkerctlServer
+from bench.workload import FLOOD_BYTES, FLOOD_COMMAND, SLEEPER_COMMAND
+
+TIME_LIMIT_SECONDS = 2.0
+_STARTING_CLIENTS = 8
+_SAMPLE_SECONDS = 0.05
+_READY_SECONDS = 120.0
+_FLOOD_SECONDS = 120.0
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def start_many(server: WorkerctlServer, command: str, count: int) -> list[str]:
+    """Start `count` jobs at once from several connections; their IDs. (The threads are gone on return, before
+    anything forks.)"""
+    def start_share(share: int) -> list[str]:
+        api = server.connect()
+        try:
+            return [api.start(command) for _ in range(share)]
+        finally:
+            api.close()
+
+    shares = [count // _STARTING_CLIENTS + (index < count % _STARTING_CLIENTS) for index in range(_STARTING_CLIENTS)]
+    with ThreadPoolExecutor(_STARTING_CLIENTS) as pool:
+        return [job_id for started in pool.map(start_share, shares) for job_id in started]
+
+
+def _wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _job_pids(supervisor: psutil.Process) -> dict[str, int]:
+    """Job ID of each of the supervisor's children (each job's shell, or the command it exec'd)."""
+    pids = {}
+    for process in supervisor.children():
+        try:
+            job_id = process.environ().get("WORKERCTL_JOB_ID")
+        except psutil.Error:
+            continue
+        if job_id:
+            pids[job_id] = process.pid
+    return pids
+
+
+def measure_time_limit(contenders: Contenders, round_: Round) -> None:
+    count = contenders.settings.timeout_jobs
+    with WorkerctlServer(contenders.credentials, contenders.directory / "timelimit",
+                         job_timeout=TIME_LIMIT_SECONDS) as server:
+        job_ids = start_many(server, SLEEPER_COMMAND, count)
+        supervisor = server.supervisor()
+        _wait_until(lambda: len(_job_pids(supervisor)) >= count, TIME_LIMIT_SECONDS, f"{count} jobs running")
+        pids = _job_pids(supervisor)
+        exits = watch_exits(pids.values(), TIME_LIMIT_SECONDS + 30.0)
+        api = server.connect()
+        answers = [api.wait_status(job_id, FINAL_STATUSES, timeout=30.0) for job_id in job_ids]
+        api.close()
+    observed, recorded = [], []
+    for answer in answers:
+        if answer["status"] != "error" or "time limit" not in (answer["reason"] or ""):
+            raise RuntimeError(f"a job that overran its limit ended {answer['status']}: {answer['reason']}")
+        deadline = _timestamp(answer["startedAt"]) + TIME_LIMIT_SECONDS
+        recorded.append(_timestamp(answer["endedAt"]) - deadline)
+        exited = exits.get(pids[answer["jobID"]])
+        observed.append(exited - deadline if exited is not None else float("inf"))
+    round_.put("timelimit.p50_ms.workerctl", percentile(observed, 0.5) * 1000)
+    round_.put("timelimit.p99_ms.workerctl", percentile(observed, 0.99) * 1000)
+    round_.put("timelimit.max_ms.workerctl", max(observed) * 1000)
+    round_.put("timelimit.recorded_p99_ms.workerctl", percentile(recorded, 0.99) * 1000)
+
+
+class _RssPeak:
+    """The highest RSS seen of some processes, against what they held before."""
+
+    def __init__(self, processes: list[psutil.Process]) -> None:
+        self.processes = processes
+        self.baseline = total_rss(processes)
+        self.peak = self.baseline
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, total_rss(self.processes))
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.baseline) / MIB
+
+
+def _flood_workerctl(contenders: Contenders, round_: Round) -> None:
+    server = contenders.workerctl
+    rss = _RssPeak(server.server_processes())
+    api = server.connect()
+    job_id = api.start(FLOOD_COMMAND)
+    deadline = time.monotonic() + _FLOOD_SECONDS
+    while (answer := api.call("status", jobID=job_id, offset=NO_OUTPUT))["status"] not in FINAL_STATUSES:
+        rss.sample()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the 1 GiB job did not end within {_FLOOD_SECONDS:g} s")
+        time.sleep(_SAMPLE_SECONDS)
+    rss.sample()
+    api.close()
+    if answer["status"] != "finished" or answer["outputBytes"] != FLOOD_BYTES:
+        raise RuntimeError(f"the 1 GiB job ended {answer['status']} after {answer['outputBytes']} bytes")
+    seconds = _timestamp(answer["endedAt"]) - _timestamp(answer["startedAt"])
+    round_.put("output.mbps.workerctl", FLOOD_BYTES / seconds / 1e6)
+    round_.put("output.rss_growth_mb.workerctl", rss.growth_mib)
+
+
+def _flood_supervisord(contenders: Contenders, round_: Round) -> None:
+    supervisord = contenders.supervisord
+    rss = _RssPeak([supervisord.server_process()])
+    rpc = supervisord.connect()
+    name = supervisord.programs["flood"].copy(0)
+    began = time.monotonic()
+    rpc.call("supervisor.startProcess", name, False)
+    while rpc.state(name) != "EXITED":
+        rss.sample()
+        if time.monotonic() - began > _FLOOD_SECONDS:
+            raise RuntimeError(f"supervisord's 1 GiB job did not end within {_FLOOD_SECONDS:g} s")
+        time.sleep(_SAMPLE_SECONDS)
+    seconds = time.monotonic() - began
+    rss.sample()
+    rpc.close()
+    round_.put("output.mbps.supervisord", FLOOD_BYTES / seconds / 1e6)
+    round_.put("output.rss_growth_mb.supervisord", rss.growth_mib)
+
+
+def measure_output(contenders: Contenders, round_: Round) -> None:
+    floods = {
+        "floor": lambda: round_.put("output.mbps.floor", output_floor(contenders.directory) / 1e6),
+        "workerctl": lambda: _flood_workerctl(contenders, round_),
+        "supervisord": lambda: _flood_supervisord(contenders, round_),
+    }
+    for name in round_.rotated(list(floods)):
+        round_.attempt(f"{name} 1 GiB of output", floods[name])
+
+
+def _sleepers_workerctl(contenders: Contenders, round_: Round) -> None:
+    count = contenders.settings.sleeping_jobs
+    with WorkerctlServer(contenders.credentials, contenders.directory / "sleepers") as server:
+        processes = server.server_processes()
+        round_.put("idle.rss_mb.workerctl", total_rss(processes) / MIB)
+        began = time.monotonic()
+        start_many(server, SLEEPER_COMMAND, count)
+        api = server.connect()
+        _wait_until(lambda: len(api.call("list", status="running", limit=1000)["jobs"]) >= min(count, 1000),
+                    _READY_SECONDS, f"{count} jobs running")
+        api.close()
+        round_.put("sleepers.start_s.workerctl", time.monotonic() - began)
+        usage = usage_over(processes, contenders.settings.usage_seconds)
+        round_.put("sleepers.rss_mb.workerctl", usage.rss_bytes / MIB)
+        round_.put("sleepers.cpu_pct.workerctl", usage.cpu_percent)
+        round_.put("sleepers.shutdown_s.workerctl", server.stop())
+
+
+def _sleepers_supervisord(contenders: Contenders, round_: Round) -> None:
+    count = contenders.settings.sleeping_jobs
+    # Each program holds a pipe and a log file open, and supervisord wants room for all of them.
+    with Supervisord(contenders.directory / "supervisord-sleepers", [Program("idle", SLEEPER_COMMAND, count)],
+                     min_fds=8 * count + 1024) as supervisord:
+        process = supervisord.server_process()
+        round_.put("idle.rss_mb.supervisord", total_rss([process]) / MIB)
+        rpc = supervisord.connect()
+        began = time.monotonic()
+        rpc.call("supervisor.startProcessGroup", "idle", False)
+        _wait_until(lambda: sum(info["statename"] == "RUNNING" for info in rpc.call("supervisor.getAllProcessInfo"))
+                    >= count, _READY_SECONDS, f"{count} supervisord programs running")
+        rpc.close()
+        round_.put("sleepers.start_s.supervisord", time.monotonic() - began)
+        usage = usage_over([process], contenders.settings.usage_seconds)
+        round_.put("sleepers.rss_mb.supervisord", usage.rss_bytes / MIB)
+        round_.put("sleepers.cpu_pct.supervisord", usage.cpu_percent)
+
+
+def measure_sleepers(contenders: Contenders, round_: Round) -> None:
+    sleepers = {"workerctl": _sleepers_workerctl, "supervisord": _sleepers_supervisord}
+    for name in round_.rotated(list(sleepers)):
+        round_.attempt(f"{name} with {contenders.settings.sleeping_jobs} sleeping jobs",
+                       lambda: sleepers[name](contenders, round_))
