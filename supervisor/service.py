@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _READ_CHUNK = 1024 * 1024
 _EVENT_INTERVAL = 0.005  # at most one "changed" event per this many seconds: coalesces output bursts
 _RETRY_SAVE_SECONDS = 1.0
+_LAST_SAVE_SECONDS = 5.0
 _HOUSEKEEPING_SECONDS = 60.0
 _PRUNE_BATCH_SECONDS = 1.0  # one prune for a burst of jobs ending together
 _STRAY_SWEEP_SECONDS = 5.0
@@ -64,8 +65,10 @@ class Supervisor:
         self._jobs_by_pid: dict[int, Job] = {}
         self._unsaved: dict[str, JobRecord] = {}
         self._changed: set[str] = set()
-        self._flush_handle: asyncio.Handle | None = None
-        self._last_flush = 0.0
+        self._commit_handle: asyncio.Handle | None = None
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._events_handle: asyncio.Handle | None = None
+        self._last_events = 0.0
         self._shutdown_requested = asyncio.Event()
         self._jobs_settled = asyncio.Event()
 
@@ -110,7 +113,11 @@ class Supervisor:
         for job in list(self.jobs.values()):
             self._end(job, EndRequest(JobStatus.ERROR, "server shut down"))
         await asyncio.gather(*(job.settled for job in list(self.jobs.values())))
-        self._flush()
+        try:
+            await asyncio.wait_for(self._saved(), _LAST_SAVE_SECONDS)
+        except asyncio.TimeoutError:
+            log.error("could not record the last job changes before stopping; the next start settles them")
+        self._send_events()
         self.link.close()
         self.records.close()
         log.info("supervisor stopped")
@@ -187,6 +194,7 @@ class Supervisor:
             return
         self._end(job, EndRequest(JobStatus.STOPPED))
         status = await asyncio.shield(job.settled)
+        await self._saved()  # so a status asked right after this answer shows it
         self._reply(connection, request_id, {"jobID": job.id, "status": status.value})
 
     # --- a job's life ---------------------------------------------------------------------------------------
@@ -240,7 +248,7 @@ class Supervisor:
                 job.output_error = error.strerror or str(error)
                 log.error("job %s: output lost from byte %d on: %s", job.id, job.output.total, job.output_error)
         self._changed.add(job.id)
-        self._schedule_flush()
+        self._schedule_events()
 
     def _close_output(self, job: Job) -> None:
         if job.output_fd is not None:
@@ -330,34 +338,52 @@ class Supervisor:
     # --- records and events -------------------------------------------------------------------------------
 
     def _save(self, job: Job) -> None:
+        """Record the job's new state at the end of this turn of the loop, with whatever else changed in it."""
         self._unsaved[job.id] = job.record
         self._changed.add(job.id)
-        self._schedule_flush()
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + _EVENT_INTERVAL), self._flush)
-
-    def _flush(self) -> None:
-        """Commit changed records in one transaction, then tell the front end which jobs changed."""
-        self._flush_handle = None
-        self._last_flush = asyncio.get_running_loop().time()
+    async def _saved(self) -> None:
+        """Return once every change made so far is committed."""
         if self._unsaved:
-            try:
-                for record in self._unsaved.values():
-                    self.records.save(record)
-                self.records.commit()
-                self._unsaved.clear()
-            except sqlite3.Error as error:
-                self.records.rollback()
-                if release_reserve(self.settings.data_dir):
-                    log.error("the data directory is full: released the space reserved for the records")
-                    retry_in = 0.0
-                else:
-                    log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
-                    retry_in = _RETRY_SAVE_SECONDS
-                asyncio.get_running_loop().call_later(retry_in, self._schedule_flush)
+            committed = asyncio.get_running_loop().create_future()
+            self._commit_waiters.append(committed)
+            await committed
+
+    def _commit(self) -> None:
+        self._commit_handle = None
+        try:
+            for record in self._unsaved.values():
+                self.records.save(record)
+            self.records.commit()
+        except sqlite3.Error as error:
+            self.records.rollback()
+            if release_reserve(self.settings.data_dir):
+                log.error("the data directory is full: released the space reserved for the records")
+                retry_in = 0.0
+            else:
+                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
+                retry_in = _RETRY_SAVE_SECONDS
+            self._commit_handle = asyncio.get_running_loop().call_later(retry_in, self._commit)
+            return
+        self._unsaved.clear()
+        for committed in self._commit_waiters:
+            if not committed.done():
+                committed.set_result(None)
+        self._commit_waiters.clear()
+        self._schedule_events()
+
+    def _schedule_events(self) -> None:
+        if self._events_handle is None:
+            loop = asyncio.get_running_loop()
+            self._events_handle = loop.call_at(max(loop.time(), self._last_events + _EVENT_INTERVAL),
+                                               self._send_events)
+
+    def _send_events(self) -> None:
+        """Tell the front end which jobs changed (status or output) since the last time."""
+        self._events_handle = None
+        self._last_events = asyncio.get_running_loop().time()
         if self._changed:
             self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
             self._changed.clear()

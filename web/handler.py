@@ -40,6 +40,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self._too_large = False
         self._streaming = False
+        self._following: str | None = None
+        self._client_gone = False
 
     def prepare(self) -> None:
         if self.request.path != "/":
@@ -86,12 +88,20 @@ class ApiHandler(tornado.web.RequestHandler):
             except StreamClosedError:
                 raise ClientGone from None
 
+        self._following = request.job_id
         try:
-            await self.api.stream_logs(user, request, send)
+            await self.api.stream_logs(user, request, send, lambda: self._client_gone)
         except ClientGone:
+            return
+        if self._client_gone:
             return
         self._start_streaming()
         self.finish()
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._following is not None:  # wake the follower, so it notices now rather than at its next recheck
+            self.api.link.watchers.notify([self._following])
 
     def _start_streaming(self) -> None:
         if not self._streaming:

@@ -62,11 +62,13 @@ class JobApi:
                     return job_view(record, chunk)
                 await changed_within(changed, remaining)
 
-    async def stream_logs(self, user: str, request: LogsRequest, send: Send) -> None:
-        """Send the job's output from `offset` as it is; with `follow`, keep sending until the job is final."""
+    async def stream_logs(self, user: str, request: LogsRequest, send: Send,
+                          client_gone: Callable[[], bool]) -> None:
+        """Send the job's output from `offset` as it is; with `follow`, keep sending until the job is final
+        or the client goes away."""
         self.link.ensure_up()
         offset = request.offset
-        while True:
+        while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
                 record = self._record(user, request.job_id)
                 chunk = read_output(self.output_root / record.id, offset, _STREAM_CHUNK_BYTES)
