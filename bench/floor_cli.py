@@ -18,7 +18,7 @@ def main(job_id: str) -> int:
     with open(os.environ["WORKERCTL_TOKEN_FILE"]) as file:
         token = file.read().strip()
     context = ssl.create_default_context(cafile=os.environ["WORKERCTL_CA"])
-    connection = http.client.HTTPSConnection(server.hostname, server.port, context=context, timeout=30)
+    connection = http.client.HTTPSConnection(server.hostname or "", server.port, context=context, timeout=30)
     connection.request("POST", "/", body=json.dumps({"action": "status", "jobID": job_id}),
                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     response = connection.getresponse()

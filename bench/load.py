@@ -73,7 +73,7 @@ def run_load(factory: OperationFactory, clients: int, seconds: float) -> LoadRes
     return LoadResult(clients, seconds, latencies)
 
 
-def _expect(connection: Connection, timeout: float, what: str) -> array.array:
+def _expect(connection: Connection, timeout: float, what: str) -> array.array[float]:
     if not connection.poll(timeout):
         raise LoadError(f"a client was not {what} within {timeout:g} s")
     try:
@@ -82,7 +82,8 @@ def _expect(connection: Connection, timeout: float, what: str) -> array.array:
         raise LoadError("a client died without a word") from None
     if kind == "error":
         raise LoadError(payload)
-    return payload
+    latencies: array.array[float] = payload
+    return latencies
 
 
 def _client(factory: OperationFactory, index: int, connection: Connection) -> None:

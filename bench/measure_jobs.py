@@ -81,7 +81,7 @@ def _status_operations(contenders: Contenders, keep_alive: bool) -> dict[str, Op
     def workerctl(_index: int) -> Operation:
         return _posting(contenders.workerctl.connect(keep_alive).connection, body)
 
-    operations = {"floor": floor, "workerctl": workerctl}
+    operations: dict[str, OperationFactory] = {"floor": floor, "workerctl": workerctl}
     if keep_alive:
         operations["supervisord"] = contenders.supervisord.info_operation("trivial")
     return operations

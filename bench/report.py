@@ -66,7 +66,8 @@ def _name(contender: str) -> str:
 def _table(table: Table, rounds: list[Round]) -> list[str]:
     others = [contender for contender in table.contenders if contender != "workerctl"]
     ratio_columns = others if "workerctl" in table.contenders else []
-    header = ["measure", "unit", *(_name(c) for c in table.contenders), *(f"workerctl ÷ {_name(c)}" for c in ratio_columns)]
+    header = ["measure", "unit", *(_name(c) for c in table.contenders),
+              *(f"workerctl ÷ {_name(c)}" for c in ratio_columns)]
     lines = [f"### {table.title}", "", table.note, "", "| " + " | ".join(header) + " |",
              "|" + " --- |" * len(header)]
     for row in table.rows:

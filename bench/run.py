@@ -42,7 +42,8 @@ def _about() -> dict[str, str]:
 
 def _tsp_version() -> str:
     done = subprocess.run(["tsp", "-V"], capture_output=True, text=True)
-    return (done.stdout + done.stderr).strip().split("\n")[0].removeprefix("Task Spooler ") or "unknown"
+    words = (done.stdout + done.stderr).split()
+    return words[2] if len(words) > 2 else "unknown"
 
 
 def main(argv: list[str]) -> int:
@@ -65,8 +66,8 @@ def main(argv: list[str]) -> int:
     from bench.measure_cli import measure_cli
     from bench.measure_jobs import measure_status, measure_stop, measure_trivial_jobs
     from bench.measure_limits import measure_output, measure_sleepers, measure_time_limit
-    from bench.rounds import Round
     from bench.report import write_results
+    from bench.rounds import Round
 
     families = [measure_trivial_jobs, measure_status, measure_stop, measure_cli, measure_time_limit,
                 measure_output, measure_sleepers]
