@@ -30,7 +30,7 @@ from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, hold_lock, prepare
 from workerctl.supervisor.main import run_supervisor
-from workerctl.supervisor.spawner import JobUser
+from workerctl.supervisor.accounts import JobAccounts
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
 from workerctl.web.users_file import UsersFileError, load_users
@@ -61,7 +61,7 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     try:
         load_users(settings.users)
         prepare(settings.data_dir)
-        JobUser.resolve(settings.job_user)
+        JobAccounts.resolve(settings.job_user)
         containment = choose_containment(settings.containment, settings.instance)
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None

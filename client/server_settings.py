@@ -43,7 +43,7 @@ class ServerSettings:
     max_jobs: int = 1024  # jobs running at once; more wait in `created`
     max_jobs_per_user: int = 128  # jobs of one user running at once
     max_output_bytes: int = 2 * 1024 * 1024  # output kept whole per job; past it, the head and the tail
-    job_user: str | None = None  # account jobs run as; None: `nobody` under root, else the server's user
+    job_user: str | None = None  # "dynamic" (an account per job), or a user name; default: dynamic under root
     containment: str = "auto"  # "auto", "cgroup" or "process"
     retention_days: float = 7.0  # final jobs older than this are deleted with their output
     retention_jobs: int = 1000  # final jobs kept per user, newest first

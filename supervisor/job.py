@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workerctl.protocol import JobStatus, check_transition, signal_name
+from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.output_log import OutputWriter
 from workerctl.supervisor.records import JobRecord, now
@@ -34,6 +35,7 @@ class Job:
     output: OutputWriter | None = None
     output_error: str | None = None
     workdir: Path | None = None
+    user: JobUser | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
     end_request: EndRequest | None = None

@@ -15,7 +15,7 @@ from workerctl.supervisor.data_dir import SUPERVISOR_LOCK, DataDirError, hold_lo
 from workerctl.linux import become_subreaper, die_with_parent, raise_open_files_limit
 from workerctl.supervisor.records import RecordWriter
 from workerctl.supervisor.service import Supervisor
-from workerctl.supervisor.spawner import JobUser
+from workerctl.supervisor.accounts import JobAccounts
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,6 @@ def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes,
     except (DataDirError, OSError, sqlite3.Error) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    supervisor = Supervisor(settings, records, containment, JobUser.resolve(settings.job_user), link_address,
+    supervisor = Supervisor(settings, records, containment, JobAccounts.resolve(settings.job_user), link_address,
                             authkey)
     asyncio.run(supervisor.run(restart_reason))

@@ -36,7 +36,8 @@ from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.output_log import OutputLimits, OutputWriteError, OutputWriter
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.records import JobRecord, RecordWriter, now
-from workerctl.supervisor.spawner import JobUser, make_workdir, spawn
+from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.spawner import make_workdir, spawn
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ _STRAY_SWEEP_SECONDS = 5.0
 
 class Supervisor:
     def __init__(self, settings: ServerSettings, records: RecordWriter, containment: Containment,
-                 job_user: JobUser, link_address: Path, authkey: bytes) -> None:
+                 accounts: JobAccounts, link_address: Path, authkey: bytes) -> None:
         self.settings = settings
         self.records = records
         self.containment = containment
-        self.job_user = job_user
+        self.accounts = accounts
         self.output_limits = OutputLimits.for_cap(settings.max_output_bytes)
         self.output_root = settings.data_dir / "output"
         self.work_root = settings.data_dir / "work"
@@ -86,7 +87,7 @@ class Supervisor:
                         asyncio.create_task(self._sweep_strays_forever())]
         announce.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
                  self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
-                 self.job_user.name)
+                 self.accounts.describe())
         await self._shutdown_requested.wait()
         for task in housekeeping:
             task.cancel()
@@ -211,9 +212,10 @@ class Supervisor:
 
     def _launch(self, job: Job) -> None:
         try:
-            job.workdir = make_workdir(self.work_root, job.id, self.job_user)
+            job.user = self.accounts.acquire()
+            job.workdir = make_workdir(self.work_root, job.id, job.user)
             job.output = OutputWriter(self.output_root / job.id, self.output_limits)
-            spawned = spawn(job.record.command, job.id, self.job_user, job.workdir, self.containment)
+            spawned = spawn(job.record.command, job.id, job.user, job.workdir, self.containment)
         except (OSError, subprocess.SubprocessError) as error:
             log.error("job %s could not start: %s", job.id, error)
             self.pool.release(job.id)
@@ -331,6 +333,8 @@ class Supervisor:
         self._save(job)
         if job.workdir is not None:
             _remove_tree(job.workdir)
+        if job.user is not None:
+            self.accounts.release(job.user)
         del self.jobs[job.id]
         job.settled.set_result(status)
         self._jobs_settled.set()

@@ -8,48 +8,23 @@ and stderr into one pipe so their order is kept.
 from __future__ import annotations
 
 import os
-import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
 from workerctl.linux import enlarge_pipe
+from workerctl.supervisor.accounts import JobUser
+from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
 
 SHELL = "/bin/sh"
 _PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _PIPE_BYTES = 1024 * 1024
 
-# The supervisor reaps every child itself (see reaper.py). A Popen left with no return code would call waitpid
+# The supervisor reaps every child itself (Supervisor._reap). A Popen left with no return code would call waitpid
 # on its pid when garbage-collected, perhaps after the pid was reused by another job, and steal that job's exit
 # status; giving it a return code up front tells it the wait is not its to do.
 _WAITED_ELSEWHERE = 0
-
-
-@dataclass(frozen=True)
-class JobUser:
-    """The account jobs run as."""
-
-    name: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def resolve(cls, name: str | None) -> JobUser:
-        """The named account; by default `nobody` when the server runs as root, else the server's own user."""
-        if name is None:
-            entry = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
-        else:
-            try:
-                entry = pwd.getpwnam(name)
-            except KeyError:
-                raise ValueError(f"there is no user named {name!r} to run jobs as") from None
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-    @property
-    def is_self(self) -> bool:
-        return self.uid == os.geteuid()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from support import assert_none_left, marker, poll_until
+import psutil
+from support import assert_none_left, marker, poll_until, processes_with
 
 from workerctl.protocol import is_job_id
 
@@ -183,3 +184,19 @@ def test_multibyte_characters_are_never_split_across_offsets(server):
     assert first["output"] == "" and first["nextOffset"] == 0  # half a "€" is held back
     server.wait_final(job_id)
     assert server.status(job_id, offset=first["nextOffset"])["output"] == "\u20ac euro\n"
+
+
+def test_each_job_runs_as_a_user_of_its_own_that_cannot_touch_other_jobs(server):
+    mark = marker()
+    victim = server.start(f"sleep {mark}", user="bob")
+    server.wait_running(victim, user="bob")
+    pid = poll_until(lambda: processes_with(mark))[0].pid
+    attacker = server.start(f"id -u; kill -KILL {pid} 2>&1; cat /proc/{pid}/environ 2>&1 | head -c 100; "
+                            f"ls /proc/{pid}/cwd/ 2>&1")
+    output = server.wait_final(attacker)["output"]
+    assert int(output.split()[0]) not in (0, psutil.Process(pid).uids().real)
+    assert "not permitted" in output
+    assert f"/proc/{pid}/environ: Permission denied" in output
+    assert f"/proc/{pid}/cwd/': Permission denied" in output
+    assert server.status(victim, user="bob")["status"] == "running"
+    server.call("stop", user="bob", jobID=victim)
