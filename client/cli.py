@@ -200,7 +200,8 @@ class Cli:
               cert: str | None = None, key: str | None = None, users: str | None = None,
               data_dir: str | None = None, job_timeout: float | None = None, kill_grace: float | None = None,
               max_jobs: int | None = None, max_jobs_per_user: int | None = None,
-              max_output_bytes: int | None = None, job_user: str | None = None, containment: str | None = None,
+              max_output_bytes: int | None = None, max_job_processes: int | None = None,
+              job_user: str | None = None, containment: str | None = None,
               retention_days: float | None = None, retention_jobs: int | None = None,
               log_level: str | None = None) -> ExitStatus:
         """Run the server (front end and supervisor) until SIGTERM or Ctrl-C; see the README for each setting."""
@@ -210,7 +211,8 @@ class Cli:
             settings = load_settings(Path(config) if config else None, host=host, port=port, cert=cert, key=key,
                                      users=users, data_dir=data_dir, job_timeout=job_timeout,
                                      kill_grace=kill_grace, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user,
-                                     max_output_bytes=max_output_bytes, job_user=job_user,
+                                     max_output_bytes=max_output_bytes, max_job_processes=max_job_processes,
+                                     job_user=job_user,
                                      containment=containment, retention_days=retention_days,
                                      retention_jobs=retention_jobs, log_level=log_level)
         except SettingsError as error:

@@ -60,3 +60,12 @@ def raise_open_files_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def limit_processes_per_user(limit: int) -> None:
+    """Let each user started from this process run at most `limit` processes and threads.
+
+    Root, which this process runs as, is exempt from the limit itself; the jobs it starts inherit it and are
+    counted by their own user ID, so with a user ID per job this bounds each job: a fork bomb stops there.
+    """
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))

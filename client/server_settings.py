@@ -43,6 +43,7 @@ class ServerSettings:
     max_jobs: int = 1024  # jobs running at once; more wait in `created`
     max_jobs_per_user: int = 128  # jobs of one user running at once
     max_output_bytes: int = 2 * 1024 * 1024  # output kept whole per job; past it, the head and the tail
+    max_job_processes: int = 1024  # processes and threads of one job, where each job has a user of its own
     job_user: str | None = None  # "dynamic" (an account per job), or a user name; default: dynamic under root
     containment: str = "auto"  # "auto", "cgroup" or "process"
     retention_days: float = 7.0  # final jobs older than this are deleted with their output
@@ -62,7 +63,7 @@ class ServerSettings:
                 raise SettingsError(f"{name.replace('_', '-')} must be a positive number of seconds or days")
         if not self.kill_grace >= 0:
             raise SettingsError("kill-grace must be zero or more seconds")
-        for name in ("max_jobs", "max_jobs_per_user", "retention_jobs"):
+        for name in ("max_jobs", "max_jobs_per_user", "max_job_processes", "retention_jobs"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.replace('_', '-')} must be at least 1")
         if self.max_output_bytes < 1024 * 1024:

@@ -12,7 +12,8 @@ from workerctl.server_logging import configure_logging
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.containment import choose_containment
 from workerctl.supervisor.data_dir import SUPERVISOR_LOCK, DataDirError, hold_lock
-from workerctl.linux import become_subreaper, die_with_parent, raise_open_files_limit
+from workerctl.linux import (become_subreaper, die_with_parent, limit_processes_per_user,
+                             raise_open_files_limit)
 from workerctl.supervisor.records import RecordWriter
 from workerctl.supervisor.service import Supervisor
 from workerctl.supervisor.accounts import JobAccounts
@@ -38,6 +39,8 @@ def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes,
     except (DataDirError, OSError, sqlite3.Error) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    supervisor = Supervisor(settings, records, containment, JobAccounts.resolve(settings.job_user), link_address,
-                            authkey)
+    accounts = JobAccounts.resolve(settings.job_user)
+    if accounts.fixed is None:
+        limit_processes_per_user(settings.max_job_processes)
+    supervisor = Supervisor(settings, records, containment, accounts, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

@@ -98,3 +98,15 @@ def test_many_jobs_time_out_together(server):
     statuses = [server.wait_final(job_id, timeout=15) for job_id in job_ids]
     assert {status["status"] for status in statuses} == {"error"}
     assert not processes_with(mark)
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(server_factory):
+    server = server_factory("--max-job-processes", "40")
+    mark = marker()
+    job_id = server.start(f"for i in $(seq 100); do sleep {mark} & done; wait")
+    status = server.wait_final(job_id)
+    assert status["status"] == "finished"
+    assert "fork" in status["output"].lower() or "resource temporarily unavailable" in status["output"].lower()
+    assert not processes_with(mark)
+    other = server.start(f"for i in $(seq 30); do sleep {mark} & done; echo started all")
+    assert server.wait_final(other)["output"] == "started all\n"
