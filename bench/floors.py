@@ -2,13 +2,14 @@
 
 - Spawning: `/bin/sh -c` started the way workerctl's supervisor starts a job (as the job user, in a session of
   its own, in a private directory with umask 077 and an explicit environment, stdin from /dev/null, stdout and
-  stderr into one pipe), its output copied to a file, and reaped. No cgroup is made.
+  stderr into one 1 MiB pipe), its output copied to a file, and reaped. No cgroup is made, and no record kept.
 - Output: the same spawn for a job that floods its pipe, copied to a file in 1 MiB reads.
 - HTTPS: a minimal Tornado handler (bench/floor_server.py) in a process of its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import select
@@ -23,6 +24,7 @@ from bench.material import Credentials
 from bench.workload import FLOOD_BYTES, FLOOD_COMMAND, JOB_USER
 
 _READ_BYTES = 1024 * 1024
+_PIPE_BYTES = 1024 * 1024
 _OUTPUT_FILE_BYTES = 64 * 1024 * 1024  # the copy starts its file over past this, to bound the disk it uses
 _PORT_SECONDS = 30.0
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -40,6 +42,7 @@ def _spawn(command: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     user = pwd.getpwnam(JOB_USER)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # as the supervisor does
         process = subprocess.Popen(
             ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.STDOUT,
             cwd=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
