@@ -17,6 +17,7 @@ from dataclasses import dataclass
 DYNAMIC = "dynamic"
 FIRST_DYNAMIC_ID = 2_100_000_000
 DYNAMIC_IDS = 65_536
+DYNAMIC_ID_RANGE = range(FIRST_DYNAMIC_ID, FIRST_DYNAMIC_ID + DYNAMIC_IDS)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class JobAccounts:
         self._next = (self._next + 1) % DYNAMIC_IDS
         self._in_use.add(number)
         return JobUser(f"job-{number}", number, number)
+
+    def own_uid(self, user: JobUser | None) -> int | None:
+        """The user ID that is this job's alone, if it has one."""
+        return user.uid if user is not None and self.fixed is None else None
 
     def release(self, user: JobUser) -> None:
         self._in_use.discard(user.uid)

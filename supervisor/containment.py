@@ -23,11 +23,14 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from workerctl.supervisor.accounts import DYNAMIC_ID_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +80,18 @@ class Containment(ABC):
         yield
 
     @abstractmethod
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> JobScope:
-        """The scope of a job whose first process is `main`; `main_unreaped` says whether its pid is still held."""
+    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+              uid: int | None) -> JobScope:
+        """The scope of a job whose first process is `main`; `main_unreaped` says whether its pid is still held;
+        `uid` is the job's own user ID, if it has one."""
 
     def leftovers(self) -> JobScope:
         """Every process an earlier run of this server instance left behind."""
         return _TaggedLeftovers(self.instance)
 
-    def strays(self, live_job_ids: set[str]) -> list[psutil.Process]:
-        """Processes that escaped every job's scope; none where the kernel tracks membership."""
+    def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
+        """Processes that escaped every job's scope, given the live jobs and their own user IDs; none where the
+        kernel tracks membership."""
         return []
 
 
@@ -176,7 +182,8 @@ class CgroupContainment(Containment):
             cgroup.rmdir()  # nothing was started in it
             raise
 
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> JobScope:
+    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+              uid: int | None) -> JobScope:
         return _CgroupScope(self.root / job_id)
 
     def leftovers(self) -> JobScope:
@@ -248,26 +255,34 @@ def _existing(pids: Iterable[int]) -> Iterator[psutil.Process]:
 # --- process tree (fallback) -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Reading:
+    taken: float
+    children: dict[int, list[psutil.Process]]
+    by_pid: dict[int, psutil.Process]
+    by_uid: dict[int, list[psutil.Process]]
+
+
 class _ProcessTable:
     """One reading of the process table, shared by every scope that asks within a few milliseconds: with
     hundreds of jobs ending together, each would otherwise walk all of /proc itself."""
 
-    _reading: tuple[float, dict[int, list[psutil.Process]], dict[int, psutil.Process]] | None = None
+    _reading: _Reading | None = None
     max_age = 0.005
 
     @classmethod
-    def current(cls) -> tuple[dict[int, list[psutil.Process]], dict[int, psutil.Process]]:
+    def current(cls) -> _Reading:
         now = time.monotonic()
-        if cls._reading is None or now - cls._reading[0] > cls.max_age:
-            children: dict[int, list[psutil.Process]] = {}
-            by_pid: dict[int, psutil.Process] = {}
-            for process in psutil.process_iter(["ppid", "status"]):
-                if process.info["status"] == psutil.STATUS_ZOMBIE:
+        if cls._reading is None or now - cls._reading.taken > cls.max_age:
+            reading = _Reading(now, {}, {}, {})
+            for process in psutil.process_iter(["ppid", "status", "uids"]):
+                if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["uids"] is None:
                     continue
-                by_pid[process.pid] = process
-                children.setdefault(process.info["ppid"], []).append(process)
-            cls._reading = (now, children, by_pid)
-        return cls._reading[1], cls._reading[2]
+                reading.by_pid[process.pid] = process
+                reading.children.setdefault(process.info["ppid"], []).append(process)
+                reading.by_uid.setdefault(process.info["uids"].real, []).append(process)
+            cls._reading = reading
+        return cls._reading
 
     @classmethod
     def invalidate(cls) -> None:
@@ -293,37 +308,49 @@ def _orphan_belongs_to(process: psutil.Process, job_id: str, main_pid: int) -> b
 class ProcessContainment(Containment):
     name = "process"
 
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> JobScope:
-        return _ProcessTreeScope(job_id, main, main_unreaped)
+    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+              uid: int | None) -> JobScope:
+        return _ProcessTreeScope(job_id, main, main_unreaped, uid)
 
-    def strays(self, live_job_ids: set[str]) -> list[psutil.Process]:
-        children, _ = _ProcessTable.current()
-        strays = []
-        for orphan in children.get(os.getpid(), ()):
-            job_id = _environ(orphan).get(JOB_ENV)
-            if job_id is None or job_id not in live_job_ids:
-                strays.extend(_with_descendants(orphan, children))
-        return strays
+    def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
+        reading = _ProcessTable.current()
+        live_uids = {uid for uid in live.values() if uid is not None}
+        strays: dict[int, psutil.Process] = {}
+        for orphan in reading.children.get(os.getpid(), ()):
+            if orphan.info["uids"].real not in live_uids and _environ(orphan).get(JOB_ENV) not in live:
+                strays.update((process.pid, process) for process in _with_descendants(orphan, reading.children))
+        for uid, processes in reading.by_uid.items():
+            if uid in DYNAMIC_ID_RANGE and uid not in live_uids:
+                strays.update((process.pid, process) for process in processes)
+        return list(strays.values())
 
 
 class _ProcessTreeScope(JobScope):
+    """A job's processes: with a user ID of its own, every process with that real user ID (no process can
+    shed it without privilege); otherwise its process tree and the orphans that carry its tag, process group
+    or session."""
+
     confirm_empty_after = 0.02
 
-    def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> None:
+    def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+                 uid: int | None) -> None:
         self.job_id = job_id
         self.main = main
         self.main_unreaped = main_unreaped
+        self.uid = uid
 
     def processes(self) -> list[psutil.Process]:
-        children, by_pid = _ProcessTable.current()
+        reading = _ProcessTable.current()
+        if self.uid is not None:
+            return list(reading.by_uid.get(self.uid, ()))
         found: dict[int, psutil.Process] = {}
-        main = by_pid.get(self.main.pid)
+        main = reading.by_pid.get(self.main.pid)
         if main is not None and main == self.main:
-            found.update((p.pid, p) for p in _with_descendants(main, children))
-        for orphan in children.get(os.getpid(), ()):
+            found.update((p.pid, p) for p in _with_descendants(main, reading.children))
+        for orphan in reading.children.get(os.getpid(), ()):
             if orphan.pid not in found and orphan.pid != self.main.pid \
                     and _orphan_belongs_to(orphan, self.job_id, self.main.pid):
-                found.update((p.pid, p) for p in _with_descendants(orphan, children))
+                found.update((p.pid, p) for p in _with_descendants(orphan, reading.children))
         return list(found.values())
 
     def kill_all(self) -> None:

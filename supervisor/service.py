@@ -177,7 +177,7 @@ class Supervisor:
                 self._reply_error(connection, request_id, failure)
             return
         for record in created:
-            log.info("job %s (user %s): created: %.200s", record.id, record.owner, record.command)
+            log.info("job %s (user %s): created: %.200r", record.id, record.owner, record.command)
             self.jobs[record.id] = Job(record)
             self.pool.add(record.id, record.owner)
         for request_id, answer in answers:
@@ -224,7 +224,8 @@ class Supervisor:
             return
         job.pid, job.output_fd = spawned.pid, spawned.output_fd
         self._jobs_by_pid[job.pid] = job
-        job.scope = self.containment.scope(job.id, psutil.Process(job.pid), lambda: job.main_unreaped)
+        job.scope = self.containment.scope(job.id, psutil.Process(job.pid), lambda: job.main_unreaped,
+                                           self.accounts.own_uid(job.user))
         loop = asyncio.get_running_loop()
         loop.add_reader(job.output_fd, self._drain_output, job)
         job.deadline = loop.call_later(self.settings.job_timeout, self._time_limit_reached, job)
@@ -425,7 +426,7 @@ class Supervisor:
     async def _sweep_strays_forever(self) -> None:
         while True:
             await asyncio.sleep(_STRAY_SWEEP_SECONDS)
-            strays = self.containment.strays(set(self.jobs))
+            strays = self.containment.strays({job.id: self.accounts.own_uid(job.user) for job in self.jobs.values()})
             if strays:
                 log.warning("killing %d processes that escaped their jobs: %s", len(strays),
                             [process.pid for process in strays])

@@ -9,12 +9,18 @@ import pytest
 from support import assert_none_left, marker, processes_with, start_server
 
 
-@pytest.fixture(scope="module", params=["cgroup", "process"])
+# cgroups; process trees with a user ID per job; process trees with every job as one shared account.
+CONTAINMENTS = {"cgroup": ["--containment", "cgroup"], "process": ["--containment", "process"],
+                "process-shared-user": ["--containment", "process", "--job-user", "nobody"]}
+
+
+@pytest.fixture(scope="module", params=CONTAINMENTS)
 def server(request, tmp_path_factory, tls, users):
-    running = start_server(tmp_path_factory.mktemp(request.param), tls, users, "--containment", request.param,
+    running = start_server(tmp_path_factory.mktemp(request.param), tls, users, *CONTAINMENTS[request.param],
                            "--job-timeout", "1.5", "--kill-grace", "0.5")
     assert f"containment: {'one cgroup per job' if request.param == 'cgroup' else 'following process'}" \
         in running.log()
+    running.containment = request.param
     yield running
     assert running.stop() == 0
 
@@ -65,6 +71,17 @@ def test_a_job_that_exits_leaving_processes_behind_has_them_ended(server, left_b
     status = server.wait_final(job_id)
     assert (status["status"], status["exitCode"]) == ("finished", 5)
     assert not processes_with(mark)
+
+
+def test_a_process_that_forges_another_jobs_tag_still_ends_with_its_own_job(server):
+    if server.containment == "process-shared-user":
+        pytest.skip("with one shared account and no cgroups, a process may claim to be another job's")
+    mark = marker()
+    other = server.start(f"sleep {mark}", user="bob")
+    job_id = server.start(f"(setsid env WORKERCTL_JOB_ID={other} sleep {mark}.1 &); exit 0")
+    server.wait_final(job_id)
+    assert not processes_with(f"{mark}.1")
+    server.call("stop", user="bob", jobID=other)
 
 
 def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(server):

@@ -6,37 +6,53 @@ import asyncio
 import logging
 import signal
 import socket
+import sqlite3
+import ssl
+import sys
 from pathlib import Path
 
-from workerctl.linux import die_with_parent
+from tornado.httpserver import HTTPServer
+
+from workerctl.linux import die_with_parent, raise_open_files_limit
 from workerctl.server_logging import announce, configure_logging
-from workerctl.server_settings import ServerSettings
+from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.records import RecordReader
 from workerctl.web.app import build_server, tls_context
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
 from workerctl.web.supervisor_link import JobWatchers, SupervisorLink
+from workerctl.web.users_file import UsersFileError
 
 log = logging.getLogger(__name__)
 
 _DRAIN_SECONDS = 2.0
+_MAX_CONNECTIONS = 10_000
+_SPARE_DESCRIPTORS = 64
 
 
 def run_front_end(settings: ServerSettings, listening: socket.socket, link_address: Path, authkey: bytes,
                   parent_pid: int) -> None:
     configure_logging(settings.log_level)
     die_with_parent(parent_pid)
-    asyncio.run(_serve(settings, listening, link_address, authkey))
+    try:
+        auth = Authenticator(settings.users)
+        tls = tls_context(settings.cert, settings.key)
+        records = RecordReader(settings.data_dir)
+    except (UsersFileError, OSError, ssl.SSLError, sqlite3.Error) as error:
+        log.critical("the front end cannot start: %s", error)
+        sys.exit(UNUSABLE_SETTINGS_EXIT)
+    link = SupervisorLink(link_address, authkey, JobWatchers())
+    api = JobApi(link, records, settings.data_dir / "output", settings.kill_grace)
+    # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
+    max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
+    asyncio.run(_serve(build_server(api, auth, tls, max_connections), listening, link))
 
 
-async def _serve(settings: ServerSettings, listening: socket.socket, link_address: Path, authkey: bytes) -> None:
+async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C: the serve process decides
-    link = SupervisorLink(link_address, authkey, JobWatchers())
-    api = JobApi(link, RecordReader(settings.data_dir), settings.data_dir / "output", settings.kill_grace)
-    server = build_server(api, Authenticator(settings.users), tls_context(settings.cert, settings.key))
     listening.setblocking(False)  # Tornado accepts until the socket would block
     server.add_sockets([listening])
     maintaining = asyncio.create_task(link.maintain())

@@ -62,7 +62,9 @@ _ACTIONS = ", ".join(action.value for action in Action)
 def parse_body(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+    except ValueError:  # also numbers of more than 4300 digits
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -133,26 +135,32 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _given(body: dict[str, Any], name: str, default: Any) -> Any:
+    """An optional field's value; null counts as not given."""
+    value = body.get(name)
+    return default if value is None else value
+
+
 def _whole_number(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _offset(body: dict[str, Any]) -> int:
-    value = body.get("offset", 0)
+    value = _given(body, "offset", 0)
     if not _whole_number(value) or value < 0:
         raise BadRequest("offset must be a whole number of bytes, 0 or more")
     return value
 
 
 def _wait(body: dict[str, Any]) -> float:
-    value = body.get("wait", 0)
+    value = _given(body, "wait", 0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_WAIT_SECONDS:
         raise BadRequest(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
     return float(value)
 
 
 def _limit(body: dict[str, Any]) -> int:
-    value = body.get("limit", 100)
+    value = _given(body, "limit", 100)
     if not _whole_number(value) or not 1 <= value <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
     return value
@@ -169,7 +177,7 @@ def _status(body: dict[str, Any]) -> JobStatus | None:
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
+    value = _given(body, name, False)
     if not isinstance(value, bool):
         raise BadRequest(f"{name} must be true or false")
     return value
