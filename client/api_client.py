@@ -11,16 +11,13 @@ import http.client
 import json
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from workerctl.client_settings import ClientSettings
 from workerctl.exit_status import CliError, ExitStatus, for_http_status
-from workerctl.protocol import MAX_WAIT_SECONDS
 
 _TIMEOUT_SECONDS = 30.0
-_STREAM_READ_BYTES = 64 * 1024
 
 
 class ApiClient:
@@ -42,7 +39,7 @@ class ApiClient:
 
     def call(self, action: str, **fields: Any) -> dict[str, Any]:
         """Send one API request; the answer's JSON object, or CliError."""
-        response = self._send(action, fields, extra_seconds=float(fields.get("wait", 0)))
+        response = self._send(action, fields, extra_seconds=float(fields.get("wait") or 0))
         body = self._read(response.read)
         if response.status != 200:
             raise self._refusal(response.status, body)
@@ -54,17 +51,6 @@ class ApiClient:
         if not isinstance(answer, dict):
             raise CliError(ExitStatus.SOFTWARE, "the server's answer is not a JSON object")
         return answer
-
-    def stream(self, action: str, **fields: Any) -> Iterator[bytes]:
-        """Send one API request whose answer is a stream; yield its bytes as they arrive."""
-        response = self._send(action, fields, extra_seconds=MAX_WAIT_SECONDS)
-        if response.status != 200:
-            raise self._refusal(response.status, self._read(response.read))
-        while True:
-            data = self._read(lambda: response.read1(_STREAM_READ_BYTES))
-            if not data:
-                return
-            yield data
 
     def _send(self, action: str, fields: dict[str, Any], extra_seconds: float) -> http.client.HTTPResponse:
         body = json.dumps({"action": action, **{k: v for k, v in fields.items() if v is not None}})

@@ -14,11 +14,12 @@ import contextlib
 import functools
 import inspect
 import io
+import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from workerctl import render
 from workerctl.api_client import ApiClient
 from workerctl.client_settings import resolve
 from workerctl.exit_status import CliError, ExitStatus, for_job
-from workerctl.protocol import MAX_WAIT_SECONDS
+from workerctl.protocol import FINAL_STATUSES, MAX_WAIT_SECONDS
 
 PROGRAM = "workerctl"
 
@@ -162,7 +163,8 @@ class Cli:
     @_job_command
     def status(self, client: ApiClient, as_json: bool, job_id: str) -> ExitStatus:
         """Show a job's status and its output so far."""
-        answer = client.call("status", jobID=job_id)
+        answers = list(_output_answers(client, job_id, follow=False))
+        answer = {**answers[-1], "output": "".join(part["output"] for part in answers)}
         sys.stdout.write(render.as_json(answer) + "\n" if as_json else render.status_text(answer))
         return ExitStatus.OK
 
@@ -176,17 +178,12 @@ class Cli:
 
     @_job_command
     def logs(self, client: ApiClient, as_json: bool, job_id: str, *, follow: bool = False) -> ExitStatus:
-        """Print a job's output; with -f, follow it live until the job ends, then exit with its outcome."""
-        stdout = sys.stdout.buffer
-        for data in client.stream("logs", jobID=job_id, follow=bool(follow)):
-            stdout.write(data)
-            stdout.flush()
-        if not follow:
-            return ExitStatus.OK
-        answer = client.call("status", jobID=job_id, offset=_NO_OUTPUT)
-        if as_json:
-            _out(render.as_json(answer))
-        return for_job(answer["status"], answer["exitCode"])
+        """Print a job's output; with -f, follow it live until the job ends, then exit with its outcome.
+        With --json, each piece of output comes as one line: the status answer that carried it."""
+        for answer in _output_answers(client, job_id, follow=bool(follow)):
+            sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n" if as_json else answer["output"])
+            sys.stdout.flush()
+        return for_job(answer["status"], answer["exitCode"]) if follow else ExitStatus.OK
 
     @_job_command
     def list(self, client: ApiClient, as_json: bool, *, status: str | None = None, limit: int = 20) -> ExitStatus:
@@ -238,12 +235,24 @@ class Cli:
 _NO_OUTPUT = 2**62  # an offset past any output: a status answer without output, woken only by a new status
 
 
+def _output_answers(client: ApiClient, job_id: str, follow: bool) -> Iterator[dict[str, Any]]:
+    """Status answers that together carry all of a job's output, each from where the last one ended; with
+    `follow`, long polls until the job has ended and all of its output is read."""
+    offset = 0
+    while True:
+        answer = client.call("status", jobID=job_id, offset=offset, wait=MAX_WAIT_SECONDS if follow else 0)
+        offset = answer["nextOffset"]
+        yield answer
+        if offset >= answer["outputBytes"] and (not follow or answer["status"] in FINAL_STATUSES):
+            return
+
+
 def _wait_until_final(client: ApiClient, job_id: str, timeout: float | None) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     while True:
         remaining = MAX_WAIT_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
         answer = client.call("status", jobID=job_id, offset=_NO_OUTPUT, wait=min(remaining, MAX_WAIT_SECONDS))
-        if answer["status"] in ("finished", "stopped", "error") or remaining <= 0:
+        if answer["status"] in FINAL_STATUSES or remaining <= 0:
             return answer
 
 

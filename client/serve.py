@@ -28,7 +28,8 @@ from workerctl.linux import become_subreaper
 from workerctl.server_logging import announce, configure_logging
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.containment import Containment, choose_containment
-from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, hold_lock, prepare
+from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
+from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, check_reachable_by_others, hold_lock, prepare
 from workerctl.supervisor.main import run_supervisor
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.web.app import tls_context
@@ -61,12 +62,19 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     try:
         load_users(settings.users)
         prepare(settings.data_dir)
-        JobAccounts.resolve(settings.job_user)
+        accounts = JobAccounts.resolve(settings.job_user)
+        if accounts.fixed is None or not accounts.fixed.is_self:
+            check_reachable_by_others(settings.data_dir / "work")
         containment = choose_containment(settings.containment, settings.instance)
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
         raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
+    if accounts.fixed is not None and accounts.fixed.is_self:
+        log.warning("jobs run as the server's own user, so they can read its files and signal it; run the "
+                    "server as root to give each job a user of its own")
+    for material in sorted({settings.cert, settings.users} & {DEV_SERVER_CERT, DEV_USERS}):
+        log.warning("using the public development material %s: for your own machine only", material)
     # The supervisor uses what was found here instead of choosing again.
     return replace(settings, containment=containment.name), containment
 
@@ -182,10 +190,13 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
                 child.start()
         _reap_orphans(children)
     announce.info("shutting down (%s)", signal.Signals(stop_signals[0]).name)
-    front_end.stop(_FRONT_END_STOP_SECONDS)
+    # The supervisor first: it ends and records every job while the front end still tells followers and
+    # waiters how their jobs ended (and answers new requests with 503).
     supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
+    front_end.stop(_FRONT_END_STOP_SECONDS)
     _end_orphaned_jobs(containment)
     _reap_orphans(children)
+    containment.close()
     announce.info("stopped")
     return exit_status
 

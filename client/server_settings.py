@@ -18,6 +18,10 @@ from workerctl.dev_material import DEV_SERVER_CERT, DEV_SERVER_KEY, DEV_USERS
 
 
 def default_data_dir() -> Path:
+    """/var/lib/workerctl for root (jobs, running as other users, must reach their working directories
+    there, which they cannot under /root); the user's state directory otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/workerctl")
     state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(state_home) / "workerctl"
 

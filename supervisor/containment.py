@@ -94,6 +94,9 @@ class Containment(ABC):
         kernel tracks membership."""
         return []
 
+    def close(self) -> None:
+        """Tidy up once no job is left."""
+
 
 class _TaggedLeftovers(JobScope):
     def __init__(self, instance: str) -> None:
@@ -189,6 +192,12 @@ class CgroupContainment(Containment):
     def leftovers(self) -> JobScope:
         return _CgroupLeftovers(self.root, super().leftovers())
 
+    def close(self) -> None:
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass  # already gone, or another supervisor of this instance still has jobs in it
+
 
 class _CgroupScope(JobScope):
     def __init__(self, cgroup: Path) -> None:
@@ -224,7 +233,10 @@ class _CgroupLeftovers(JobScope):
         self.tagged = tagged
 
     def _scopes(self) -> list[_CgroupScope]:
-        return [_CgroupScope(path) for path in self.root.iterdir() if path.is_dir()]
+        try:
+            return [_CgroupScope(path) for path in self.root.iterdir() if path.is_dir()]
+        except FileNotFoundError:  # removed when the last supervisor stopped cleanly
+            return []
 
     def processes(self) -> list[psutil.Process]:
         found = {process.pid: process for process in self.tagged.processes()}

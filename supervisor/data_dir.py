@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def prepare(data_dir: Path) -> None:
         raise DataDirError(f"data directory {data_dir} is not usable: {error.strerror or error}") from None
     except sqlite3.Error as error:
         raise DataDirError(f"the job records in {data_dir} cannot be opened: {error}") from None
+
+
+def check_reachable_by_others(directory: Path) -> None:
+    """DataDirError unless users other than the server's can reach `directory` (jobs must reach their
+    working directories in it by path, e.g. as $HOME)."""
+    for ancestor in [directory.resolve(), *directory.resolve().parents]:
+        mode = ancestor.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise DataDirError(f"jobs run as other users cannot reach {directory}: {ancestor} is mode "
+                               f"{stat.S_IMODE(mode):04o}; use a data directory they can reach, such as "
+                               f"/var/lib/workerctl")
 
 
 def hold_lock(path: Path, wait: float = 0.0) -> int:

@@ -119,6 +119,7 @@ class Supervisor:
         except asyncio.TimeoutError:
             log.error("could not record the last job changes before stopping; the next start settles them")
         self._send_events()
+        self.containment.close()
         self.link.close()
         self.records.close()
         log.info("supervisor stopped")

@@ -125,9 +125,20 @@ class Server:
         return self.process.wait(timeout)
 
 
+def reachable_by_jobs(directory: Path) -> Path:
+    """Open `directory` and those above it up to /tmp for traversal by other users, as jobs run as other
+    users and must reach their working directories in the server's data directory; pytest makes them 0700."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for ancestor in [directory, *directory.parents]:
+        if ancestor == Path("/tmp") or ancestor == Path(ancestor.anchor):
+            break
+        ancestor.chmod(ancestor.stat().st_mode | 0o111)
+    return directory
+
+
 def start_server(tmp_path: Path, tls: Tls, users: Users, *extra: str, data_dir: Path | None = None,
                  ready: bool = True, env: dict[str, str] | None = None) -> Server:
-    data_dir = data_dir or tmp_path / "data"
+    data_dir = data_dir or reachable_by_jobs(tmp_path) / "data"
     log_path = tmp_path / f"serve-{uuid.uuid4().hex[:8]}.log"
     command = [sys.executable, "-m", "workerctl", "serve", "--port", "0", "--cert", str(tls.cert), "--key",
                str(tls.key), "--users", str(users.file), "--data-dir", str(data_dir), "--job-timeout", "20",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from support import marker, poll_until
@@ -236,3 +237,19 @@ def test_wait_and_follow_exit_3_when_the_time_limit_ends_the_job(cli, server_fac
     code, out, _ = cli("wait", job_id, "--server", other.url)
     assert code == 3 and "reason: time limit of 0.5 s exceeded" in out
     assert cli("logs", "-f", job_id, "--server", other.url) == (3, "partial\n", "")
+
+
+def test_followers_and_waiters_learn_how_their_jobs_ended_when_the_server_shuts_down(server_factory, tmp_path):
+    other = server_factory()
+    job_id = other.start(f"echo started; sleep {marker()}")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "WORKERCTL_SERVER": other.url,
+           "WORKERCTL_TOKEN": other.users.tokens["alice"], "WORKERCTL_CA": str(other.tls.ca)}
+    follower, waiter = (subprocess.Popen([sys.executable, "-m", "workerctl", *args, job_id], env=env, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        for args in (["logs", "-f"], ["wait"]))
+    poll_until(lambda: other.status(job_id)["output"] == "started\n")
+    time.sleep(0.5)  # both are waiting now
+    assert other.stop() == 0
+    assert follower.communicate(timeout=10) == ("started\n", "") and follower.returncode == 3
+    out, _ = waiter.communicate(timeout=10)
+    assert waiter.returncode == 3 and "reason: server shut down" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from support import marker, poll_until, processes_with
+from support import marker, poll_until, processes_with, reachable_by_jobs
 
 
 def test_retention_keeps_only_the_newest_jobs_per_user(server_factory):
@@ -56,7 +56,7 @@ def test_every_answered_start_survives_a_crash(server_factory):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount_point = tmp_path / "small-disk"
+    mount_point = reachable_by_jobs(tmp_path) / "small-disk"
     mount_point.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
                              capture_output=True)

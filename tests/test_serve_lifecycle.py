@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from support import assert_none_left, marker, poll_until, processes_with
+from support import assert_none_left, marker, poll_until, processes_with, reachable_by_jobs
 
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT
 from workerctl.serve import CRASH_REASON, FIRST_START_REASON
@@ -174,7 +174,22 @@ def test_two_servers_cannot_share_a_data_dir(server_factory, tls, users):
 
 def test_a_port_in_use_fails_at_start(server_factory, tls, users, tmp_path):
     server = server_factory()
-    result = run_serve("--port", str(server.port), "--data-dir", str(tmp_path / "other"), "--cert",
+    result = run_serve("--port", str(server.port), "--data-dir", str(reachable_by_jobs(tmp_path) / "other"), "--cert",
                        str(tls.cert), "--key", str(tls.key), "--users", str(users.file))
     assert result.returncode == UNUSABLE_SETTINGS_EXIT
     assert "cannot listen on" in one_line_error(result)
+
+
+def test_a_data_dir_jobs_cannot_reach_fails_at_start(tmp_path, tls, users):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    result = run_serve("--port", "0", "--data-dir", str(private / "data"), "--cert", str(tls.cert), "--key",
+                       str(tls.key), "--users", str(users.file))
+    assert result.returncode == UNUSABLE_SETTINGS_EXIT
+    assert "jobs run as other users cannot reach" in one_line_error(result)
+
+
+def test_jobs_can_use_their_home_and_tmpdir(server_factory):
+    server = server_factory()
+    status = server.wait_final(server.start('cd "$HOME" && mktemp && echo ok > "$TMPDIR/file" && cat file'))
+    assert status["exitCode"] == 0 and status["output"].endswith("ok\n")
