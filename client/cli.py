@@ -8,10 +8,9 @@ Fire would turn arguments such as `123`, `1e5` or `True` into numbers and boolea
 told to stay text, so job IDs and commands pass through verbatim.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
+import importlib.metadata
 import inspect
 import io
 import json
@@ -32,9 +31,10 @@ from workerctl.protocol import FINAL_STATUSES, MAX_WAIT_SECONDS
 PROGRAM = "workerctl"
 
 _CONNECTION_OPTIONS = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None")
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None)
     for name in ("server", "token", "token_file", "ca", "config")
-] + [inspect.Parameter("json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")]
+] + [inspect.Parameter("json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)]
+_CONNECTION_FLAGS = {f"--{parameter.name}" for parameter in _CONNECTION_OPTIONS} | {"--token-file"}
 
 Call = Callable[[], ExitStatus]
 
@@ -172,7 +172,7 @@ class Cli:
     def wait(self, client: ApiClient, as_json: bool, job_id: str, *, timeout: float | None = None) -> ExitStatus:
         """Wait until a job ends (at most --timeout seconds) and exit with its outcome: 0 finished with exit
         code 0, 1 finished with another, 2 stopped, 3 error, 4 not finished in time."""
-        answer = _wait_until_final(client, job_id, timeout)
+        answer = _wait_until_final(client, job_id, None if timeout is None else _number("timeout", timeout))
         _out(render.as_json(answer) if as_json else render.outcome_lines(answer))
         return for_job(answer["status"], answer["exitCode"])
 
@@ -188,7 +188,7 @@ class Cli:
     @_job_command
     def list(self, client: ApiClient, as_json: bool, *, status: str | None = None, limit: int = 20) -> ExitStatus:
         """List your jobs, newest first; --status keeps only jobs in that status."""
-        answer = client.call("list", status=status, limit=limit)
+        answer = client.call("list", status=status, limit=int(_number("limit", limit, whole=True)))
         _out(render.as_json(answer) if as_json else render.job_table(answer["jobs"]))
         return ExitStatus.OK
 
@@ -220,8 +220,8 @@ class Cli:
             raise CliError(ExitStatus.CONFIG, str(error)) from None
 
     @_local_command
-    def certs(self, *, out: str = "certs", hosts: str = "localhost,127.0.0.1,::1", days: int = 7300) -> ExitStatus:
-        """Mint a new CA and a server certificate for --hosts (comma-separated) into --out."""
+    def certs(self, *, out: str, hosts: str = "localhost,127.0.0.1,::1", days: int = 7300) -> ExitStatus:
+        """Mint a new CA and a server certificate for --hosts (comma-separated) into the directory --out."""
         from workerctl.certificates import mint_certificates
         try:
             minted = mint_certificates(Path(out), [host.strip() for host in hosts.split(",")], days=int(days))
@@ -270,15 +270,39 @@ def _hide_parse_settings_from_help() -> None:
 
 # Fire reads `--flag VALUE` for a boolean flag too, so `logs -f ID` would make the ID the value of --follow.
 # These flags never take a value; spelling them out keeps the next argument where it belongs.
-_SWITCHES = {"-f": "--follow=True", "--follow": "--follow=True", "--json": "--json=True"}
+_SWITCHES = {"-f": "--follow=True", "--follow": "--follow=True", "--json": "--json=True", "-h": "--help"}
+
+
+def _number(name: str, value: Any, whole: bool = False) -> float:
+    """A number given on the command line; a usage error if it is not one."""
+    try:
+        number = float(value)
+        if whole and not number.is_integer():
+            raise ValueError
+        return number
+    except (TypeError, ValueError):
+        raise CliError(ExitStatus.USAGE, f"--{name} must be a {'whole ' if whole else ''}number, not {value!r}")
+
+
+def _commands_first(args: list[str]) -> list[str]:
+    """Move connection options given before the command (`workerctl --server URL status ID`) after it,
+    where Fire looks for them."""
+    leading: list[str] = []
+    while args and args[0].split("=", 1)[0] in _CONNECTION_FLAGS:
+        takes_value = "=" not in args[0] and args[0] != "--json"
+        leading, args = leading + args[:1 + takes_value], args[1 + takes_value:]
+    return args + leading
 
 
 def run(args: list[str]) -> int:
     """Run the command line `args`; the exit status."""
     import fire
 
+    if args in (["--version"], ["version"]):
+        print(f"{PROGRAM} {importlib.metadata.version('workerctl')}")
+        return ExitStatus.OK
     debug = "--debug" in args
-    args = [_SWITCHES.get(arg, arg) for arg in args if arg != "--debug"]
+    args = _commands_first([_SWITCHES.get(arg, arg) for arg in args if arg != "--debug"])
     _hide_parse_settings_from_help()
     recorder = _Recorder()
     fire_says = io.StringIO()
@@ -291,7 +315,10 @@ def run(args: list[str]) -> int:
                                      if not line.startswith("INFO: Showing help")))
             return ExitStatus.OK
         error = exit.trace.elements[-1].ErrorAsStr() if exit.trace and exit.trace.HasError() else "bad usage"
-        print(f"{PROGRAM}: {error[:1].lower() + error[1:]} (see '{PROGRAM} --help')", file=sys.stderr)
+        hint = f"see '{PROGRAM} --help'"
+        if args[:1] == ["start"] and "consume arg" in error:
+            hint = f'quote the command as one argument, as in: {PROGRAM} start "ls -l"'
+        print(f"{PROGRAM}: {error[:1].lower() + error[1:]} ({hint})", file=sys.stderr)
         return ExitStatus.USAGE
     if recorder.chosen is None:  # a command group without a command: Fire printed its usage
         return ExitStatus.USAGE

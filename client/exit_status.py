@@ -14,7 +14,7 @@ class ExitStatus(IntEnum):
     JOB_ERROR = 3  # the job could not start or was ended by the server (its time limit, a restart)
     JOB_NOT_DONE = 4  # the job had not finished when `wait --timeout` ran out
     USAGE = 64  # the command line is wrong
-    REFUSED = 65  # the server refused the request as invalid (400, 413)
+    REFUSED = 65  # the server refused the request as invalid (400, 409, 413)
     NO_SUCH_JOB = 66  # no such job for this user (404)
     UNAVAILABLE = 69  # server unreachable, its certificate refused, or it answered 503
     SOFTWARE = 70  # the server failed (500) or answered something that is not the API
@@ -24,6 +24,7 @@ class ExitStatus(IntEnum):
 
 _FOR_HTTP_STATUS = {
     400: ExitStatus.REFUSED,
+    409: ExitStatus.REFUSED,
     413: ExitStatus.REFUSED,
     401: ExitStatus.NO_PERMISSION,
     404: ExitStatus.NO_SUCH_JOB,

@@ -113,6 +113,10 @@ class MethodNotAllowed(ApiError):
     http_status = 405
 
 
+class Conflict(ApiError):
+    http_status = 409
+
+
 class PayloadTooLarge(ApiError):
     http_status = 413
 
@@ -127,7 +131,7 @@ class InsufficientStorage(ApiError):
 
 API_ERRORS: dict[int, type[ApiError]] = {
     cls.http_status: cls
-    for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, PayloadTooLarge, Unavailable,
+    for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, Unavailable,
                 InsufficientStorage)
 }
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from workerctl.protocol import (InsufficientStorage, JobStatus, NotFound, StartJob, StopJob, Unavailable,
+from workerctl.protocol import (Conflict, InsufficientStorage, JobStatus, NotFound, StartJob, StopJob, Unavailable,
                                 ApiError, decode_request, new_job_id)
 from workerctl.server_logging import announce
 from workerctl.server_settings import ServerSettings
@@ -152,12 +152,16 @@ class Supervisor:
 
     def _start(self, connection: Connection, requests: list[tuple[int, StartJob]]) -> None:
         """Record a batch of new jobs in one transaction, answer, then start what the pool allows."""
-        answers: list[tuple[int, dict[str, Any]]] = []
+        answers: list[tuple[int, dict[str, Any] | ApiError]] = []
         created: list[JobRecord] = []
         by_key: dict[tuple[str, str], JobRecord] = {}
         for request_id, request in requests:
             key = (request.user, request.idempotency_key) if request.idempotency_key else None
             existing = key and (by_key.get(key) or self.records.find_by_key(*key))
+            if existing and existing.command != request.command:
+                answers.append((request_id, Conflict(f"idempotencyKey {request.idempotency_key!r} was used for "
+                                                     f"another command, job {existing.id}")))
+                continue
             if existing:
                 answers.append((request_id, {"jobID": existing.id, "status": existing.status.value}))
                 continue
@@ -182,7 +186,10 @@ class Supervisor:
             self.jobs[record.id] = Job(record)
             self.pool.add(record.id, record.owner)
         for request_id, answer in answers:
-            self._reply(connection, request_id, answer)
+            if isinstance(answer, ApiError):
+                self._reply_error(connection, request_id, answer)
+            else:
+                self._reply(connection, request_id, answer)
         self._start_runnable()
 
     async def _stop(self, connection: Connection, request_id: int, request: StopJob) -> None:

@@ -139,12 +139,19 @@ def test_token_may_come_in_the_authorization_header(server):
 
 
 def test_idempotency_key_returns_the_same_job(server):
-    first = server.call("start", command=f"sleep {marker()}", idempotencyKey="nightly-2026-11-27")
-    again = server.call("start", command="echo something else", idempotencyKey="nightly-2026-11-27")
-    assert first.body["jobID"] == again.body["jobID"]
+    command = f"sleep {marker()}"
+    first = server.call("start", command=command, idempotencyKey="nightly-2026-11-27")
+    again = server.call("start", command=command, idempotencyKey="nightly-2026-11-27")
+    assert again.body["jobID"] == first.body["jobID"] and again.body["status"] in ("created", "running")
     other_user = server.call("start", user="bob", command="true", idempotencyKey="nightly-2026-11-27")
     assert other_user.body["jobID"] != first.body["jobID"]
     server.call("stop", jobID=first.body["jobID"])
+
+
+def test_an_idempotency_key_used_for_another_command_is_a_conflict(server):
+    first = server.call("start", command="true", idempotencyKey="weekly")
+    other = server.call("start", command="false", idempotencyKey="weekly")
+    assert other.status == 409 and first.body["jobID"] in other.body["error"]
 
 
 def test_status_from_an_offset_returns_only_new_output(server):
