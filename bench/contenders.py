@@ -21,7 +21,7 @@ MAX_CLIENTS = 16
 class Settings:
     """How long and how much each part measures."""
 
-    window_seconds: float = 2.5  # each load window
+    window_seconds: float = 2.0  # each load window
     stops: int = 15  # stop latencies per contender per round
     cli_runs: int = 8  # CLI invocations per command per round
     timeout_jobs: int = 200  # jobs timing out together

@@ -76,6 +76,7 @@ def main(argv: list[str]) -> int:
     began = time.monotonic()
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="workerctl-bench-") as scratch:
+        os.chmod(scratch, 0o755)  # workerctl refuses a data directory its job users cannot reach
         credentials = make_credentials(Path(scratch))
         for index in range(rounds_wanted):
             elapsed = time.monotonic() - began
@@ -87,7 +88,9 @@ def main(argv: list[str]) -> int:
             with ExitStack() as stack:
                 contenders = start_contenders(stack, Path(scratch) / f"round-{index + 1}", credentials, settings)
                 for family in round_.rotated(families):
+                    started = time.monotonic()
                     round_.attempt(family.__name__, lambda: family(contenders, round_))
+                    print(f"bench:   {family.__name__} took {time.monotonic() - started:.0f} s", file=sys.stderr)
             rounds.append(round_)
     about = _about()
     about["rounds"] = str(len(rounds))

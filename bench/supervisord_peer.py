@@ -143,6 +143,16 @@ class Supervisord:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        """End supervisord and its programs at once, rather than wait for it to stop them one by one."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        daemon = self.server_process()
+        for child in daemon.children(recursive=True):
+            child.kill()
+        daemon.kill()
+        self.process.wait()
+
     def _config(self) -> str:
         return f"""
 [supervisord]

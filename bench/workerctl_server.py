@@ -130,6 +130,9 @@ class WorkerctlApi:
                                wait=max(0.0, min(remaining, MAX_WAIT_SECONDS)))
             if answer["status"] in wanted:
                 return answer
+            if answer["status"] in FINAL_STATUSES:
+                raise RuntimeError(f"job {job_id} ended {answer['status']} (exit code {answer['exitCode']}, "
+                                   f"reason {answer['reason']!r}, output {answer['output'][:200]!r})")
             if remaining <= 0:
                 raise RuntimeError(f"job {job_id} is still {answer['status']} after {timeout:g} s")
 

@@ -21,7 +21,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_SECONDS = 30.0
 """The longest a status request may wait for something to change (its `wait` field)."""
 
-MAX_ANSWER_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_ANSWER_OUTPUT_BYTES = 1024 * 1024
 """The most output one status answer carries; `nextOffset` tells where to continue."""
 
 
