@@ -10,6 +10,7 @@ Figures are named `FAMILY.MEASURE.CONTENDER`; the floor is named `floor`.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import psutil
@@ -138,11 +139,11 @@ def _stop_supervisord(contenders: Contenders) -> float:
     try:
         rpc.call("supervisor.startProcess", name, True)
         process = psutil.Process(rpc.call("supervisor.getProcessInfo", name)["pid"])
-        supervisord = contenders.supervisord.server_process().exe()
+        supervisord = os.readlink(f"/proc/{contenders.supervisord.server_process().pid}/exe")  # psutil caches exe()
         # supervisord reports RUNNING before its child has exec'd; a SIGTERM then is caught by the child's copy of
         # supervisord's handler and lost, and the stop takes its 10 s SIGKILL timeout. Stop what a user would see.
         deadline = time.monotonic() + _EXEC_SECONDS
-        while process.exe() == supervisord and time.monotonic() < deadline:
+        while os.readlink(f"/proc/{process.pid}/exe") == supervisord and time.monotonic() < deadline:
             time.sleep(0.001)
         began = time.monotonic()
         rpc.call("supervisor.stopProcess", name, True)
