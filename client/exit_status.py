@@ -16,7 +16,7 @@ class ExitStatus(IntEnum):
     USAGE = 64  # the command line is wrong
     REFUSED = 65  # the server refused the request as invalid (400, 409, 413)
     NO_SUCH_JOB = 66  # no such job for this user (404)
-    UNAVAILABLE = 69  # server unreachable, its certificate refused, or it answered 503
+    UNAVAILABLE = 69  # server unreachable, its certificate refused, or it answered 429, 503 or 507
     SOFTWARE = 70  # the server failed (500) or answered something that is not the API
     NO_PERMISSION = 77  # authentication failed (401)
     CONFIG = 78  # a settings file, token file or CA file is missing or wrong
@@ -28,6 +28,7 @@ _FOR_HTTP_STATUS = {
     413: ExitStatus.REFUSED,
     401: ExitStatus.NO_PERMISSION,
     404: ExitStatus.NO_SUCH_JOB,
+    429: ExitStatus.UNAVAILABLE,
     503: ExitStatus.UNAVAILABLE,
     507: ExitStatus.UNAVAILABLE,
 }

@@ -121,6 +121,10 @@ class PayloadTooLarge(ApiError):
     http_status = 413
 
 
+class TooManyRequests(ApiError):
+    http_status = 429
+
+
 class Unavailable(ApiError):
     http_status = 503
 
@@ -131,8 +135,8 @@ class InsufficientStorage(ApiError):
 
 API_ERRORS: dict[int, type[ApiError]] = {
     cls.http_status: cls
-    for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, Unavailable,
-                InsufficientStorage)
+    for cls in (BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PayloadTooLarge, TooManyRequests,
+                Unavailable, InsufficientStorage)
 }
 
 

@@ -39,8 +39,8 @@ def job_table(jobs: list[dict[str, Any]]) -> str:
     rows = [("JOB ID", "STATUS", "EXIT", "CREATED", "COMMAND")]
     for job in jobs:
         exit_text = job["signal"] or ("" if job["exitCode"] is None else str(job["exitCode"]))
-        rows.append((job["jobID"], job["status"], exit_text, job["createdAt"] or "",
-                     " ".join(job["command"].split())[:60]))
+        command = "".join(char if char.isprintable() else "?" for char in " ".join(job["command"].split()))
+        rows.append((job["jobID"], job["status"], exit_text, job["createdAt"] or "", command[:60]))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
                      for row in rows)

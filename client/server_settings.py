@@ -46,6 +46,7 @@ class ServerSettings:
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
     max_jobs: int = 1024  # jobs running at once; more wait in `created`
     max_jobs_per_user: int = 128  # jobs of one user running at once
+    max_queued_per_user: int = 10_000  # jobs of one user waiting in `created`; more are refused with 429
     max_output_bytes: int = 2 * 1024 * 1024  # output kept whole per job; past it, the head and the tail
     max_job_processes: int = 1024  # processes and threads of one job, where each job has a user of its own
     job_user: str | None = None  # "dynamic" (an account per job), or a user name; default: dynamic under root
@@ -67,7 +68,8 @@ class ServerSettings:
                 raise SettingsError(f"{name.replace('_', '-')} must be a positive number of seconds or days")
         if not self.kill_grace >= 0:
             raise SettingsError("kill-grace must be zero or more seconds")
-        for name in ("max_jobs", "max_jobs_per_user", "max_job_processes", "retention_jobs"):
+        for name in ("max_jobs", "max_jobs_per_user", "max_queued_per_user", "max_job_processes",
+                     "retention_jobs"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.replace('_', '-')} must be at least 1")
         if self.max_output_bytes < 1024 * 1024:

@@ -32,6 +32,9 @@ class JobPool:
             del self._waiting[user]
         return True
 
+    def waiting_for(self, user: str) -> int:
+        return len(self._waiting.get(user, ()))
+
     def release(self, job_id: str) -> None:
         """A running job has ended: free its slot."""
         user = self._running.pop(job_id, None)

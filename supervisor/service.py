@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from workerctl.protocol import (Conflict, InsufficientStorage, JobStatus, NotFound, StartJob, StopJob, Unavailable,
+from workerctl.protocol import (Conflict, InsufficientStorage, TooManyRequests, JobStatus, NotFound, StartJob, StopJob, Unavailable,
                                 ApiError, decode_request, new_job_id)
 from workerctl.server_logging import announce
 from workerctl.server_settings import ServerSettings
@@ -155,6 +155,7 @@ class Supervisor:
         answers: list[tuple[int, dict[str, Any] | ApiError]] = []
         created: list[JobRecord] = []
         by_key: dict[tuple[str, str], JobRecord] = {}
+        queued = {request.user: self.pool.waiting_for(request.user) for _, request in requests}
         for request_id, request in requests:
             key = (request.user, request.idempotency_key) if request.idempotency_key else None
             existing = key and (by_key.get(key) or self.records.find_by_key(*key))
@@ -165,6 +166,12 @@ class Supervisor:
             if existing:
                 answers.append((request_id, {"jobID": existing.id, "status": existing.status.value}))
                 continue
+            if queued[request.user] >= self.settings.max_queued_per_user:
+                answers.append((request_id, TooManyRequests(
+                    f"{queued[request.user]} of your jobs are waiting already, the most there may be; start more "
+                    f"once some have run")))
+                continue
+            queued[request.user] += 1
             record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
                                idempotency_key=request.idempotency_key)
             self.records.insert(record)

@@ -92,3 +92,13 @@ def test_pool_respects_both_limits_and_withdraws_waiting_jobs():
     assert not pool.withdraw("alice-0", "alice")  # running, not waiting
     pool.release("bob-2")
     assert pool.take_runnable() == ["dave-4"]
+
+
+def test_past_the_queue_limit_starts_are_refused_with_429(server_factory):
+    server = server_factory("--max-jobs-per-user", "1", "--max-queued-per-user", "2")
+    mark = marker()
+    jobs = [server.start(f"sleep {mark}") for _ in range(3)]  # one runs, two wait
+    refused = server.call("start", command="true")
+    assert refused.status == 429 and "waiting already" in refused.body["error"]
+    assert server.call("start", user="bob", command="true").status == 200
+    stop_all(server, jobs)

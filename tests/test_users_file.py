@@ -29,7 +29,7 @@ def mode(path: Path) -> int:
 def assert_one_sentence(error: UsersFileError, path: Path) -> None:
     message = str(error)
     assert str(path) in message
-    assert "\n" not in message and message.endswith(".")
+    assert "\n" not in message and message[:1].islower() and not message.endswith(".")
 
 
 def test_hash_token_is_the_hex_sha256_of_the_utf8_bytes() -> None:
@@ -73,12 +73,12 @@ def test_load_users_reads_names_and_hashes(tmp_path: Path) -> None:
         (f'[users.alice]\ntoken_sha256 = "{HASH_A}0"\n', "not 64 lowercase hex characters"),
         (f'[users.alice]\ntoken_sha256 = "{"g" * 64}"\n', "not 64 lowercase hex characters"),
         (f'[users.alice]\ntoken_sha256 = "{HASH_A}"\ntoken = "secret"\n', "'alice' .* unknown key 'token'"),
-        (f'[users."bad name"]\ntoken_sha256 = "{HASH_A}"\n', "'bad name' is not a valid user name"),
-        (f'[users."-dash"]\ntoken_sha256 = "{HASH_A}"\n', "'-dash' is not a valid user name"),
-        (f'[users.{"x" * 65}]\ntoken_sha256 = "{HASH_A}"\n', "is not a valid user name"),
+        (f'[users."bad name"]\ntoken_sha256 = "{HASH_A}"\n', "'bad name' is not valid for the users file"),
+        (f'[users."-dash"]\ntoken_sha256 = "{HASH_A}"\n', "'-dash' is not valid for the users file"),
+        (f'[users.{"x" * 65}]\ntoken_sha256 = "{HASH_A}"\n', "is not valid for the users file"),
         (
             f'[users.alice]\ntoken_sha256 = "{HASH_A}"\n[users.bob]\ntoken_sha256 = "{HASH_A}"\n',
-            "Users 'alice' and 'bob' in the users file .* have the same token",
+            "users 'alice' and 'bob' in the users file .* have the same token",
         ),
         ("[users]\nalice = \n", "is not valid TOML: .*line 2"),
         (f'[users.alice]\ntoken_sha256 = "{HASH_A}"\n[users.alice]\ntoken_sha256 = "{HASH_B}"\n', "not valid TOML"),
@@ -102,7 +102,7 @@ def test_load_users_refuses_a_missing_file(tmp_path: Path) -> None:
 def test_load_users_refuses_an_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "a-directory.toml"
     path.mkdir()  # unreadable as a file even for root, unlike chmod 000
-    with pytest.raises(UsersFileError, match="Cannot read the users file") as caught:
+    with pytest.raises(UsersFileError, match="cannot read the users file") as caught:
         load_users(path)
     assert_one_sentence(caught.value, path)
 
@@ -150,7 +150,7 @@ def test_add_user_starts_an_empty_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["", "-alice", ".alice", "_alice", "al ice", "al/ice", "élise", "a" * 65, 'a"b'])
 def test_add_user_refuses_a_bad_name(tmp_path: Path, name: str) -> None:
     path = tmp_path / "users.toml"
-    with pytest.raises(UsersFileError, match="is not a valid user name") as caught:
+    with pytest.raises(UsersFileError, match="is not valid for the users file") as caught:
         add_user(path, name)
     assert_one_sentence(caught.value, path)
     assert not path.exists()
@@ -186,7 +186,7 @@ def test_add_user_refuses_a_file_of_inline_tables(tmp_path: Path) -> None:
     original = f'users = {{ alice = {{ token_sha256 = "{HASH_A}" }} }}\n'
     path.write_text(original)
     assert load_users(path) == {"alice": HASH_A}
-    with pytest.raises(UsersFileError, match="Cannot append user 'bob'") as caught:
+    with pytest.raises(UsersFileError, match="cannot append user 'bob'") as caught:
         add_user(path, "bob")
     assert_one_sentence(caught.value, path)
     assert path.read_text() == original
@@ -196,7 +196,7 @@ def test_add_user_reports_a_directory_it_cannot_write(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     path = blocker / "users.toml"
-    with pytest.raises(UsersFileError, match="Cannot write the users file") as caught:
+    with pytest.raises(UsersFileError, match="cannot write the users file") as caught:
         add_user(path, "alice")
     assert_one_sentence(caught.value, path)
 

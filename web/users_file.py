@@ -19,7 +19,7 @@ from pathlib import Path
 
 USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
-_BARE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a TOML bare key; other names (with a ".") need quotes
+_BARE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a TOML bare key; other names (with a "") need quotes
 _USER_KEYS = frozenset({"token_sha256"})
 
 DEFAULT_HEADER = (
@@ -61,7 +61,7 @@ def add_user(path: Path, name: str) -> str:
     if not text.strip():  # a missing or empty file: start one
         text = DEFAULT_HEADER + "\n[users]\n"
     if name in _parse(text, path):
-        raise UsersFileError(f"There is already a user {name!r} in the users file {path}.")
+        raise UsersFileError(f"there is already a user {name!r} in the users file {path}")
     token = new_token()
     token_sha256 = hash_token(token)
     new_text = text + ("" if text.endswith("\n") else "\n") + "\n" + _user_table(name, token_sha256)
@@ -72,7 +72,7 @@ def add_user(path: Path, name: str) -> str:
         appended = False
     if not appended:
         raise UsersFileError(
-            f"Cannot append user {name!r} to the users file {path}; write its users as [users.NAME] tables."
+            f"cannot append user {name!r} to the users file {path}; write its users as [users.NAME] tables"
         )
     _write_atomically(path, new_text)
     return token
@@ -84,7 +84,7 @@ def remove_user(path: Path, name: str) -> None:
     text = _read(path)
     users = _parse(text, path)
     if name not in users:
-        raise UsersFileError(f"There is no user {name!r} in the users file {path}.")
+        raise UsersFileError(f"there is no user {name!r} in the users file {path}")
     del users[name]
     new_text = (_leading_comment(text) or DEFAULT_HEADER) + "\n[users]\n"
     for other_name, token_sha256 in users.items():
@@ -96,45 +96,45 @@ def _read(path: Path) -> str:
     try:
         return Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise UsersFileError(f"The users file {path} does not exist.") from None
+        raise UsersFileError(f"the users file {path} does not exist") from None
     except OSError as error:
-        raise UsersFileError(f"Cannot read the users file {path}: {error.strerror or error}.") from None
+        raise UsersFileError(f"cannot read the users file {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
-        raise UsersFileError(f"The users file {path} is not valid UTF-8 text.") from None
+        raise UsersFileError(f"the users file {path} is not valid UTF-8 text") from None
 
 
 def _parse(text: str, path: Path) -> dict[str, str]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise UsersFileError(f"The users file {path} is not valid TOML: {error}.") from None
+        raise UsersFileError(f"the users file {path} is not valid TOML: {error}") from None
     unknown = sorted(document.keys() - {"users"})
     if unknown:
-        raise UsersFileError(f"The users file {path} has a top-level key {unknown[0]!r} besides [users].")
+        raise UsersFileError(f"the users file {path} has a top-level key {unknown[0]!r} besides [users]")
     if "users" not in document:
-        raise UsersFileError(f"The users file {path} has no [users] table.")
+        raise UsersFileError(f"the users file {path} has no [users] table")
     users = document["users"]
     if not isinstance(users, dict):
-        raise UsersFileError(f"The users file {path} defines `users` as a value, not as a [users] table.")
+        raise UsersFileError(f"the users file {path} defines `users` as a value, not as a [users] table")
 
     names_by_hash: dict[str, str] = {}
     for name, entry in users.items():
         _check_name(name, path)
         if not isinstance(entry, dict):
-            raise UsersFileError(f"User {name!r} in the users file {path} is a value, not a [users.NAME] table.")
+            raise UsersFileError(f"user {name!r} in the users file {path} is a value, not a [users.NAME] table")
         unknown = sorted(entry.keys() - _USER_KEYS)
         if unknown:
-            raise UsersFileError(f"User {name!r} in the users file {path} has an unknown key {unknown[0]!r}.")
+            raise UsersFileError(f"user {name!r} in the users file {path} has an unknown key {unknown[0]!r}")
         token_sha256 = entry.get("token_sha256")
         if token_sha256 is None:
-            raise UsersFileError(f"User {name!r} in the users file {path} has no token_sha256.")
+            raise UsersFileError(f"user {name!r} in the users file {path} has no token_sha256")
         if not isinstance(token_sha256, str) or not _HASH_PATTERN.fullmatch(token_sha256):
             raise UsersFileError(
-                f"User {name!r} in the users file {path} has a token_sha256 that is not 64 lowercase hex characters."
+                f"user {name!r} in the users file {path} has a token_sha256 that is not 64 lowercase hex characters"
             )
         if token_sha256 in names_by_hash:
             raise UsersFileError(
-                f"Users {names_by_hash[token_sha256]!r} and {name!r} in the users file {path} have the same token."
+                f"users {names_by_hash[token_sha256]!r} and {name!r} in the users file {path} have the same token"
             )
         names_by_hash[token_sha256] = name
     return {name: token_sha256 for token_sha256, name in names_by_hash.items()}
@@ -143,8 +143,8 @@ def _parse(text: str, path: Path) -> dict[str, str]:
 def _check_name(name: str, path: Path) -> None:
     if not isinstance(name, str) or not USER_NAME_PATTERN.fullmatch(name):
         raise UsersFileError(
-            f"{name!r} is not a valid user name for the users file {path}: use 1 to 64 letters, digits, '_', '.'"
-            " or '-', starting with a letter or digit."
+            f"the user name {name!r} is not valid for the users file {path}: use 1 to 64 letters, digits, '_', '.'"
+            " or '-', starting with a letter or digit"
         )
 
 
@@ -168,7 +168,7 @@ def _write_atomically(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
-        raise UsersFileError(f"Cannot write the users file {path}: {error.strerror or error}.") from None
+        raise UsersFileError(f"cannot write the users file {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
             temp_file.write(text)
@@ -181,5 +181,5 @@ def _write_atomically(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         if isinstance(error, OSError):
-            raise UsersFileError(f"Cannot write the users file {path}: {error.strerror or error}.") from None
+            raise UsersFileError(f"cannot write the users file {path}: {error.strerror or error}") from None
         raise
