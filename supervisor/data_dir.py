@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -84,3 +87,8 @@ def release_reserve(data_dir: Path) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree off the event loop: a job may have left a big one."""
+    asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))

@@ -8,15 +8,14 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from workerctl.linux import become_subreaper, die_with_parent, limit_processes_per_user, raise_open_files_limit
 from workerctl.server_logging import configure_logging
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import choose_containment
 from workerctl.supervisor.data_dir import SUPERVISOR_LOCK, DataDirError, hold_lock
-from workerctl.linux import (become_subreaper, die_with_parent, limit_processes_per_user,
-                             raise_open_files_limit)
 from workerctl.supervisor.records import RecordWriter
 from workerctl.supervisor.service import Supervisor
-from workerctl.supervisor.accounts import JobAccounts
 
 log = logging.getLogger(__name__)
 

@@ -10,44 +10,48 @@ Everything runs on one asyncio loop; nothing on it blocks for long, so deadlines
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import psutil
-
-from workerctl.protocol import (Conflict, InsufficientStorage, TooManyRequests, JobStatus, NotFound, StartJob, StopJob, Unavailable,
-                                ApiError, decode_request, new_job_id)
+from workerctl.protocol import (
+    ApiError,
+    Conflict,
+    InsufficientStorage,
+    JobStatus,
+    NotFound,
+    StartJob,
+    StopJob,
+    TooManyRequests,
+    Unavailable,
+    decode_request,
+    new_job_id,
+)
 from workerctl.server_logging import announce
 from workerctl.server_settings import ServerSettings
-from workerctl.supervisor.containment import Containment, signal_all
-from workerctl.supervisor.data_dir import release_reserve
+from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.containment import Containment
+from workerctl.supervisor.data_dir import remove_tree
+from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest, Job
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.output_log import OutputLimits, OutputWriteError, OutputWriter
 from workerctl.supervisor.pool import JobPool
+from workerctl.supervisor.publisher import Publisher
 from workerctl.supervisor.records import JobRecord, RecordWriter, now
-from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.spawner import make_workdir, spawn
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1024 * 1024
-_EVENT_INTERVAL = 0.005  # at most one "changed" event per this many seconds: coalesces output bursts
-_RETRY_SAVE_SECONDS = 1.0
 _LAST_SAVE_SECONDS = 5.0
-_HOUSEKEEPING_SECONDS = 60.0
-_PRUNE_BATCH_SECONDS = 1.0  # one prune for a burst of jobs ending together
-_STRAY_SWEEP_SECONDS = 5.0
 
 
 class Supervisor:
@@ -64,12 +68,7 @@ class Supervisor:
         self.pool = JobPool(settings.max_jobs, settings.max_jobs_per_user)
         self.jobs: dict[str, Job] = {}  # every job not yet final
         self._jobs_by_pid: dict[int, Job] = {}
-        self._unsaved: dict[str, JobRecord] = {}
-        self._changed: set[str] = set()
-        self._commit_handle: asyncio.Handle | None = None
-        self._commit_waiters: list[asyncio.Future[None]] = []
-        self._events_handle: asyncio.Handle | None = None
-        self._last_events = 0.0
+        self.publisher = Publisher(records, settings.data_dir, self.link)
         self._shutdown_requested = asyncio.Event()
         self._jobs_settled = asyncio.Event()
 
@@ -83,8 +82,12 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, lambda: None)
         await self._settle_previous_run(restart_reason)
         self.link.start()
-        housekeeping = [asyncio.create_task(self._prune_forever()),
-                        asyncio.create_task(self._sweep_strays_forever())]
+        housekeeping = [
+            asyncio.create_task(prune_forever(self.records, self.output_root, self.settings.retention_days,
+                                              self.settings.retention_jobs, self._jobs_settled)),
+            asyncio.create_task(sweep_strays_forever(self.containment, lambda: {
+                job.id: self.accounts.own_uid(job.user) for job in self.jobs.values()})),
+        ]
         announce.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
                  self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
                  self.accounts.describe())
@@ -115,10 +118,10 @@ class Supervisor:
             self._end(job, EndRequest(JobStatus.ERROR, "server shut down"))
         await asyncio.gather(*(job.settled for job in list(self.jobs.values())))
         try:
-            await asyncio.wait_for(self._saved(), _LAST_SAVE_SECONDS)
+            await asyncio.wait_for(self.publisher.saved(), _LAST_SAVE_SECONDS)
         except asyncio.TimeoutError:
             log.error("could not record the last job changes before stopping; the next start settles them")
-        self._send_events()
+        self.publisher.send_events()
         self.containment.close()
         self.link.close()
         self.records.close()
@@ -210,7 +213,7 @@ class Supervisor:
             return
         self._end(job, EndRequest(JobStatus.STOPPED))
         status = await asyncio.shield(job.settled)
-        await self._saved()  # so a status asked right after this answer shows it
+        await self.publisher.saved()  # so a status asked right after this answer shows it
         self._reply(connection, request_id, {"jobID": job.id, "status": status.value})
 
     # --- a job's life ---------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ class Supervisor:
         loop.add_reader(job.output_fd, self._drain_output, job)
         job.deadline = loop.call_later(self.settings.job_timeout, self._time_limit_reached, job)
         job.move_to(JobStatus.RUNNING)
-        self._save(job)
+        self.publisher.save(job.record)
 
     def _drain_output(self, job: Job) -> None:
         assert job.output_fd is not None
@@ -265,8 +268,7 @@ class Supervisor:
             except OutputWriteError as error:
                 job.output_error = error.strerror or str(error)
                 log.error("job %s: output lost from byte %d on: %s", job.id, job.output.total, job.output_error)
-        self._changed.add(job.id)
-        self._schedule_events()
+        self.publisher.output_grew(job.id)
 
     def _close_output(self, job: Job) -> None:
         if job.output_fd is not None:
@@ -346,108 +348,11 @@ class Supervisor:
             job.output.close()
             changes["output_bytes"] = job.output.total
         job.move_to(status, **changes)
-        self._save(job)
+        self.publisher.save(job.record)
         if job.workdir is not None:
-            _remove_tree(job.workdir)
+            remove_tree(job.workdir)
         if job.user is not None:
             self.accounts.release(job.user)
         del self.jobs[job.id]
         job.settled.set_result(status)
         self._jobs_settled.set()
-
-    # --- records and events -------------------------------------------------------------------------------
-
-    def _save(self, job: Job) -> None:
-        """Record the job's new state at the end of this turn of the loop, with whatever else changed in it."""
-        self._unsaved[job.id] = job.record
-        self._changed.add(job.id)
-        if self._commit_handle is None:
-            self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
-
-    async def _saved(self) -> None:
-        """Return once every change made so far is committed."""
-        if self._unsaved:
-            committed = asyncio.get_running_loop().create_future()
-            self._commit_waiters.append(committed)
-            await committed
-
-    def _commit(self) -> None:
-        self._commit_handle = None
-        try:
-            for record in self._unsaved.values():
-                self.records.save(record)
-            self.records.commit()
-        except sqlite3.Error as error:
-            self.records.rollback()
-            if release_reserve(self.settings.data_dir):
-                log.error("the data directory is full: released the space reserved for the records")
-                retry_in = 0.0
-            else:
-                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
-                retry_in = _RETRY_SAVE_SECONDS
-            self._commit_handle = asyncio.get_running_loop().call_later(retry_in, self._commit)
-            return
-        self._unsaved.clear()
-        for committed in self._commit_waiters:
-            if not committed.done():
-                committed.set_result(None)
-        self._commit_waiters.clear()
-        self._schedule_events()
-
-    def _schedule_events(self) -> None:
-        if self._events_handle is None:
-            loop = asyncio.get_running_loop()
-            self._events_handle = loop.call_at(max(loop.time(), self._last_events + _EVENT_INTERVAL),
-                                               self._send_events)
-
-    def _send_events(self) -> None:
-        """Tell the front end which jobs changed (status or output) since the last time."""
-        self._events_handle = None
-        self._last_events = asyncio.get_running_loop().time()
-        if self._changed:
-            self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
-            self._changed.clear()
-
-    # --- housekeeping -------------------------------------------------------------------------------------
-
-    async def _prune_forever(self) -> None:
-        """Delete final jobs past their retention, with their output: soon after jobs end (the count limit),
-        and now and then in any case (the age limit)."""
-        max_age = self.settings.retention_days * 86400
-        while True:
-            self._jobs_settled.clear()
-            self._prune(time.time() - max_age)
-            try:
-                await asyncio.wait_for(self._jobs_settled.wait(), min(_HOUSEKEEPING_SECONDS, max_age))
-            except asyncio.TimeoutError:
-                pass
-            await asyncio.sleep(_PRUNE_BATCH_SECONDS)
-
-    def _prune(self, cutoff: float) -> None:
-        try:
-            expired = self.records.expired(cutoff, self.settings.retention_jobs)
-            if expired:
-                self.records.delete(expired)
-                self.records.commit()
-        except sqlite3.Error as error:
-            self.records.rollback()
-            log.error("cannot prune old jobs: %s", error)
-            return
-        for job_id in expired:
-            _remove_tree(self.output_root / job_id)
-        if expired:
-            log.info("pruned %d jobs past their retention", len(expired))
-
-    async def _sweep_strays_forever(self) -> None:
-        while True:
-            await asyncio.sleep(_STRAY_SWEEP_SECONDS)
-            strays = self.containment.strays({job.id: self.accounts.own_uid(job.user) for job in self.jobs.values()})
-            if strays:
-                log.warning("killing %d processes that escaped their jobs: %s", len(strays),
-                            [process.pid for process in strays])
-                signal_all(strays, signal.SIGKILL)
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a directory tree off the event loop: a job may have left a big one."""
-    asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))

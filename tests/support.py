@@ -22,7 +22,6 @@ from typing import Any
 import psutil
 import pytest
 
-
 SERVE_START_SECONDS = 20.0
 
 

@@ -7,7 +7,6 @@ import socket
 import ssl
 
 import pytest
-
 from workerctl.protocol import MAX_BODY_BYTES
 
 

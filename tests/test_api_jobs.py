@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psutil
 from support import assert_none_left, marker, poll_until, processes_with
-
 from workerctl.protocol import is_job_id
 
 

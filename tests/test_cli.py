@@ -10,7 +10,6 @@ import time
 
 import pytest
 from support import marker, poll_until
-
 from workerctl.protocol import is_job_id
 
 

@@ -11,7 +11,6 @@ import time
 import psutil
 import pytest
 from support import start_server
-
 from workerctl.supervisor.output_log import OutputLimits, OutputWriter, read_output
 from workerctl.web.job_view import complete_utf8_length
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from support import marker, poll_until, start_server
-
 from workerctl.supervisor.pool import JobPool
 
 

@@ -8,7 +8,6 @@ import time
 import pytest
 from support import assert_none_left, marker, processes_with, start_server
 
-
 # cgroups; process trees with a user ID per job; process trees with every job as one shared account.
 CONTAINMENTS = {"cgroup": ["--containment", "cgroup"], "process": ["--containment", "process"],
                 "process-shared-user": ["--containment", "process", "--job-user", "nobody"]}

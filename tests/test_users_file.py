@@ -6,7 +6,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from workerctl import dev_material
 from workerctl.web.users_file import (
     UsersFileError,

@@ -11,18 +11,14 @@ from typing import Any
 import tornado.httpserver
 import tornado.iostream
 import tornado.web
-
-from workerctl.protocol import MAX_BODY_BYTES
 from workerctl.web.auth import Authenticator
-from workerctl.web.handler import ApiHandler, log_request
+from workerctl.web.handler import HARD_BODY_LIMIT_BYTES, ApiHandler, log_request
 from workerctl.web.job_api import JobApi
 
 # Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
 MAX_HEADER_BYTES = 16 * 1024
 IDLE_CONNECTION_SECONDS = 30.0  # also bounds the TLS handshake and the headers of a new request
 BODY_SECONDS = 10.0
-# The handler answers 413 past MAX_BODY_BYTES itself; past this the connection is simply dropped.
-HARD_BODY_LIMIT_BYTES = 256 * MAX_BODY_BYTES
 _WARNING_INTERVAL_SECONDS = 10.0
 
 log = logging.getLogger(__name__)

@@ -15,16 +15,26 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
-
 from workerctl.protocol import MAX_BODY_BYTES, ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
-from workerctl.web.requests import (ListRequest, LogsRequest, StartRequest, StatusRequest, StopRequest, parse_body,
-                                    parse_request, token_from)
+from workerctl.web.requests import (
+    ListRequest,
+    LogsRequest,
+    StartRequest,
+    StatusRequest,
+    StopRequest,
+    parse_body,
+    parse_request,
+    token_from,
+)
 
 log = logging.getLogger(__name__)
 
 _TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
+HARD_BODY_LIMIT_BYTES = 256 * MAX_BODY_BYTES
+"""Past this the connection is dropped without reading the body; up to it, a body too large is read and
+thrown away, then answered with 413."""
 
 
 class ClientGone(Exception):
@@ -49,8 +59,12 @@ class ApiHandler(tornado.web.RequestHandler):
             raise NotFound("there is nothing here: the API is POST / with a JSON body")
         if self.request.method != "POST":
             raise MethodNotAllowed("only POST is allowed: send a JSON body to /")
-        if _declared_length(self.request.headers) > MAX_BODY_BYTES:
+        declared = _declared_length(self.request.headers)
+        if declared > HARD_BODY_LIMIT_BYTES:  # Tornado would drop the connection; answer first
             raise PayloadTooLarge(_TOO_LARGE)
+        # Otherwise read (and drop) the body before answering 413: a client still sending it when the
+        # connection closes would see a broken connection instead of the answer.
+        self._too_large = declared > MAX_BODY_BYTES
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no need to tell the world which server and version this is

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
-
 from workerctl.linux import die_with_parent, raise_open_files_limit
 from workerctl.server_logging import announce, configure_logging
 from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings

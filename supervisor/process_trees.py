@@ -1,0 +1,131 @@
+"""Containment by process trees, where no writable cgroup v2 hierarchy exists, followed with psutil.
+
+A job with a user ID of its own is every process with that real user ID: no process can shed it without
+privilege. A job run as a shared account is its process tree, plus the orphans re-parented to the supervisor
+(a child subreaper) that carry its tag in their environment, its process group or its session; a process that
+clears its environment *and* leaves the session cannot be attributed, and is killed as a stray when found.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import psutil
+from workerctl.supervisor.accounts import DYNAMIC_ID_RANGE
+from workerctl.supervisor.containment import JOB_ENV, Containment, JobScope, environ_of, signal_all
+
+
+@dataclass(frozen=True)
+class _Reading:
+    taken: float
+    children: dict[int, list[psutil.Process]]
+    by_pid: dict[int, psutil.Process]
+    by_uid: dict[int, list[psutil.Process]]
+
+
+class _ProcessTable:
+    """One reading of the process table, shared by every scope that asks within a few milliseconds: with
+    hundreds of jobs ending together, each would otherwise walk all of /proc itself."""
+
+    _reading: _Reading | None = None
+    max_age = 0.005
+
+    @classmethod
+    def current(cls) -> _Reading:
+        now = time.monotonic()
+        if cls._reading is None or now - cls._reading.taken > cls.max_age:
+            reading = _Reading(now, {}, {}, {})
+            for process in psutil.process_iter(["ppid", "status", "uids"]):
+                if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["uids"] is None:
+                    continue
+                reading.by_pid[process.pid] = process
+                reading.children.setdefault(process.info["ppid"], []).append(process)
+                reading.by_uid.setdefault(process.info["uids"].real, []).append(process)
+            cls._reading = reading
+        return cls._reading
+
+    @classmethod
+    def invalidate(cls) -> None:
+        cls._reading = None
+
+
+def _with_descendants(root: psutil.Process, children: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
+    found = [root]
+    for process in found:
+        found.extend(children.get(process.pid, ()))
+    return found
+
+
+def _orphan_belongs_to(process: psutil.Process, job_id: str, main_pid: int) -> bool:
+    if environ_of(process).get(JOB_ENV) == job_id:
+        return True
+    try:
+        return main_pid in (os.getpgid(process.pid), os.getsid(process.pid))
+    except ProcessLookupError:
+        return False
+
+
+class ProcessContainment(Containment):
+    name = "process"
+
+    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+              uid: int | None) -> JobScope:
+        return _ProcessTreeScope(job_id, main, main_unreaped, uid)
+
+    def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
+        reading = _ProcessTable.current()
+        live_uids = {uid for uid in live.values() if uid is not None}
+        strays: dict[int, psutil.Process] = {}
+        for orphan in reading.children.get(os.getpid(), ()):
+            if orphan.info["uids"].real not in live_uids and environ_of(orphan).get(JOB_ENV) not in live:
+                strays.update((process.pid, process) for process in _with_descendants(orphan, reading.children))
+        for uid, processes in reading.by_uid.items():
+            if uid in DYNAMIC_ID_RANGE and uid not in live_uids:
+                strays.update((process.pid, process) for process in processes)
+        return list(strays.values())
+
+
+class _ProcessTreeScope(JobScope):
+    """A job's processes: with a user ID of its own, every process with that real user ID (no process can
+    shed it without privilege); otherwise its process tree and the orphans that carry its tag, process group
+    or session."""
+
+    confirm_empty_after = 0.02
+
+    def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+                 uid: int | None) -> None:
+        self.job_id = job_id
+        self.main = main
+        self.main_unreaped = main_unreaped
+        self.uid = uid
+
+    def processes(self) -> list[psutil.Process]:
+        reading = _ProcessTable.current()
+        if self.uid is not None:
+            return list(reading.by_uid.get(self.uid, ()))
+        found: dict[int, psutil.Process] = {}
+        main = reading.by_pid.get(self.main.pid)
+        if main is not None and main == self.main:
+            found.update((p.pid, p) for p in _with_descendants(main, reading.children))
+        for orphan in reading.children.get(os.getpid(), ()):
+            if orphan.pid not in found and orphan.pid != self.main.pid \
+                    and _orphan_belongs_to(orphan, self.job_id, self.main.pid):
+                found.update((p.pid, p) for p in _with_descendants(orphan, reading.children))
+        return list(found.values())
+
+    def kill_all(self) -> None:
+        # While the main process is unreaped its pid cannot be reused, so its process group is still the job's.
+        if self.main_unreaped():
+            try:
+                os.killpg(self.main.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        signal_all(self.processes(), signal.SIGKILL)
+        _ProcessTable.invalidate()
+
+    def refresh(self) -> None:
+        _ProcessTable.invalidate()

@@ -1,0 +1,93 @@
+"""Publishing what happens to jobs: their records, committed in one transaction per turn of the event loop,
+and the change events that wake the front end's long polls and log followers.
+
+A change is committed before its event is sent, so the front end never re-reads a record older than the event
+it was woken by. Events are coalesced to at most one every few milliseconds: a job writing output as fast as
+it can causes a steady trickle, not a flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+from workerctl.supervisor.data_dir import release_reserve
+from workerctl.supervisor.link import LinkListener
+from workerctl.supervisor.records import JobRecord, RecordWriter
+
+log = logging.getLogger(__name__)
+
+_EVENT_INTERVAL = 0.005
+_RETRY_SECONDS = 1.0
+
+
+class Publisher:
+    def __init__(self, records: RecordWriter, data_dir: Path, link: LinkListener) -> None:
+        self.records = records
+        self.data_dir = data_dir
+        self.link = link
+        self._unsaved: dict[str, JobRecord] = {}
+        self._changed: set[str] = set()
+        self._commit_handle: asyncio.Handle | None = None
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._events_handle: asyncio.Handle | None = None
+        self._last_events = 0.0
+
+    def save(self, record: JobRecord) -> None:
+        """Record a job's new state at the end of this turn of the loop, with whatever else changed in it."""
+        self._unsaved[record.id] = record
+        self._changed.add(record.id)
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
+
+    def output_grew(self, job_id: str) -> None:
+        self._changed.add(job_id)
+        self._schedule_events()
+
+    async def saved(self) -> None:
+        """Return once every change saved so far is committed."""
+        if self._unsaved:
+            committed = asyncio.get_running_loop().create_future()
+            self._commit_waiters.append(committed)
+            await committed
+
+    def _commit(self) -> None:
+        self._commit_handle = None
+        try:
+            for record in self._unsaved.values():
+                self.records.save(record)
+            self.records.commit()
+        except sqlite3.Error as error:
+            self.records.rollback()
+            if release_reserve(self.data_dir):
+                log.error("the data directory is full: released the space reserved for the records")
+                retry_in = 0.0
+            else:
+                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
+                retry_in = _RETRY_SECONDS
+            self._commit_handle = asyncio.get_running_loop().call_later(retry_in, self._commit)
+            return
+        self._unsaved.clear()
+        for committed in self._commit_waiters:
+            if not committed.done():
+                committed.set_result(None)
+        self._commit_waiters.clear()
+        self._schedule_events()
+
+    def _schedule_events(self) -> None:
+        if self._events_handle is None:
+            loop = asyncio.get_running_loop()
+            self._events_handle = loop.call_at(max(loop.time(), self._last_events + _EVENT_INTERVAL),
+                                               self.send_events)
+
+    def send_events(self) -> None:
+        """Tell the front end which jobs changed (status or output) since the last time."""
+        if self._events_handle is not None:
+            self._events_handle.cancel()
+            self._events_handle = None
+        self._last_events = asyncio.get_running_loop().time()
+        if self._changed:
+            self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
+            self._changed.clear()
