@@ -62,6 +62,7 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     try:
         load_users(settings.users)
         prepare(settings.data_dir)
+        hold_lock(settings.data_dir / SERVE_LOCK)  # held until this process exits
         accounts = JobAccounts.resolve(settings.job_user)
         if accounts.fixed is None or not accounts.fixed.is_self:
             check_reachable_by_others(settings.data_dir / "work")
@@ -138,17 +139,16 @@ def serve(settings: ServerSettings) -> int:
     multiprocessing.current_process().name = "serve"
     settings, containment = check_settings(settings)
     try:
-        hold_lock(settings.data_dir / SERVE_LOCK)
-    except DataDirError as error:
-        raise ServeError(str(error)) from None
-    become_subreaper()
-    listening = _listen(settings.host, settings.port)
-    host, port = listening.getsockname()[:2]
-    announce.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "
-             "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
-             settings.users, settings.data_dir, settings.job_timeout)
-    with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
-        return _run_children(settings, containment, listening, Path(run_dir) / "supervisor.sock")
+        become_subreaper()
+        listening = _listen(settings.host, settings.port)
+        host, port = listening.getsockname()[:2]
+        announce.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "
+                      "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
+                      settings.users, settings.data_dir, settings.job_timeout)
+        with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
+            return _run_children(settings, containment, listening, Path(run_dir) / "supervisor.sock")
+    finally:
+        containment.close()
 
 
 def _run_children(settings: ServerSettings, containment: Containment, listening: socket.socket,
@@ -196,7 +196,6 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
     front_end.stop(_FRONT_END_STOP_SECONDS)
     _end_orphaned_jobs(containment)
     _reap_orphans(children)
-    containment.close()
     announce.info("stopped")
     return exit_status
 
