@@ -101,6 +101,9 @@ def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], n
              "workerctl's figure divided by the other's within each round. Everything ran on 127.0.0.1.", "",
              "Run: " + ", ".join(f"{key} {value}" for key, value in about.items()) + ".", "",
              "![chart](chart.png)", "", "## Targets (issue 3)", "", *_targets_table(rounds), ""]
+    if (directory / "analysis.md").exists():
+        notes = [*notes, "Why the missed targets are missed, with profiles and what would fix them: "
+                 "[analysis.md](analysis.md)."]
     if notes:
         lines += ["## Notes", "", *notes, ""]
     lines += ["## Measurements", ""]

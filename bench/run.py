@@ -48,7 +48,7 @@ def _tsp_version() -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="every part briefly, one round: a smoke test")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "benchmarks")
     parser.add_argument("--no-install", action="store_true", help="do not install the bench extra or tsp")
