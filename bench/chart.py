@@ -10,7 +10,7 @@ from bench.rounds import Round
 from bench.stats import Spread
 from bench.tables import CONTENDER_NAMES, TARGETS
 
-_COLOURS = {"floor": "#9e9e9e", "workerctl": "#1f77b4", "tsp": "#ff7f0e", "supervisord": "#2ca02c"}
+_COLOURS = {"floor": "#9e9e9e", "cgroupfloor": "#d0d0d0", "workerctl": "#1f77b4", "tsp": "#ff7f0e", "supervisord": "#2ca02c"}
 
 
 def _bars(axes, spreads: list[Spread], labels: list[str], colours: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -27,11 +27,11 @@ def write_chart(path: Path, rounds: list[Round]) -> None:
     import matplotlib.pyplot as plt
 
     figure_, ((jobs, latency), (status, targets)) = plt.subplots(2, 2, figsize=(12, 8.5))
-    contenders = ["floor", "workerctl", "tsp", "supervisord"]
-    width = 0.2
+    contenders = ["floor", "cgroupfloor", "workerctl", "tsp", "supervisord"]
+    width = 0.16
     for offset, contender in enumerate(contenders):
         spreads = [figure(rounds, f"job.rate_c{clients}.{contender}") for clients in (1, 4, 16)]
-        positions = [index + (offset - 1.5) * width for index in range(3)]
+        positions = [index + (offset - 2) * width for index in range(3)]
         medians = [0.0 if s.missing else s.median for s in spreads]
         errors = [[0.0 if s.missing else s.median - s.low for s in spreads],
                   [0.0 if s.missing else s.high - s.median for s in spreads]]

@@ -2,7 +2,9 @@
 
 - Spawning: `/bin/sh -c` started the way workerctl's supervisor starts a job (as the job user, in a session of
   its own, in a private directory with umask 077 and an explicit environment, stdin from /dev/null, stdout and
-  stderr into one 1 MiB pipe), its output copied to a file, and reaped. No cgroup is made, and no record kept.
+  stderr into one 1 MiB pipe), its output copied to a file, and reaped. No record is kept, and no cgroup is made;
+  a second spawn floor makes one per job as workerctl's supervisor does (mkdir, move itself in, spawn, move
+  back out; rmdir once reaped), to show what that costs.
 - Output: the same spawn for a job that floods its pipe, copied to a file in 1 MiB reads.
 - HTTPS: a minimal Tornado handler (bench/floor_server.py) in a process of its own.
 """
@@ -10,12 +12,15 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import pwd
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.http_client import HttpConnection
@@ -64,21 +69,72 @@ def _copy_output(read_end: int, output: int) -> int:
     return copied
 
 
-def spawn_operation(directory: Path, command: str) -> OperationFactory:
-    """Spawn `command`, copy its output to a file, reap it: one job done with nothing but the kernel."""
+def cgroup_home() -> Path | None:
+    """This process's directory in a writable cgroup v2 hierarchy, if there is one."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounts = [line.split(" - ")[0].split(" ")[4] for line in mountinfo if " - cgroup2 " in line]
+    with open("/proc/self/cgroup") as cgroups:
+        own = next((line[3:].strip() for line in cgroups if line.startswith("0::")), None)
+    if not mounts or own is None:
+        return None
+    home = Path(mounts[0] + own)
+    return home if os.access(home / "cgroup.procs", os.W_OK) else None
+
+
+@contextmanager
+def _standing_in(cgroup: Path | None, home: Path | None) -> Iterator[None]:
+    if cgroup is None or home is None:
+        yield
+        return
+    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        (home / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def spawn_operation(directory: Path, command: str, cgroups: Path | None = None) -> OperationFactory:
+    """Spawn `command`, copy its output to a file, reap it: one job done with nothing but the kernel. With
+    `cgroups` (a directory in the cgroup v2 hierarchy), each job gets a cgroup of its own under it."""
     def factory(index: int) -> Operation:
         workdir = _private_directory(directory / f"client-{index}")
         output = os.open(directory / f"output-{index}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        home = cgroup_home() if cgroups is not None else None
+        serial = itertools.count()
 
         def spawn_and_reap() -> None:
-            process, read_end = _spawn(command, workdir)
+            cgroup = None if cgroups is None else cgroups / f"{os.getpid()}-{next(serial)}"
+            if cgroup is not None:
+                cgroup.mkdir()
+            with _standing_in(cgroup, home):
+                process, read_end = _spawn(command, workdir)
             try:
                 _copy_output(read_end, output)
             finally:
                 os.close(read_end)
             process.wait()
+            if cgroup is not None:
+                cgroup.rmdir()
         return spawn_and_reap
     return factory
+
+
+@contextmanager
+def cgroup_parent(name: str) -> Iterator[Path | None]:
+    """A cgroup to make the cgroup floor's jobs under, removed afterwards; None where cgroups are not writable."""
+    home = cgroup_home()
+    if home is None:
+        yield None
+        return
+    parent = home / name
+    parent.mkdir(exist_ok=True)
+    try:
+        yield parent
+    finally:
+        for child in parent.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        parent.rmdir()
 
 
 def output_floor(directory: Path) -> float:

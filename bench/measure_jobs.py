@@ -4,7 +4,8 @@ Figures are named `FAMILY.MEASURE.CONTENDER`; the floor is named `floor`.
 - `job.*`: a trivial job started and seen finished, one after another by each of 1, 4 or 16 clients.
 - `status.*` and `fresh.*`: status answers (the floor's minimal handler, workerctl's status, supervisord's
   getProcessInfo) over kept-alive connections, and workerctl and the floor over a new TLS connection each.
-- `stop.*`: a stop request until every process of the job is gone.
+- `stop.*`: a stop request until every process of the job is gone, and how many were still running when the
+  stop was answered (workerctl promises none).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import psutil
 
 from bench.contenders import Contenders
-from bench.floors import spawn_operation
+from bench.floors import cgroup_parent, spawn_operation
 from bench.http_client import HttpConnection
 from bench.load import LoadResult, Operation, OperationFactory, run_load
 from bench.rounds import Round
@@ -50,16 +52,20 @@ def _workerctl_job(server: WorkerctlServer) -> OperationFactory:
 
 
 def measure_trivial_jobs(contenders: Contenders, round_: Round) -> None:
-    operations: dict[str, OperationFactory] = {
-        "floor": spawn_operation(contenders.directory / "spawn-floor", TRIVIAL_COMMAND),
-        "workerctl": _workerctl_job(contenders.workerctl),
-        "tsp": contenders.tsp.run_operation(TRIVIAL_COMMAND),
-        "supervisord": contenders.supervisord.run_operation("trivial"),
-    }
-    for clients in CLIENT_COUNTS:
-        for name in round_.rotated(list(operations), clients):
-            round_.attempt(f"{name} trivial jobs with {clients} clients", lambda: record_load(
-                round_, "job", name, run_load(operations[name], clients, contenders.settings.window_seconds)))
+    with cgroup_parent(f"workerctl-bench-{os.getpid()}") as cgroups:
+        operations: dict[str, OperationFactory] = {
+            "floor": spawn_operation(contenders.directory / "spawn-floor", TRIVIAL_COMMAND),
+            "workerctl": _workerctl_job(contenders.workerctl),
+            "tsp": contenders.tsp.run_operation(TRIVIAL_COMMAND),
+            "supervisord": contenders.supervisord.run_operation("trivial"),
+        }
+        if cgroups is not None:
+            operations["cgroupfloor"] = spawn_operation(contenders.directory / "spawn-floor", TRIVIAL_COMMAND,
+                                                        cgroups)
+        for clients in CLIENT_COUNTS:
+            for name in round_.rotated(list(operations), clients):
+                round_.attempt(f"{name} trivial jobs with {clients} clients", lambda: record_load(
+                    round_, "job", name, run_load(operations[name], clients, contenders.settings.window_seconds)))
 
 
 def _posting(connection: HttpConnection, body: bytes) -> Operation:
@@ -97,12 +103,29 @@ def measure_status(contenders: Contenders, round_: Round) -> None:
                     round_, prefix, name, run_load(operations[name], clients, contenders.settings.window_seconds)))
 
 
-def _gone_after(processes: list[psutil.Process], began: float) -> float:
-    """Seconds from `began` until every process is gone (0 past the answer if they already were)."""
-    _, alive = psutil.wait_procs(processes, timeout=10.0)
-    if alive:
-        raise RuntimeError(f"processes {[p.pid for p in alive]} outlived their stop by 10 s")
-    return time.monotonic() - began
+@dataclass(frozen=True)
+class StopTiming:
+    seconds: float  # from the request until every process was gone
+    alive_at_answer: int  # processes of the job still running (not zombies) when the stop was answered
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _gone_after(processes: list[psutil.Process], began: float) -> StopTiming:
+    """Call right after the stop is answered: how many of the processes are still running, and the seconds
+    from `began` until none is."""
+    alive_at_answer = sum(_running(process) for process in processes)
+    deadline = time.monotonic() + 10.0
+    while any(_running(process) for process in processes):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {[p.pid for p in processes]} outlived their stop by 10 s")
+        time.sleep(0.0005)
+    return StopTiming(time.monotonic() - began, alive_at_answer)
 
 
 def _job_processes(supervisor: psutil.Process, job_id: str) -> list[psutil.Process]:
@@ -116,7 +139,7 @@ def _job_processes(supervisor: psutil.Process, job_id: str) -> list[psutil.Proce
     return found
 
 
-def _stop_workerctl(contenders: Contenders) -> float:
+def _stop_workerctl(contenders: Contenders) -> StopTiming:
     api = contenders.workerctl.connect()
     try:
         job_id = api.start(SLEEPER_COMMAND)
@@ -133,7 +156,7 @@ def _stop_workerctl(contenders: Contenders) -> float:
         api.close()
 
 
-def _stop_supervisord(contenders: Contenders) -> float:
+def _stop_supervisord(contenders: Contenders) -> StopTiming:
     rpc = contenders.supervisord.connect()
     name = contenders.supervisord.programs["sleeper"].copy(0)
     try:
@@ -154,11 +177,13 @@ def _stop_supervisord(contenders: Contenders) -> float:
 
 def measure_stop(contenders: Contenders, round_: Round) -> None:
     stoppers = {"workerctl": _stop_workerctl, "supervisord": _stop_supervisord}
-    latencies: dict[str, list[float]] = {name: [] for name in stoppers}
+    timings: dict[str, list[StopTiming]] = {name: [] for name in stoppers}
     for repetition in range(contenders.settings.stops):
         for name in round_.rotated(list(stoppers), repetition):
-            round_.attempt(f"{name} stop", lambda: latencies[name].append(stoppers[name](contenders)))
-    for name, samples in latencies.items():
+            round_.attempt(f"{name} stop", lambda: timings[name].append(stoppers[name](contenders)))
+    for name, samples in timings.items():
         if samples:
-            round_.put(f"stop.p50_ms.{name}", percentile(samples, 0.5) * 1000)
-            round_.put(f"stop.p99_ms.{name}", percentile(samples, 0.99) * 1000)
+            seconds = [sample.seconds for sample in samples]
+            round_.put(f"stop.p50_ms.{name}", percentile(seconds, 0.5) * 1000)
+            round_.put(f"stop.p99_ms.{name}", percentile(seconds, 0.99) * 1000)
+            round_.put(f"stop.alive_at_answer.{name}", sum(sample.alive_at_answer for sample in samples))

@@ -94,6 +94,7 @@ def measure_time_limit(contenders: Contenders, round_: Round) -> None:
     round_.put("timelimit.p50_ms.workerctl", percentile(observed, 0.5) * 1000)
     round_.put("timelimit.p99_ms.workerctl", percentile(observed, 0.99) * 1000)
     round_.put("timelimit.max_ms.workerctl", max(observed) * 1000)
+    round_.put("timelimit.not_seen_exiting.workerctl", sum(lateness == float("inf") for lateness in observed))
     round_.put("timelimit.recorded_p99_ms.workerctl", percentile(recorded, 0.99) * 1000)
 
 

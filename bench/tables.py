@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from bench.rounds import Round
 
-CONTENDER_NAMES = {"floor": "floor", "workerctl": "workerctl", "tsp": "task-spooler", "supervisord": "supervisord"}
+CONTENDER_NAMES = {"floor": "floor", "cgroupfloor": "floor+cgroup", "workerctl": "workerctl", "tsp": "task-spooler",
+                   "supervisord": "supervisord"}
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,11 @@ class Table:
 TABLES = (
     Table("Trivial job (`echo hello`): start → seen finished",
           "Each client starts a job and waits until it has finished, then starts the next. Floor: spawn and reap "
-          "as the supervisor does, no server. workerctl: `start`, then `status` long polls over one kept-alive "
+          "as the supervisor does, no server; floor+cgroup: the same, each job in a cgroup of its own made as the "
+          "supervisor makes it. workerctl: `start`, then `status` long polls over one kept-alive "
           "HTTPS connection. task-spooler: `tsp -f` (16 slots). supervisord: XML-RPC `startProcess`, then "
           "`getProcessInfo` until EXITED.",
-          ("floor", "workerctl", "tsp", "supervisord"),
+          ("floor", "cgroupfloor", "workerctl", "tsp", "supervisord"),
           (Row("job.p50_ms", "latency p50, 1 client", "ms"),
            Row("job.p99_ms", "latency p99, 1 client", "ms"),
            Row("job.rate_c1", "jobs/s, 1 client", "/s"),
@@ -56,7 +58,8 @@ TABLES = (
           "A running `sleep 1000` is stopped; from the request until every process of it is gone.",
           ("workerctl", "supervisord"),
           (Row("stop.p50_ms", "stop p50", "ms"),
-           Row("stop.p99_ms", "stop p99", "ms"))),
+           Row("stop.p99_ms", "stop p99", "ms"),
+           Row("stop.alive_at_answer", "processes still running when the stop was answered (all stops)", "count"))),
     Table("Time limit",
           "Jobs overrunning a 2 s limit together; lateness = when the process exited (seen through a pidfd) minus "
           "startedAt + 2 s. Recorded: the job's endedAt instead. Neither peer has time limits.",
@@ -64,7 +67,8 @@ TABLES = (
           (Row("timelimit.p50_ms", "kill lateness p50", "ms"),
            Row("timelimit.p99_ms", "kill lateness p99", "ms"),
            Row("timelimit.max_ms", "kill lateness max", "ms"),
-           Row("timelimit.recorded_p99_ms", "recorded end lateness p99", "ms"))),
+           Row("timelimit.recorded_p99_ms", "recorded end lateness p99", "ms"),
+           Row("timelimit.not_seen_exiting", "jobs whose process was not seen to exit within 30 s", "count"))),
     Table("Output: one job writing 1 GiB",
           "`head -c 1GiB /dev/zero`. Floor: the pipe copied to a file in 1 MiB reads by a plain Python loop. "
           "RSS growth: peak RSS of the server's processes while the job runs, minus the RSS before it.",

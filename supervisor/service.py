@@ -188,9 +188,10 @@ class Supervisor:
             self.records.rollback()
             log.error("cannot record new jobs: %s", error)
             failure = InsufficientStorage(f"the server could not record the job: {error}")
-            for request_id, _ in requests:
-                self._reply_error(connection, request_id, failure)
-            return
+            new_ids = {record.id for record in created}
+            answers = [(request_id, failure if isinstance(answer, dict) and answer["jobID"] in new_ids else answer)
+                       for request_id, answer in answers]
+            created = []
         for record in created:
             log.info("job %s (user %s): created: %.200r", record.id, record.owner, record.command)
             self.jobs[record.id] = Job(record)
