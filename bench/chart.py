@@ -10,7 +10,8 @@ from bench.rounds import Round
 from bench.stats import Spread
 from bench.tables import CONTENDER_NAMES, TARGETS
 
-_COLOURS = {"floor": "#9e9e9e", "cgroupfloor": "#d0d0d0", "workerctl": "#1f77b4", "tsp": "#ff7f0e", "supervisord": "#2ca02c"}
+_COLOURS = {"floor": "#9e9e9e", "cgroupfloor": "#d0d0d0", "workerctl": "#1f77b4", "tsp": "#ff7f0e",
+            "supervisord": "#2ca02c"}
 
 
 def _bars(axes, spreads: list[Spread], labels: list[str], colours: list[str]) -> None:  # type: ignore[no-untyped-def]
