@@ -95,9 +95,9 @@ def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], n
     directory.mkdir(parents=True, exist_ok=True)
     failures = [failure for round_ in rounds for failure in round_.failures]
     lines = ["# Benchmark results", "",
-             f"Reproduce from a checkout, as root: `{COMMAND}` (about 8 minutes). Every figure is the median of "
-             f"{len(rounds)} rounds, with the lowest and highest round in brackets; in each round every contender "
-             "was started fresh and measured in turn, the order rotating from round to round. Ratios are "
+             f"Reproduce from a checkout, as root: `{COMMAND}` (about 9 minutes on 2 cores). Every figure is the "
+             f"median of {len(rounds)} rounds, with the lowest and highest round in brackets; in each round every "
+             "contender was started fresh and measured in turn, the order rotating from round to round. Ratios are "
              "workerctl's figure divided by the other's within each round. Everything ran on 127.0.0.1.", "",
              "Run: " + ", ".join(f"{key} {value}" for key, value in about.items()) + ".", "",
              "![chart](chart.png)", "", "## Targets (issue 3)", "", *_targets_table(rounds), ""]
@@ -118,9 +118,21 @@ def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], n
         indent=1, sort_keys=True) + "\n")
 
 
+def read_results(directory: Path) -> tuple[list[Round], dict[str, Any]]:
+    """The rounds and run details that write_results saved in results.json."""
+    saved = json.loads((directory / "results.json").read_text())
+    rounds = []
+    for index, stored in enumerate(saved["rounds"]):
+        round_ = Round(index)
+        round_.values = {key: float(value) for key, value in stored["values"].items()}
+        round_.failures = list(stored["failures"])
+        rounds.append(round_)
+    return rounds, dict(saved["about"])
+
+
 def _summary(rounds: list[Round]) -> list[str]:
     return ["## Benchmarks", "",
-            f"`{COMMAND}` (as root, about 8 minutes) measures workerctl against what this machine can do without a "
-            f"server and against task-spooler and supervisord, side by side, and writes "
+            f"`{COMMAND}` (as root, about 9 minutes on 2 cores) measures workerctl against what this machine can do "
+            f"without a server and against task-spooler and supervisord, side by side, and writes "
             f"[docs/benchmarks/results.md](docs/benchmarks/results.md) and its chart. Last run, medians of "
             f"{len(rounds)} rounds (min–max):", "", *_targets_table(rounds)]

@@ -1,4 +1,4 @@
-"""The benchmark's one command: `python bench/run.py` from a checkout, as root (about 8 minutes).
+"""The benchmark's one command: `python bench/run.py` from a checkout, as root (about 9 minutes on 2 cores).
 
 It installs what it needs (bench/deps.py), mints throwaway TLS material, and runs rounds. Each round starts
 every contender fresh and runs each family of measurements in an order that rotates from round to round, every
@@ -46,13 +46,28 @@ def _tsp_version() -> str:
     return words[2] if len(words) > 2 else "unknown"
 
 
+def _report_again(out: Path) -> int:
+    from bench.chart import write_chart
+    from bench.report import read_results, write_results
+
+    rounds, about = read_results(out)
+    write_results(out, rounds, about, notes=[])
+    write_chart(out / "chart.png", rounds)
+    print(f"bench: wrote {out}/results.md, chart.png and README-summary.md from results.json", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="every part briefly, one round: a smoke test")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "benchmarks")
     parser.add_argument("--no-install", action="store_true", help="do not install the bench extra or tsp")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write the tables and chart again from the last run's results.json")
     options = parser.parse_args(argv)
+    if options.report_only:
+        return _report_again(options.out)
     if os.geteuid() != 0:
         print("bench: run as root: workerctl runs jobs as nobody only then, and so do the floors and peers",
               file=sys.stderr)
