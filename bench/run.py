@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as `python bench/run.py`: make the `bench` 
 from bench.deps import REPOSITORY, ensure_dependencies  # noqa: E402
 
 _BUDGET_SECONDS = 540.0  # start no round that would likely end past this
+_INSTALLED_ENV = "WORKERCTL_BENCH_INSTALLED"
 
 
 def _about() -> dict[str, str]:
@@ -72,8 +73,12 @@ def main(argv: list[str]) -> int:
         print("bench: run as root: workerctl runs jobs as nobody only then, and so do the floors and peers",
               file=sys.stderr)
         return 2
-    if not options.no_install:
+    if not options.no_install and os.environ.get(_INSTALLED_ENV) != "1":
         ensure_dependencies()
+        # What pip installed just now is not importable in this interpreter (an editable install works through a
+        # .pth file, read only at start-up): start again, without installing.
+        os.environ[_INSTALLED_ENV] = "1"
+        os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv])
 
     from bench.chart import write_chart
     from bench.contenders import Settings, start_contenders
