@@ -128,23 +128,12 @@ def _gone_after(processes: list[psutil.Process], began: float) -> StopTiming:
     return StopTiming(time.monotonic() - began, alive_at_answer)
 
 
-def _job_processes(supervisor: psutil.Process, job_id: str) -> list[psutil.Process]:
-    found = []
-    for process in supervisor.children(recursive=True):
-        try:
-            if process.environ().get("WORKERCTL_JOB_ID") == job_id:
-                found.append(process)
-        except psutil.Error:
-            pass
-    return found
-
-
 def _stop_workerctl(contenders: Contenders) -> StopTiming:
     api = contenders.workerctl.connect()
     try:
         job_id = api.start(SLEEPER_COMMAND)
         api.wait_status(job_id, ("running",))
-        processes = _job_processes(contenders.workerctl.supervisor(), job_id)
+        processes = contenders.workerctl.job_processes().get(job_id, [])
         if not processes:
             raise RuntimeError(f"cannot find the processes of running job {job_id}")
         began = time.monotonic()

@@ -70,8 +70,8 @@ def main(argv: list[str]) -> int:
     if options.report_only:
         return _report_again(options.out)
     if os.geteuid() != 0:
-        print("bench: run as root: workerctl runs jobs as nobody only then, and so do the floors and peers",
-              file=sys.stderr)
+        print("bench: run as root: only then does workerctl run jobs as other users (the floors and peers run theirs "
+              "as nobody)", file=sys.stderr)
         return 2
     if not options.no_install and os.environ.get(_INSTALLED_ENV) != "1":
         ensure_dependencies()

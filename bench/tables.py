@@ -61,8 +61,8 @@ TABLES = (
            Row("stop.p99_ms", "stop p99", "ms"),
            Row("stop.alive_at_answer", "processes still running when the stop was answered (all stops)", "count"))),
     Table("Time limit",
-          "Jobs overrunning a 2 s limit together; lateness = when the process exited (seen through a pidfd) minus "
-          "startedAt + 2 s. Recorded: the job's endedAt instead. Neither peer has time limits.",
+          "Jobs overrunning a 2 s limit together; lateness = when the job's last process exited (seen through "
+          "pidfds) minus startedAt + 2 s. Recorded: the job's endedAt instead. Neither peer has time limits.",
           ("workerctl",),
           (Row("timelimit.p50_ms", "kill lateness p50", "ms"),
            Row("timelimit.p99_ms", "kill lateness p99", "ms"),

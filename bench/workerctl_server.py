@@ -20,6 +20,7 @@ from bench.processes import wait_for_log
 FINAL_STATUSES = ("finished", "stopped", "error")
 NO_OUTPUT = 2**62  # an offset past any output: status then wakes only on a new status (as `workerctl wait` does)
 MAX_WAIT_SECONDS = 30.0
+JOB_TAG = "WORKERCTL_JOB_ID"  # in the environment of every process of a job
 _READY_SECONDS = 30.0
 _STOP_SECONDS = 60.0
 
@@ -92,6 +93,19 @@ class WorkerctlServer:
         children = [child for child in serve.children(recursive=False)
                     if not any("resource_tracker" in part for part in _cmdline(child))]
         return [serve, *children]
+
+    def job_processes(self) -> dict[str, list[psutil.Process]]:
+        """The live processes of each running job, by job ID: the supervisor's descendants, told apart by the tag
+        workerctl puts in every job's environment."""
+        found: dict[str, list[psutil.Process]] = {}
+        for process in self.supervisor().children(recursive=True):
+            try:
+                job_id = process.environ().get(JOB_TAG)
+            except psutil.Error:  # gone, or a zombie
+                continue
+            if job_id:
+                found.setdefault(job_id, []).append(process)
+        return found
 
     def supervisor(self) -> psutil.Process:
         assert self.process is not None
