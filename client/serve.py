@@ -43,6 +43,7 @@ _LONGEST_RESTART_DELAY = 10.0
 _STABLE_AFTER_SECONDS = 30.0  # a child that ran this long before dying is restarted without delay
 _FRONT_END_STOP_SECONDS = 5.0
 _SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
+_ORPHANS_DIE_SECONDS = 0.05
 
 FIRST_START_REASON = "server restarted before the job ended"
 CRASH_REASON = "the supervisor stopped unexpectedly and was restarted"
@@ -184,7 +185,7 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
                       child.restart_delay)
             if child is supervisor:
                 supervisor_reason[0] = CRASH_REASON
-                _end_orphaned_jobs(containment)
+                _end_orphaned_jobs(containment, children)
         for child in children:
             if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
                 child.start()
@@ -194,8 +195,7 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
     # waiters how their jobs ended (and answers new requests with 503).
     supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
     front_end.stop(_FRONT_END_STOP_SECONDS)
-    _end_orphaned_jobs(containment)
-    _reap_orphans(children)
+    _end_orphaned_jobs(containment, children)
     announce.info("stopped")
     return exit_status
 
@@ -222,16 +222,14 @@ def _drain(wake_up: socket.socket) -> None:
         pass
 
 
-def _end_orphaned_jobs(containment: Containment) -> None:
-    """SIGKILL whatever a dead supervisor's jobs left running; the next supervisor records them as ended."""
+def _end_orphaned_jobs(containment: Containment, children: tuple[Child, ...]) -> None:
+    """SIGKILL at once whatever a dead supervisor's jobs left running, and reap them. The next supervisor makes
+    sure nothing is left (as it does at every start) and records those jobs as ended."""
     leftovers = containment.leftovers()
-    for _ in range(100):
-        if not leftovers.processes():
-            leftovers.release()
-            return
-        leftovers.kill_all()
-        time.sleep(0.01)
-    log.error("some processes of a dead supervisor's jobs survive SIGKILL")
+    leftovers.kill_all()
+    time.sleep(_ORPHANS_DIE_SECONDS)
+    _reap_orphans(children)
+    leftovers.release()
 
 
 def _reap_orphans(children: tuple[Child, ...]) -> None:

@@ -83,7 +83,7 @@ class CgroupContainment(Containment):
             cgroup.rmdir()  # nothing was started in it
             raise
 
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
         return _CgroupScope(self.root / job_id)
 

@@ -75,9 +75,9 @@ class Containment(ABC):
         yield
 
     @abstractmethod
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
-        """The scope of a job whose first process is `main`; `main_unreaped` says whether its pid is still held;
+        """The scope of a job whose first process is `main_pid`; `main_unreaped` says whether that pid is held;
         `uid` is the job's own user ID, if it has one."""
 
     def leftovers(self) -> JobScope:

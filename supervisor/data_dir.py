@@ -90,5 +90,10 @@ def release_reserve(data_dir: Path) -> bool:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a directory tree off the event loop: a job may have left a big one."""
-    asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))
+    """Delete a directory tree; off the event loop unless it is empty, as a job may have left a big one."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))

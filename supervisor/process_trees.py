@@ -35,9 +35,10 @@ class _ProcessTable:
     max_age = 0.005
 
     @classmethod
-    def current(cls) -> _Reading:
+    def current(cls, taken_after: float = 0.0) -> _Reading:
+        """A reading at most `max_age` old, and taken after the monotonic time `taken_after`."""
         now = time.monotonic()
-        if cls._reading is None or now - cls._reading.taken > cls.max_age:
+        if cls._reading is None or now - cls._reading.taken > cls.max_age or cls._reading.taken <= taken_after:
             reading = _Reading(now, {}, {}, {})
             for process in psutil.process_iter(["ppid", "status", "uids"]):
                 if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["uids"] is None:
@@ -48,9 +49,6 @@ class _ProcessTable:
             cls._reading = reading
         return cls._reading
 
-    @classmethod
-    def invalidate(cls) -> None:
-        cls._reading = None
 
 
 def _with_descendants(root: psutil.Process, children: dict[int, list[psutil.Process]]) -> list[psutil.Process]:
@@ -72,9 +70,9 @@ def _orphan_belongs_to(process: psutil.Process, job_id: str, main_pid: int) -> b
 class ProcessContainment(Containment):
     name = "process"
 
-    def scope(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
-        return _ProcessTreeScope(job_id, main, main_unreaped, uid)
+        return _ProcessTreeScope(job_id, psutil.Process(main_pid), main_unreaped, uid)
 
     def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
         reading = _ProcessTable.current()
@@ -102,9 +100,10 @@ class _ProcessTreeScope(JobScope):
         self.main = main
         self.main_unreaped = main_unreaped
         self.uid = uid
+        self._fresh_after = 0.0
 
     def processes(self) -> list[psutil.Process]:
-        reading = _ProcessTable.current()
+        reading = _ProcessTable.current(self._fresh_after)
         if self.uid is not None:
             return list(reading.by_uid.get(self.uid, ()))
         found: dict[int, psutil.Process] = {}
@@ -125,7 +124,8 @@ class _ProcessTreeScope(JobScope):
             except ProcessLookupError:
                 pass
         signal_all(self.processes(), signal.SIGKILL)
-        _ProcessTable.invalidate()
+        self.refresh()
 
     def refresh(self) -> None:
-        _ProcessTable.invalidate()
+        # A reading taken after now; scopes refreshing together still share one.
+        self._fresh_after = time.monotonic()

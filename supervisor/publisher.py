@@ -2,8 +2,8 @@
 and the change events that wake the front end's long polls and log followers.
 
 A change is committed before its event is sent, so the front end never re-reads a record older than the event
-it was woken by. Events are coalesced to at most one every few milliseconds: a job writing output as fast as
-it can causes a steady trickle, not a flood.
+it was woken by; the event goes out right after the commit. Events for new output alone are coalesced to at
+most one every few milliseconds: a job writing as fast as it can causes a steady trickle, not a flood.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Publisher:
             if not committed.done():
                 committed.set_result(None)
         self._commit_waiters.clear()
-        self._schedule_events()
+        self.send_events()
 
     def _schedule_events(self) -> None:
         if self._events_handle is None:

@@ -19,7 +19,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import psutil
 from workerctl.protocol import (
     ApiError,
     Conflict,
@@ -40,7 +39,7 @@ from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.data_dir import remove_tree
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest, Job
-from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.killing import ChildExits, terminate
 from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.output_log import OutputLimits, OutputWriteError, OutputWriter
 from workerctl.supervisor.pool import JobPool
@@ -71,6 +70,7 @@ class Supervisor:
         self.publisher = Publisher(records, settings.data_dir, self.link)
         self._shutdown_requested = asyncio.Event()
         self._jobs_settled = asyncio.Event()
+        self._child_exits = ChildExits()
 
     # --- life of the supervisor ---------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class Supervisor:
         survivors = leftovers.processes()
         if survivors:
             log.warning("ending %d processes an earlier run left behind", len(survivors))
-            await terminate(leftovers, self.settings.kill_grace)
+            await terminate(leftovers, self.settings.kill_grace, self._child_exits)
         leftovers.release()
 
     async def _shut_down(self) -> None:
@@ -243,7 +243,7 @@ class Supervisor:
             return
         job.pid, job.output_fd = spawned.pid, spawned.output_fd
         self._jobs_by_pid[job.pid] = job
-        job.scope = self.containment.scope(job.id, psutil.Process(job.pid), lambda: job.main_unreaped,
+        job.scope = self.containment.scope(job.id, job.pid, lambda: job.main_unreaped,
                                            self.accounts.own_uid(job.user))
         loop = asyncio.get_running_loop()
         loop.add_reader(job.output_fd, self._drain_output, job)
@@ -291,6 +291,7 @@ class Supervisor:
     def _reap(self) -> None:
         """Reap every child that has exited. The supervisor is the only one that waits for its children, so
         no exit status is taken by anyone else; orphans re-parented to it are reaped here too."""
+        self._child_exits.notify()
         while True:
             try:
                 exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
@@ -312,7 +313,7 @@ class Supervisor:
         assert job.scope is not None and job.pid is not None
         if job.deadline is not None:
             job.deadline.cancel()
-        await terminate(job.scope, self.settings.kill_grace)
+        await terminate(job.scope, self.settings.kill_grace, self._child_exits)
         while not job.main_exited:
             self._reap()
             if not job.main_exited:  # outside its scope somehow; its pid is still ours, as it is unreaped

@@ -8,6 +8,7 @@ and stderr into one pipe so their order is kept.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
 
 SHELL = "/bin/sh"
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 _PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _PIPE_BYTES = 1024 * 1024
 
@@ -56,16 +58,29 @@ def job_environment(job_id: str, instance: str, user: JobUser, workdir: Path) ->
     }
 
 
+def _as_user(user: JobUser, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The command line and Popen arguments that run `argv` as `user`.
+
+    Popen can switch users itself, but then it must fork the whole supervisor; without a switch it uses
+    vfork, which costs the same however large the supervisor is. Letting util-linux's setpriv switch users
+    after a vfork costs one small exec and saves about a millisecond per job.
+    """
+    if user.is_self:
+        return argv, {}
+    if SETPRIV is None:
+        return argv, {"user": user.uid, "group": user.gid, "extra_groups": []}
+    return [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--", *argv], {}
+
+
 def spawn(command: str, job_id: str, user: JobUser, workdir: Path, containment: Containment) -> SpawnedProcess:
     """Start the job's shell; OSError if it cannot be started."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
-        switch_user: dict[str, Any] = {} if user.is_self else {"user": user.uid, "group": user.gid,
-                                                              "extra_groups": []}
+        argv, switch_user = _as_user(user, [SHELL, "-c", command])
         with containment.spawning(job_id):
             process = subprocess.Popen(
-                [SHELL, "-c", command],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=write_end,
                 stderr=subprocess.STDOUT,
