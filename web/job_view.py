@@ -7,6 +7,7 @@ character cut in half at the end of what was read is held back for the next read
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +20,7 @@ def dropped_marker(skipped: int) -> str:
     return f"[workerctl: {skipped} bytes of output dropped here]\n"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few timestamps are shown again and again to pollers
 def timestamp(seconds: float | None) -> str | None:
     if seconds is None:
         return None
