@@ -22,6 +22,7 @@ NO_OUTPUT = 2**62  # an offset past any output: status then wakes only on a new 
 MAX_WAIT_SECONDS = 30.0
 JOB_TAG = "WORKERCTL_JOB_ID"  # in the environment of every process of a job
 _READY_SECONDS = 30.0
+_SHORT_WAIT_SECONDS = 0.02
 _STOP_SECONDS = 60.0
 
 
@@ -137,11 +138,14 @@ class WorkerctlApi:
 
     def wait_status(self, job_id: str, wanted: tuple[str, ...], timeout: float = 60.0) -> dict[str, Any]:
         """Long-poll until the job's status is one of `wanted`; RuntimeError after `timeout` seconds."""
+        # A long poll returns at a final status, or at a change from the status the job had when the poll began:
+        # a non-final status reached just before would go unseen for the whole wait, so poll briefly for those.
+        longest_wait = MAX_WAIT_SECONDS if set(wanted) <= set(FINAL_STATUSES) else _SHORT_WAIT_SECONDS
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             answer = self.call("status", jobID=job_id, offset=NO_OUTPUT,
-                               wait=max(0.0, min(remaining, MAX_WAIT_SECONDS)))
+                               wait=max(0.0, min(remaining, longest_wait)))
             if answer["status"] in wanted:
                 return answer
             if answer["status"] in FINAL_STATUSES:
