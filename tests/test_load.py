@@ -20,7 +20,8 @@ SECONDS = 8.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tls, users):
-    running = start_server(tmp_path_factory.mktemp("load"), tls, users, "--log-level", "WARNING")
+    running = start_server(tmp_path_factory.mktemp("load"), tls, users, "--log-level", "WARNING",
+                           "--retention-jobs", "100000")
     yield running
     assert running.stop() == 0
 
