@@ -90,6 +90,14 @@ def _targets_table(rounds: list[Round]) -> list[str]:
     return lines
 
 
+_ABOUT_ORDER = ("date", "workerctl", "machine", "kernel", "Python", "Tornado", "supervisor", "task-spooler", "rounds",
+                "duration")
+
+
+def _about_order(key: str) -> int:
+    return _ABOUT_ORDER.index(key) if key in _ABOUT_ORDER else len(_ABOUT_ORDER)
+
+
 def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], notes: list[str]) -> None:
     """results.md, README-summary.md and results.json in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,7 +107,7 @@ def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], n
              f"median of {len(rounds)} rounds, with the lowest and highest round in brackets; in each round every "
              "contender was started fresh and measured in turn, the order rotating from round to round. Ratios are "
              "workerctl's figure divided by the other's within each round. Everything ran on 127.0.0.1.", "",
-             "Run: " + ", ".join(f"{key} {value}" for key, value in about.items()) + ".", "",
+             "Run: " + ", ".join(f"{key} {about[key]}" for key in sorted(about, key=_about_order)) + ".", "",
              "![chart](chart.png)", "", "## Targets (issue 3)", "", *_targets_table(rounds), ""]
     if (directory / "analysis.md").exists():
         notes = [*notes, "Why the missed targets are missed, with profiles and what would fix them: "

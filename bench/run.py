@@ -26,19 +26,25 @@ from bench.deps import REPOSITORY, ensure_dependencies  # noqa: E402
 
 _BUDGET_SECONDS = 540.0  # start no round that would likely end past this
 _INSTALLED_ENV = "WORKERCTL_BENCH_INSTALLED"
+_SERVER_CODE = ("client", "web", "supervisor", "pyproject.toml")
 
 
 def _about() -> dict[str, str]:
     import tornado
 
-    commit = subprocess.run(["git", "-C", str(REPOSITORY), "describe", "--always", "--dirty"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    if _git("status", "--porcelain", "--", *_SERVER_CODE):  # the bench's own files do not change what is measured
+        commit += " with uncommitted changes to " + ", ".join(_SERVER_CODE)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     from importlib.metadata import version
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "workerctl": commit, "machine": f"{os.cpu_count()} × {cpu}",
             "kernel": platform.release(), "Python": platform.python_version(), "Tornado": tornado.version,
             "supervisor": version("supervisor"), "task-spooler": _tsp_version()}
+
+
+def _git(*arguments: str) -> str:
+    return subprocess.run(["git", "-C", str(REPOSITORY), *arguments], capture_output=True, text=True).stdout.strip()
 
 
 def _tsp_version() -> str:
