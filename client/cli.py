@@ -10,7 +10,6 @@ told to stay text, so job IDs and commands pass through verbatim.
 
 import contextlib
 import functools
-import importlib.metadata
 import inspect
 import io
 import json
@@ -301,6 +300,8 @@ def run(args: list[str]) -> int:
     import fire
 
     if args in (["--version"], ["version"]):
+        import importlib.metadata  # here, not at the top: it costs every other command 20 ms
+
         print(f"{PROGRAM} {importlib.metadata.version('workerctl')}")
         return ExitStatus.OK
     debug = "--debug" in args

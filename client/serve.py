@@ -201,16 +201,16 @@ def _run_children(settings: ServerSettings, containment: Containment, listening:
 
 
 def _route_signals() -> tuple[socket.socket, socket.socket, list[int]]:
-    """Record SIGTERM and SIGINT in a list, and wake the main loop on them and on SIGCHLD. Returns the socket
-    to wait on, the socket the signals write to (keep it open) and the list."""
+    """Record SIGTERM and SIGINT in a list, and wake the main loop on them. Returns the socket to wait on, the
+    socket the signals write to (keep it open) and the list. SIGCHLD is left alone: hundreds of orphans dying
+    together would flood the wake-up socket; the loop reaps them on its next turn, within a second."""
     wake_up, wake_writer = socket.socketpair()
     wake_up.setblocking(False)
     wake_writer.setblocking(False)
-    signal.set_wakeup_fd(wake_writer.fileno())
+    signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
     received: list[int] = []
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda number, _frame: received.append(number))
-    signal.signal(signal.SIGCHLD, lambda _number, _frame: None)  # only to wake the loop: orphans to reap
     return wake_up, wake_writer, received
 
 

@@ -1,14 +1,15 @@
 """Containment by cgroup v2: each job in a cgroup of its own under this server instance's directory.
 
 The kernel keeps every process a job starts in its cgroup however it forks, double-forks or calls setsid, and
-`cgroup.kill` SIGKILLs all members at once, so no fork loop outruns the kill. The job's first process is
-spawned while the supervisor itself stands in the job's cgroup, so it is a member before it can fork.
+`cgroup.kill` SIGKILLs all members at once, so no fork loop outruns the kill. The job's first process joins
+the cgroup itself before it runs any of the job, so the job is a member before it can fork.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,12 @@ import psutil
 from workerctl.supervisor.containment import Containment, JobScope, TaggedLeftovers
 
 log = logging.getLogger(__name__)
+
+SHELL = "/bin/sh"
+# The job's first process moves itself into the job's cgroup (writing 0 to cgroup.procs moves the writer),
+# as root and before anything of the job runs, then becomes the job. The move waits on a lock the whole kernel
+# shares, for milliseconds at times: done here, it delays this job alone, not the supervisor's event loop.
+_JOIN_THEN_EXEC = 'echo 0 > "$0" || { echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; exec "$@"'
 
 
 def _cgroup2_home() -> Path | None:
@@ -73,19 +80,18 @@ class CgroupContainment(Containment):
             (self.home / "cgroup.procs").write_text(str(os.getpid()))
 
     @contextmanager
-    def spawning(self, job_id: str) -> Iterator[None]:
+    def spawning(self, job_id: str, argv: list[str]) -> Iterator[list[str]]:
         cgroup = self.root / job_id
         cgroup.mkdir()
         try:
-            with self._standing_in(cgroup):
-                yield
+            yield [SHELL, "-c", _JOIN_THEN_EXEC, str(cgroup / "cgroup.procs"), *argv]
         except BaseException:
             cgroup.rmdir()  # nothing was started in it
             raise
 
     def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
-        return _CgroupScope(self.root / job_id)
+        return _CgroupScope(self.root / job_id, main_pid, main_unreaped)
 
     def leftovers(self) -> JobScope:
         return _CgroupLeftovers(self.root, TaggedLeftovers(self.instance))
@@ -98,21 +104,33 @@ class CgroupContainment(Containment):
 
 
 class _CgroupScope(JobScope):
-    def __init__(self, cgroup: Path) -> None:
+    """The members of a job's cgroup, and its first process until it has joined them (for its first
+    moments it has not; its pid is safe to signal while the supervisor has not reaped it)."""
+
+    def __init__(self, cgroup: Path, main_pid: int = 0, main_unreaped: Callable[[], bool] = lambda: False) -> None:
         self.cgroup = cgroup
+        self.main_pid = main_pid
+        self.main_unreaped = main_unreaped
+
+    def _pids(self) -> set[int]:
+        try:
+            pids = {int(pid) for pid in (self.cgroup / "cgroup.procs").read_text().split()}
+        except FileNotFoundError:
+            pids = set()
+        if self.main_unreaped():
+            pids.add(self.main_pid)
+        return pids
 
     def processes(self) -> list[psutil.Process]:
-        try:
-            pids = (self.cgroup / "cgroup.procs").read_text().split()
-        except FileNotFoundError:
-            return []
-        return list(_existing(int(pid) for pid in pids))
+        return list(_existing(self._pids()))
 
     def kill_all(self) -> None:
         try:
             (self.cgroup / "cgroup.kill").write_text("1")
         except FileNotFoundError:
             pass
+        if self.main_unreaped():
+            os.kill(self.main_pid, signal.SIGKILL)
 
     def release(self) -> None:
         try:

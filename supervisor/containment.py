@@ -70,9 +70,9 @@ class Containment(ABC):
         self.instance = instance
 
     @contextmanager
-    def spawning(self, job_id: str) -> Iterator[None]:
-        """Spawn the job's first process inside this block."""
-        yield
+    def spawning(self, job_id: str, argv: list[str]) -> Iterator[list[str]]:
+        """Spawn the job's first process inside this block, running the command line it yields for `argv`."""
+        yield argv
 
     @abstractmethod
     def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class Job:
     exit_signal: int | None = None
     end_request: EndRequest | None = None
     deadline: asyncio.TimerHandle | None = None
+    exit_watch: Callable[[], None] | None = None  # stops watching the main process's pidfd
     winding_down: asyncio.Task[None] | None = None
     settled: asyncio.Future[JobStatus] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 

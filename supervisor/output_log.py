@@ -123,8 +123,14 @@ class OutputChunk:
     dropped: int
 
 
-def read_output(directory: Path, offset: int = 0, limit: int | None = None) -> OutputChunk:
-    """Read a job's kept output from stream offset `offset`, at most `limit` bytes of it."""
+def read_output(directory: Path, offset: int = 0, limit: int | None = None,
+                total: int | None = None) -> OutputChunk:
+    """Read a job's kept output from stream offset `offset`, at most `limit` bytes of it. `total`, where known
+    (the job has ended), lets the common case, all of it in the head, take a single file read."""
+    if total is not None:
+        chunk = _read_head_only(directory, offset, limit, total)
+        if chunk is not None:
+            return chunk
     pieces = _pieces(directory)
     total = pieces[-1][0] + pieces[-1][1] if pieces else 0
     dropped = sum(start - (prev_start + prev_size)
@@ -151,6 +157,23 @@ def read_output(directory: Path, offset: int = 0, limit: int | None = None) -> O
     if skipped:
         parts.append(OutputPart(skipped, b""))
     return OutputChunk(parts, position, total, dropped)
+
+
+def _read_head_only(directory: Path, offset: int, limit: int | None, total: int) -> OutputChunk | None:
+    """The chunk, if all `total` bytes of the output are in the head file; else None."""
+    try:
+        fd = os.open(directory / HEAD_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_size != total:
+            return None
+        if offset >= total:
+            return OutputChunk([], offset, total, 0)
+        data = os.pread(fd, total - offset if limit is None else min(limit, total - offset), offset)
+    finally:
+        os.close(fd)
+    return OutputChunk([OutputPart(0, data)], offset + len(data), total, 0)
 
 
 def _pieces(directory: Path) -> list[tuple[int, int, Path]]:

@@ -10,11 +10,13 @@ Everything runs on one asyncio loop; nothing on it blocks for long, so deadlines
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from workerctl.supervisor.spawner import make_workdir, spawn
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1024 * 1024
+_REAP_SECONDS = 0.5
 _LAST_SAVE_SECONDS = 5.0
 
 
@@ -76,13 +79,17 @@ class Supervisor:
 
     async def run(self, restart_reason: str) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        if not _pidfds_work():
+            log.warning("this kernel has no pidfds (Linux 5.3 or newer has them): learning of job exits from "
+                        "SIGCHLD instead, which can stall when very many jobs end at once")
+            loop.add_signal_handler(signal.SIGCHLD, self._reap)
         loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
         # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
         await self._settle_previous_run(restart_reason)
         self.link.start()
         housekeeping = [
+            asyncio.create_task(self._reap_forever()),
             asyncio.create_task(prune_forever(self.records, self.output_root, self.settings.retention_days,
                                               self.settings.retention_jobs, self._jobs_settled)),
             asyncio.create_task(sweep_strays_forever(self.containment, lambda: {
@@ -243,6 +250,8 @@ class Supervisor:
             return
         job.pid, job.output_fd = spawned.pid, spawned.output_fd
         self._jobs_by_pid[job.pid] = job
+        if _pidfds_work():
+            job.exit_watch = _watch_exit(job.pid, self._reap)
         job.scope = self.containment.scope(job.id, job.pid, lambda: job.main_unreaped,
                                            self.accounts.own_uid(job.user))
         loop = asyncio.get_running_loop()
@@ -288,9 +297,19 @@ class Supervisor:
         elif job.request_end(request):
             self._wind_down(job)
 
+    async def _reap_forever(self) -> None:
+        """Reap now and then in any case: orphans re-parented to the supervisor have no pidfd watched."""
+        while True:
+            await asyncio.sleep(_REAP_SECONDS)
+            self._reap()
+
     def _reap(self) -> None:
         """Reap every child that has exited. The supervisor is the only one that waits for its children, so
-        no exit status is taken by anyone else; orphans re-parented to it are reaped here too."""
+        no exit status is taken by anyone else; orphans re-parented to it are reaped here too.
+
+        Exits are learnt from a pidfd per job, not from SIGCHLD: a thousand children dying together would
+        overflow the event loop's signal pipe, and CPython's report of that from inside the signal handler
+        can deadlock the process (python/cpython#74236)."""
         self._child_exits.notify()
         while True:
             try:
@@ -302,6 +321,9 @@ class Supervisor:
             job = self._jobs_by_pid.pop(exited.si_pid, None)
             if job is not None:
                 job.record_exit(exited.si_code, exited.si_status)
+                if job.exit_watch is not None:
+                    job.exit_watch()
+                    job.exit_watch = None
                 self._wind_down(job)
 
     def _wind_down(self, job: Job) -> None:
@@ -358,3 +380,24 @@ class Supervisor:
         del self.jobs[job.id]
         job.settled.set_result(status)
         self._jobs_settled.set()
+
+
+@functools.cache
+def _pidfds_work() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def _watch_exit(pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_exit` once the process `pid` (a child, not yet reaped) exits; returns what stops watching."""
+    loop = asyncio.get_running_loop()
+    pidfd = os.pidfd_open(pid)
+    loop.add_reader(pidfd, on_exit)
+
+    def stop() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return stop

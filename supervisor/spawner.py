@@ -78,7 +78,7 @@ def spawn(command: str, job_id: str, user: JobUser, workdir: Path, containment: 
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
         argv, switch_user = _as_user(user, [SHELL, "-c", command])
-        with containment.spawning(job_id):
+        with containment.spawning(job_id, argv) as argv:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

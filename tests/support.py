@@ -176,4 +176,5 @@ def processes_with(mark: str) -> list[psutil.Process]:
 
 
 def assert_none_left(mark: str, timeout: float = 10.0) -> None:
+    """Every process started with `mark` is gone within `timeout` seconds."""
     poll_until(lambda: not processes_with(mark), timeout, message=f"every process with {mark} to be gone")

@@ -170,3 +170,13 @@ def test_streaming_100_mb_keeps_the_servers_memory_flat(server_factory):
     assert count == 100_000_000
     assert peak[0] - baseline < 20 * MIB, f"grew by {(peak[0] - baseline) / MIB:.1f} MiB"
     print(f"\nstreaming 100 MB: server RSS {baseline / MIB:.0f} MiB, at most {(peak[0] - baseline) / MIB:.1f} MiB more")
+
+
+def test_an_ended_jobs_output_reads_the_same_with_and_without_its_size(tmp_path):
+    for size in (0, 5, 10, 30):
+        directory = tmp_path / f"job{size}"
+        writer = OutputWriter(directory, OutputLimits(head_bytes=10, segment_bytes=4, tail_segments=2))
+        writer.write(bytes(range(size)))
+        writer.close()
+        for offset in (0, 3, size):
+            assert read_output(directory, offset, 7, total=size) == read_output(directory, offset, 7)

@@ -54,7 +54,8 @@ class JobApi:
         while True:
             with self.link.watchers.watching(request.job_id) as changed:
                 record = self._record(user, request.job_id)
-                chunk = read_output(self.output_root / record.id, request.offset, MAX_ANSWER_OUTPUT_BYTES)
+                chunk = read_output(self.output_root / record.id, request.offset, MAX_ANSWER_OUTPUT_BYTES,
+                                    record.output_bytes if record.status.is_final else None)
                 first_status = first_status or record.status
                 remaining = deadline - loop.time()
                 if chunk.next_offset != request.offset or record.status is not first_status \
