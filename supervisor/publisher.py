@@ -83,11 +83,14 @@ class Publisher:
                                                self.send_events)
 
     def send_events(self) -> None:
-        """Tell the front end which jobs changed (status or output) since the last time."""
+        """Tell the front end which jobs changed (status or output) since the last time. A job whose new
+        state is not committed yet waits for the commit: woken before it, the front end would read the old
+        state, and the commit would find nothing left to announce."""
         if self._events_handle is not None:
             self._events_handle.cancel()
             self._events_handle = None
         self._last_events = asyncio.get_running_loop().time()
-        if self._changed:
-            self.link.broadcast({"event": "changed", "jobs": sorted(self._changed)})
-            self._changed.clear()
+        ready = self._changed - self._unsaved.keys()
+        if ready:
+            self.link.broadcast({"event": "changed", "jobs": sorted(ready)})
+            self._changed -= ready

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psutil
 from support import assert_none_left, marker, poll_until, processes_with
 from workerctl.protocol import is_job_id
@@ -206,3 +208,14 @@ def test_each_job_runs_as_a_user_of_its_own_that_cannot_touch_other_jobs(server)
     assert f"/proc/{pid}/cwd/': Permission denied" in output
     assert server.status(victim, user="bob")["status"] == "running"
     server.call("stop", user="bob", jobID=victim)
+
+
+def test_a_long_poll_wakes_as_each_job_ends(server):
+    # Output and a new status arriving together once lost the event that should wake the poll.
+    for _ in range(200):
+        job_id = server.start("echo hello")
+        started = time.monotonic()
+        status = server.status(job_id, offset=2**40, wait=10)
+        if status["status"] != "finished":
+            status = server.status(job_id, offset=2**40, wait=10)
+        assert status["status"] == "finished" and time.monotonic() - started < 2
