@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import os
 import shutil
 import sqlite3
 import stat
 import time
+from collections import deque
 from pathlib import Path
 
 from workerctl.supervisor.records import RecordWriter
@@ -89,11 +89,29 @@ def release_reserve(data_dir: Path) -> bool:
         return False
 
 
-def remove_tree(path: Path) -> None:
-    """Delete a directory tree; off the event loop unless it is empty, as a job may have left a big one."""
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        asyncio.get_running_loop().run_in_executor(None, functools.partial(shutil.rmtree, path, ignore_errors=True))
+class TreeRemover:
+    """Deletes directory trees in a worker thread, as many as have piled up at a time: the event loop never
+    waits on the disk (even an empty directory can take a third of a millisecond), and a job may have left a
+    big tree behind."""
+
+    def __init__(self) -> None:
+        self._pending: deque[Path] = deque()
+        self._removing: asyncio.Future[None] | None = None
+
+    def remove(self, path: Path) -> None:
+        self._pending.append(path)
+        if self._removing is None:
+            self._start()
+
+    def _start(self) -> None:
+        self._removing = asyncio.get_running_loop().run_in_executor(None, self._remove_pending)
+        self._removing.add_done_callback(self._removed)
+
+    def _remove_pending(self) -> None:
+        while self._pending:
+            shutil.rmtree(self._pending.popleft(), ignore_errors=True)
+
+    def _removed(self, _: asyncio.Future[None]) -> None:
+        self._removing = None
+        if self._pending:  # added after the worker's last look
+            self._start()

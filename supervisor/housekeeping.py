@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from workerctl.supervisor.containment import Containment, signal_all
-from workerctl.supervisor.data_dir import remove_tree
+from workerctl.supervisor.data_dir import TreeRemover
 from workerctl.supervisor.records import RecordWriter
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,13 @@ _STRAY_SWEEP_SECONDS = 5.0
 
 
 async def prune_forever(records: RecordWriter, output_root: Path, max_age_days: float, keep_per_user: int,
-                        jobs_ended: asyncio.Event) -> None:
+                        jobs_ended: asyncio.Event, remover: TreeRemover) -> None:
     """Delete final jobs past their retention, with their output: soon after jobs end (the count limit), and
     now and then in any case (the age limit)."""
     max_age = max_age_days * 86400
     while True:
         jobs_ended.clear()
-        _prune(records, output_root, time.time() - max_age, keep_per_user)
+        _prune(records, output_root, time.time() - max_age, keep_per_user, remover)
         try:
             await asyncio.wait_for(jobs_ended.wait(), min(_PRUNE_CHECK_SECONDS, max_age))
         except asyncio.TimeoutError:
@@ -36,7 +36,8 @@ async def prune_forever(records: RecordWriter, output_root: Path, max_age_days: 
         await asyncio.sleep(_PRUNE_BATCH_SECONDS)
 
 
-def _prune(records: RecordWriter, output_root: Path, cutoff: float, keep_per_user: int) -> None:
+def _prune(records: RecordWriter, output_root: Path, cutoff: float, keep_per_user: int,
+           remover: TreeRemover) -> None:
     try:
         expired = records.expired(cutoff, keep_per_user)
         if expired:
@@ -47,7 +48,7 @@ def _prune(records: RecordWriter, output_root: Path, cutoff: float, keep_per_use
         log.error("cannot prune old jobs: %s", error)
         return
     for job_id in expired:
-        remove_tree(output_root / job_id)
+        remover.remove(output_root / job_id)
     if expired:
         log.info("pruned %d jobs past their retention", len(expired))
 

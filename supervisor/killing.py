@@ -10,12 +10,14 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 
+import psutil
 from workerctl.supervisor.containment import JobScope, signal_all
 
 log = logging.getLogger(__name__)
 
-_FIRST_CHECK = 0.001
+_FIRST_CHECK = 0.0005
 _LONGEST_CHECK = 0.05
 _KILL_CHECK_SECONDS = 1.0
 
@@ -47,10 +49,18 @@ class ChildExits:
 async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> None:
     """Return once every process of `scope` is gone: SIGTERM lets them clean up for `grace` seconds, then
     SIGKILL, repeated until the scope is empty (a process may fork while it is being killed)."""
+    terminated: set[psutil.Process] = set()
+
+    def terminate_newcomers(processes: list[psutil.Process]) -> None:
+        """SIGTERM whatever has joined the job since the last look (a child forked just before its parent
+        died, say), so that it too gets the grace period rather than a SIGKILL."""
+        newcomers = [process for process in processes if process not in terminated]
+        signal_all(newcomers, signal.SIGTERM)
+        terminated.update(newcomers)
+
     if await _emptied(scope, 0, child_exits):
         return
-    signal_all(scope.processes(), signal.SIGTERM)
-    if await _emptied(scope, grace, child_exits):
+    if await _emptied(scope, grace, child_exits, terminate_newcomers):
         return
     rounds = 0
     while True:
@@ -62,12 +72,17 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
                     [process.pid for process in scope.processes()])
 
 
-async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits) -> bool:
-    """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less."""
+async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
+                   on_survivors: Callable[[list[psutil.Process]], None] | None = None) -> bool:
+    """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less, and
+    hands the processes found at each check to `on_survivors`."""
     deadline = time.monotonic() + timeout
     delay = _FIRST_CHECK
     while True:
-        if not scope.processes():
+        survivors = scope.processes()
+        if survivors and on_survivors is not None:
+            on_survivors(survivors)
+        if not survivors:
             if scope.confirm_empty_after is None:
                 return True
             # A view pieced together from /proc can miss a process caught between a fork and its parent's

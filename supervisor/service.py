@@ -16,6 +16,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,7 +39,7 @@ from workerctl.server_logging import announce
 from workerctl.server_settings import ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import Containment
-from workerctl.supervisor.data_dir import remove_tree
+from workerctl.supervisor.data_dir import TreeRemover
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest, Job
 from workerctl.supervisor.killing import ChildExits, terminate
@@ -74,6 +75,9 @@ class Supervisor:
         self._shutdown_requested = asyncio.Event()
         self._jobs_settled = asyncio.Event()
         self._child_exits = ChildExits()
+        self._to_launch: deque[Job] = deque()
+        self._remover = TreeRemover()
+        self._launch_handle: asyncio.Handle | None = None
 
     # --- life of the supervisor ---------------------------------------------------------------------------
 
@@ -91,7 +95,7 @@ class Supervisor:
         housekeeping = [
             asyncio.create_task(self._reap_forever()),
             asyncio.create_task(prune_forever(self.records, self.output_root, self.settings.retention_days,
-                                              self.settings.retention_jobs, self._jobs_settled)),
+                                              self.settings.retention_jobs, self._jobs_settled, self._remover)),
             asyncio.create_task(sweep_strays_forever(self.containment, lambda: {
                 job.id: self.accounts.own_uid(job.user) for job in self.jobs.values()})),
         ]
@@ -233,8 +237,21 @@ class Supervisor:
     def _start_runnable(self) -> None:
         if self._shutting_down:
             return
-        for job_id in self.pool.take_runnable():
-            self._launch(self.jobs[job_id])
+        self._to_launch.extend(self.jobs[job_id] for job_id in self.pool.take_runnable())
+        if self._to_launch and self._launch_handle is None:
+            self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+
+    def _launch_next(self) -> None:
+        """Launch one job, and leave the next for the next turn of the loop: a spawn takes a millisecond or so,
+        and exits, answers and events should not wait behind a whole batch of them."""
+        self._launch_handle = None
+        while self._to_launch:
+            job = self._to_launch.popleft()
+            if job.status is JobStatus.CREATED and job.id in self.jobs:  # not stopped while it waited
+                self._launch(job)
+                break
+        if self._to_launch:
+            self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
 
     def _launch(self, job: Job) -> None:
         try:
@@ -292,7 +309,8 @@ class Supervisor:
     def _end(self, job: Job, request: EndRequest) -> None:
         """End a job for the server's reasons: stop it if it waits, else end its processes."""
         if job.status is JobStatus.CREATED:
-            self.pool.withdraw(job.id, job.owner)
+            if not self.pool.withdraw(job.id, job.owner):
+                self.pool.release(job.id)  # it had a slot already, about to be launched
             self._settle(job, request.status, reason=request.reason)
         elif job.request_end(request):
             self._wind_down(job)
@@ -374,7 +392,7 @@ class Supervisor:
         job.move_to(status, **changes)
         self.publisher.save(job.record)
         if job.workdir is not None:
-            remove_tree(job.workdir)
+            self._remover.remove(job.workdir)
         if job.user is not None:
             self.accounts.release(job.user)
         del self.jobs[job.id]

@@ -138,3 +138,17 @@ def test_a_fork_bomb_stops_at_the_process_limit(server_factory):
     assert_none_left(mark, timeout=0.5)
     other = server.start(f"for i in $(seq 30); do sleep {mark} & done; echo started all")
     assert server.wait_final(other)["output"] == "started all\n"
+
+
+def test_a_process_started_while_the_job_is_ending_gets_sigterm_too(server_factory):
+    server = server_factory("--kill-grace", "3")
+    mark = marker()
+    # On SIGTERM the shell starts one more process and exits: that newcomer must get SIGTERM as well,
+    # not wait out the grace period for SIGKILL.
+    job_id = server.start(f"trap 'sleep {mark} & exit 0' TERM; sleep 1000 & wait")
+    server.wait_running(job_id)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert server.call("stop", jobID=job_id).body["status"] == "stopped"
+    assert time.monotonic() - started < 1.5
+    assert_none_left(mark, timeout=0.5)
