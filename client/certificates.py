@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from workerctl.atomic_write import write_atomically
 
 CA_FILE = "ca.pem"
 SERVER_CERT_FILE = "server.pem"
@@ -100,15 +100,15 @@ def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> 
         ca_cert=out_dir / CA_FILE, server_cert=out_dir / SERVER_CERT_FILE, server_key=out_dir / SERVER_KEY_FILE
     )
     # Each file is replaced atomically, but not the three together: an interrupted re-mint must be run again.
-    _write_atomically(
+    write_atomically(
         minted.server_key,
         server_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
         mode=0o600,
     )
-    _write_atomically(minted.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    _write_atomically(minted.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomically(minted.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomically(minted.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return minted
 
 
@@ -136,21 +136,3 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
     except ValueError:
         raise ValueError(f"{host!r} is neither an IP address nor an ASCII host name (try its xn-- form).") from None
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data`; the file never exists with wider permissions than `mode`."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as temp_file:
-            temp_file.write(data)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise

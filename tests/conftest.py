@@ -47,8 +47,15 @@ def server_factory(tmp_path: Path, tls: Tls, users: Users) -> Iterator[Callable[
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users) -> Iterator[Server]:
+def server_flags() -> tuple[str, ...]:
+    """Extra `serve` flags for the module's shared server; a module overrides this fixture to set some."""
+    return ()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users,
+           server_flags: tuple[str, ...]) -> Iterator[Server]:
     """One server shared by a module's tests that do not need their own."""
-    running = start_server(tmp_path_factory.mktemp("server"), tls, users)
+    running = start_server(tmp_path_factory.mktemp("server"), tls, users, *server_flags)
     yield running
     assert running.stop() == 0, running.log()

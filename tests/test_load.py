@@ -12,18 +12,15 @@ from collections import Counter
 
 import psutil
 import pytest
-from support import marker, poll_until, processes_with, start_server
+from support import marker, poll_until, processes_with
 
 CLIENTS = 24
 SECONDS = 8.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tls, users):
-    running = start_server(tmp_path_factory.mktemp("load"), tls, users, "--log-level", "WARNING",
-                           "--retention-jobs", "100000")
-    yield running
-    assert running.stop() == 0
+def server_flags():
+    return "--log-level", "WARNING", "--retention-jobs", "100000"
 
 
 def footprint(server):

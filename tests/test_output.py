@@ -10,7 +10,6 @@ import time
 
 import psutil
 import pytest
-from support import start_server
 from workerctl.supervisor.output_log import OutputLimits, OutputWriter, read_output
 from workerctl.web.job_view import complete_utf8_length
 
@@ -67,10 +66,8 @@ def test_a_character_cut_at_the_end_is_held_back():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tls, users):
-    running = start_server(tmp_path_factory.mktemp("output"), tls, users, "--max-output-bytes", str(MIB))
-    yield running
-    assert running.stop() == 0
+def server_flags():
+    return "--max-output-bytes", str(MIB)
 
 
 BIG = "echo FIRST LINE; head -c 3000000 /dev/zero | tr '\\0' .; echo; echo LAST LINE"

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from support import marker, poll_until, start_server
+from support import marker, poll_until
 from workerctl.supervisor.pool import JobPool
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tls, users):
-    running = start_server(tmp_path_factory.mktemp("pool"), tls, users, "--max-jobs", "3",
-                           "--max-jobs-per-user", "2")
-    yield running
-    assert running.stop() == 0
+def server_flags():
+    return "--max-jobs", "3", "--max-jobs-per-user", "2"
 
 
 def running_count(server, job_ids, user="alice"):

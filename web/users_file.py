@@ -10,12 +10,12 @@ token add_user returns is shown once. The file is written atomically and kept at
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
-import tempfile
 import tomllib
 from pathlib import Path
+
+from workerctl.atomic_write import write_atomically
 
 USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -163,23 +163,9 @@ def _leading_comment(text: str) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text`; the temporary file is created with mode 0600, so the file never has more."""
+    """Replace the users file with `text`, at mode 0600."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, text.encode("utf-8"))
     except OSError as error:
         raise UsersFileError(f"cannot write the users file {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
-            temp_file.write(text)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
-    except BaseException as error:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(error, OSError):
-            raise UsersFileError(f"cannot write the users file {path}: {error.strerror or error}") from None
-        raise
