@@ -65,19 +65,12 @@ class CgroupContainment(Containment):
         try:
             if not (probe / "cgroup.kill").exists():
                 raise OSError("this kernel's cgroups have no cgroup.kill (Linux 5.14 or newer has it)")
-            with containment._standing_in(probe):
-                pass
+            # Join the probe and come back: proves processes can be put in the job cgroups made here.
+            (probe / "cgroup.procs").write_text(str(os.getpid()))
+            (home / "cgroup.procs").write_text(str(os.getpid()))
         finally:
             probe.rmdir()
         return containment
-
-    @contextmanager
-    def _standing_in(self, cgroup: Path) -> Iterator[None]:
-        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        try:
-            yield
-        finally:
-            (self.home / "cgroup.procs").write_text(str(os.getpid()))
 
     @contextmanager
     def spawning(self, job_id: str, argv: list[str]) -> Iterator[list[str]]:

@@ -4,13 +4,12 @@ Two kinds of containment, chosen at start-up (see cgroups.py and process_trees.p
 
 - `CgroupContainment` puts each job in its own cgroup v2 directory. The kernel keeps every descendant in it
   however it forks, double-forks or calls setsid, and `cgroup.kill` SIGKILLs all members at once, so no fork
-  loop can outrun the kill. The job's first process is spawned while the supervisor itself stands in the job's
-  cgroup, so it is a member before it can fork.
-- `ProcessContainment`, where no writable cgroup v2 hierarchy exists, follows the job's process tree with
-  psutil. Because the supervisor is a child subreaper, a double-forked process re-parents to the supervisor
-  instead of init; it is recognised by the job's tag in its environment, its process group or its session.
-  A process that clears its environment *and* leaves the session cannot be attributed: it is a stray, and is
-  killed as soon as it is found.
+  loop can outrun the kill. The job's first process joins the cgroup before any of the job runs, so the job is
+  a member before it can fork.
+- `ProcessContainment`, where no writable cgroup v2 hierarchy exists, follows processes with psutil: a job
+  with a user ID of its own is every process with that ID; a job run as a shared account is its process tree
+  and the orphans (re-parented to the supervisor, a child subreaper) that carry its tag, process group or
+  session.
 
 Both tag each job's environment with the job ID and the server instance, so processes a crashed server left
 behind are found at the next start.
