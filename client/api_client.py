@@ -29,6 +29,7 @@ class ApiClient:
         self._port = parts.port or 443
         self._context = self._tls_context()
         self._connection: http.client.HTTPSConnection | None = None
+        self._reused = False  # whether the last request went over a kept-alive connection
 
     def _tls_context(self) -> ssl.SSLContext:
         try:

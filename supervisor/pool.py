@@ -36,7 +36,7 @@ class JobPool:
         return len(self._waiting.get(user, ()))
 
     def release(self, job_id: str) -> None:
-        """A running job has ended: free its slot."""
+        """A job has ended: free its slot, if it had one."""
         user = self._running.pop(job_id, None)
         if user is not None:
             self._running_per_user[user] -= 1

@@ -100,8 +100,8 @@ class Supervisor:
                 job.id: self.accounts.own_uid(job.user) for job in self.jobs.values()})),
         ]
         announce.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
-                 self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
-                 self.accounts.describe())
+                      self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
+                      self.accounts.describe())
         await self._shutdown_requested.wait()
         for task in housekeeping:
             task.cancel()
@@ -261,7 +261,6 @@ class Supervisor:
             spawned = spawn(job.record.command, job.id, job.user, job.workdir, self.containment)
         except (OSError, subprocess.SubprocessError) as error:
             log.error("job %s could not start: %s", job.id, error)
-            self.pool.release(job.id)
             self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
             asyncio.get_running_loop().call_soon(self._start_runnable)
             return
@@ -309,8 +308,7 @@ class Supervisor:
     def _end(self, job: Job, request: EndRequest) -> None:
         """End a job for the server's reasons: stop it if it waits, else end its processes."""
         if job.status is JobStatus.CREATED:
-            if not self.pool.withdraw(job.id, job.owner):
-                self.pool.release(job.id)  # it had a slot already, about to be launched
+            self.pool.withdraw(job.id, job.owner)  # if it waits; one about to be launched gives its slot back
             self._settle(job, request.status, reason=request.reason)
         elif job.request_end(request):
             self._wind_down(job)
@@ -362,7 +360,6 @@ class Supervisor:
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
         job.scope.release()
-        self.pool.release(job.id)
         ended = job.end_request or EndRequest(JobStatus.FINISHED)
         reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
                    if reason]
@@ -385,7 +382,8 @@ class Supervisor:
                 self._store_output(job, data)
 
     def _settle(self, job: Job, status: JobStatus, **changes: Any) -> None:
-        """Give the job its final status and let go of everything it held."""
+        """Give the job its final status and let go of everything it held, its slot in the pool included."""
+        self.pool.release(job.id)
         if job.output is not None:
             job.output.close()
             changes["output_bytes"] = job.output.total
