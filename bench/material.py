@@ -6,8 +6,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from workerctl.certificates import mint_certificates
-from workerctl.web.users_file import add_user
+from workerctl.server.certificates import mint_certificates
+from workerctl.store.users import add_user
 
 BENCH_USER = "bench"
 

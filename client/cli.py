@@ -97,7 +97,7 @@ class Users:
     @_local_command
     def add(self, name: str, *, users: str | None = None) -> ExitStatus:
         """Add a user with a fresh token, and print the token: it is shown this once and stored nowhere."""
-        from workerctl.web.users_file import add_user
+        from workerctl.store.users import add_user
         path = _users_path(users)
         token = _users_file_call(add_user, path, name)
         print(f"{PROGRAM}: added user {name} to {path}; their token follows, shown only this once",
@@ -108,14 +108,14 @@ class Users:
     @_local_command
     def remove(self, name: str, *, users: str | None = None) -> ExitStatus:
         """Remove a user; their token stops working at once."""
-        from workerctl.web.users_file import remove_user
+        from workerctl.store.users import remove_user
         _users_file_call(remove_user, _users_path(users), name)
         return ExitStatus.OK
 
     @_local_command
     def list(self, *, users: str | None = None) -> ExitStatus:
         """List the users' names."""
-        from workerctl.web.users_file import list_users
+        from workerctl.store.users import list_users
         for name in _users_file_call(list_users, _users_path(users)):
             _out(name)
         return ExitStatus.OK
@@ -127,7 +127,7 @@ def _users_path(users: str | None) -> Path:
 
 
 def _users_file_call(function: Callable[..., Any], *args: Any) -> Any:
-    from workerctl.web.users_file import UsersFileError
+    from workerctl.store.users import UsersFileError
     try:
         return function(*args)
     except UsersFileError as error:
@@ -202,8 +202,8 @@ class Cli:
               retention_days: float | None = None, retention_jobs: int | None = None,
               log_level: str | None = None) -> ExitStatus:
         """Run the server (front end and supervisor) until SIGTERM or Ctrl-C; see the README for each setting."""
-        from workerctl.serve import ServeError, serve
-        from workerctl.server_settings import SettingsError, load_settings
+        from workerctl.server.serve import ServeError, serve
+        from workerctl.server.settings import SettingsError, load_settings
         try:
             settings = load_settings(Path(config) if config else None, host=host, port=port, cert=cert, key=key,
                                      users=users, data_dir=data_dir, job_timeout=job_timeout,
@@ -223,7 +223,7 @@ class Cli:
     @_local_command
     def certs(self, *, out: str, hosts: str = "localhost,127.0.0.1,::1", days: int = 7300) -> ExitStatus:
         """Mint a new CA and a server certificate for --hosts (comma-separated) into the directory --out."""
-        from workerctl.certificates import mint_certificates
+        from workerctl.server.certificates import mint_certificates
         try:
             minted = mint_certificates(Path(out), [host.strip() for host in hosts.split(",")], days=int(days))
         except ValueError as error:

@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from workerctl.supervisor.containment import Containment, signal_all
-from workerctl.supervisor.data_dir import TreeRemover
-from workerctl.supervisor.records import RecordWriter
+from workerctl.store.layout import TreeRemover
+from workerctl.store.records import RecordWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from workerctl.protocol import JobStatus, check_transition, signal_name
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
-from workerctl.supervisor.output_log import OutputWriter
-from workerctl.supervisor.records import JobRecord, now
+from workerctl.store.output_log import OutputWriter
+from workerctl.store.records import JobRecord, now
 
 log = logging.getLogger(__name__)
 

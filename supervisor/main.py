@@ -8,13 +8,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from workerctl.linux import become_subreaper, die_with_parent, limit_processes_per_user, raise_open_files_limit
-from workerctl.server_logging import configure_logging
-from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.server.linux import become_subreaper, die_with_parent, limit_processes_per_user, raise_open_files_limit
+from workerctl.server.logs import configure_logging
+from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import choose_containment
-from workerctl.supervisor.data_dir import SUPERVISOR_LOCK, DataDirError, hold_lock
-from workerctl.supervisor.records import RecordWriter
+from workerctl.store.layout import SUPERVISOR_LOCK, DataDirError, hold_lock
+from workerctl.store.records import RecordWriter
 from workerctl.supervisor.service import Supervisor
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from workerctl.supervisor.data_dir import release_reserve
+from workerctl.store.layout import release_reserve
 from workerctl.supervisor.link import LinkListener
-from workerctl.supervisor.records import JobRecord, RecordWriter
+from workerctl.store.records import JobRecord, RecordWriter
 
 log = logging.getLogger(__name__)
 

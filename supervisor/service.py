@@ -35,19 +35,19 @@ from workerctl.protocol import (
     decode_request,
     new_job_id,
 )
-from workerctl.server_logging import announce
-from workerctl.server_settings import ServerSettings
+from workerctl.server.logs import announce
+from workerctl.server.settings import ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import Containment
-from workerctl.supervisor.data_dir import TreeRemover
+from workerctl.store.layout import TreeRemover
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest, Job
 from workerctl.supervisor.killing import ChildExits, terminate
 from workerctl.supervisor.link import LinkListener
-from workerctl.supervisor.output_log import OutputLimits, OutputWriteError, OutputWriter
+from workerctl.store.output_log import OutputLimits, OutputWriteError, OutputWriter
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
-from workerctl.supervisor.records import JobRecord, RecordWriter, now
+from workerctl.store.records import JobRecord, RecordWriter, now
 from workerctl.supervisor.spawner import make_workdir, spawn
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workerctl.linux import enlarge_pipe
+from workerctl.server.linux import enlarge_pipe
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV, Containment
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trustme
 from support import Server, Tls, Users, start_server
-from workerctl.web.users_file import add_user
+from workerctl.store.users import add_user
 
 
 @pytest.fixture(scope="session")

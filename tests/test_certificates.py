@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from workerctl import dev_material
-from workerctl.certificates import MintedCertificates, mint_certificates
+from workerctl.server.certificates import MintedCertificates, mint_certificates
 
 HOSTS = ["localhost", "127.0.0.1", "::1"]
 

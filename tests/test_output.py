@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from workerctl.supervisor.output_log import OutputLimits, OutputWriter, read_output
+from workerctl.store.output_log import OutputLimits, OutputWriter, read_output
 from workerctl.web.job_view import complete_utf8_length
 
 MIB = 1024 * 1024

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 from support import assert_none_left, marker, poll_until, processes_with, reachable_by_jobs
-from workerctl.serve import CRASH_REASON, FIRST_START_REASON
-from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT
+from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
+from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT
 
 
 def server_processes(server):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from workerctl import dev_material
-from workerctl.web.users_file import (
+from workerctl.store.users import (
     UsersFileError,
     add_user,
     hash_token,

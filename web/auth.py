@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from workerctl.protocol import Unauthorized
-from workerctl.web.users_file import UsersFileError, hash_token, load_users
+from workerctl.store.users import UsersFileError, hash_token, load_users
 
 log = logging.getLogger(__name__)
 

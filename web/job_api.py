@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.protocol import MAX_ANSWER_OUTPUT_BYTES, NotFound, StartJob, StopJob, is_job_id
-from workerctl.supervisor.output_log import read_output
-from workerctl.supervisor.records import JobRecord, RecordReader
+from workerctl.store.output_log import read_output
+from workerctl.store.records import JobRecord, RecordReader
 from workerctl.web.job_view import dropped_marker, job_view, record_view
 from workerctl.web.requests import ListRequest, LogsRequest, StartRequest, StatusRequest, StopRequest
 from workerctl.web.supervisor_link import SupervisorLink, changed_within

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from workerctl.protocol import signal_name
-from workerctl.supervisor.output_log import OutputChunk
-from workerctl.supervisor.records import JobRecord
+from workerctl.store.output_log import OutputChunk
+from workerctl.store.records import JobRecord
 
 
 def dropped_marker(skipped: int) -> str:

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
-from workerctl.linux import die_with_parent, raise_open_files_limit
-from workerctl.server_logging import announce, configure_logging
-from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
-from workerctl.supervisor.records import RecordReader
+from workerctl.server.linux import die_with_parent, raise_open_files_limit
+from workerctl.server.logs import announce, configure_logging
+from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.store.records import RecordReader
 from workerctl.web.app import build_server, tls_context
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
 from workerctl.web.supervisor_link import JobWatchers, SupervisorLink
-from workerctl.web.users_file import UsersFileError
+from workerctl.store.users import UsersFileError
 
 log = logging.getLogger(__name__)
 

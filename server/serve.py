@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
-from workerctl.linux import become_subreaper
-from workerctl.server_logging import announce, configure_logging
-from workerctl.server_settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.server.linux import become_subreaper
+from workerctl.server.logs import announce, configure_logging
+from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import Containment, choose_containment
-from workerctl.supervisor.data_dir import SERVE_LOCK, DataDirError, check_reachable_by_others, hold_lock, prepare
+from workerctl.store.layout import SERVE_LOCK, DataDirError, check_reachable_by_others, hold_lock, prepare
 from workerctl.supervisor.main import run_supervisor
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
-from workerctl.web.users_file import UsersFileError, load_users
+from workerctl.store.users import UsersFileError, load_users
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from workerctl.atomic_write import write_atomically
+from workerctl.store.atomic_write import write_atomically
 
 CA_FILE = "ca.pem"
 SERVER_CERT_FILE = "server.pem"

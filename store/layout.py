@@ -20,7 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from workerctl.supervisor.records import RecordWriter
+from workerctl.store.records import RecordWriter
 
 SERVE_LOCK = "serve.lock"
 SUPERVISOR_LOCK = "supervisor.lock"

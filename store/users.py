@@ -15,7 +15,7 @@ import secrets
 import tomllib
 from pathlib import Path
 
-from workerctl.atomic_write import write_atomically
+from workerctl.store.atomic_write import write_atomically
 
 USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
