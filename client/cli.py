@@ -25,7 +25,7 @@ from workerctl import render
 from workerctl.api_client import ApiClient
 from workerctl.client_settings import resolve
 from workerctl.exit_status import CliError, ExitStatus, for_job
-from workerctl.protocol import FINAL_STATUSES, MAX_WAIT_SECONDS
+from workerctl.protocol.jobs import FINAL_STATUSES, MAX_WAIT_SECONDS
 
 PROGRAM = "workerctl"
 

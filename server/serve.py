@@ -30,7 +30,9 @@ from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import Containment, choose_containment
-from workerctl.store.layout import SERVE_LOCK, DataDirError, check_reachable_by_others, hold_lock, prepare
+from workerctl.supervisor.exits import reap_exited
+from workerctl.store.layout import DataDirError, DataLayout, hold_lock
+from workerctl.store.local import prepare
 from workerctl.supervisor.main import run_supervisor
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
@@ -62,12 +64,13 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
                          f"{getattr(error, 'strerror', None) or error}") from None
     try:
         load_users(settings.users)
-        prepare(settings.data_dir)
-        hold_lock(settings.data_dir / SERVE_LOCK)  # held until this process exits
+        layout = DataLayout(settings.data_dir)
+        prepare(layout)
+        hold_lock(layout.serve_lock)  # held until this process exits
         accounts = JobAccounts.resolve(settings.job_user)
         if accounts.fixed is None or not accounts.fixed.is_self:
-            check_reachable_by_others(settings.data_dir / "work")
-        containment = choose_containment(settings.containment, settings.instance)
+            layout.check_reachable_by_others()
+        containment = choose_containment(settings.containment, layout.instance)
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
@@ -235,12 +238,4 @@ def _end_orphaned_jobs(containment: Containment, children: tuple[Child, ...]) ->
 def _reap_orphans(children: tuple[Child, ...]) -> None:
     """Reap processes that re-parented here, leaving the two children's exit statuses to multiprocessing."""
     # Asking whether a child runs collects its exit status if it has died, so it is not waitable below.
-    ours = {child.process.pid for child in children if child.running}  # type: ignore[union-attr]
-    while True:
-        try:
-            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if exited is None or exited.si_pid in ours:
-            return  # nothing to reap, or a child that died just now: the next turn handles it
-        os.waitpid(exited.si_pid, 0)
+    reap_exited(keep={child.process.pid for child in children if child.running})  # type: ignore[union-attr]

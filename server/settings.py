@@ -7,7 +7,6 @@ defaults serve the development material in `certs/` on 127.0.0.1:8443.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -54,11 +53,6 @@ class ServerSettings:
     retention_days: float = 7.0  # final jobs older than this are deleted with their output
     retention_jobs: int = 1000  # final jobs kept per user, newest first
     log_level: str = "INFO"
-
-    @property
-    def instance(self) -> str:
-        """A name for this server instance, stable across restarts on the same data directory."""
-        return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
 
     def validated(self) -> ServerSettings:
         if not 0 <= self.port <= 65535:

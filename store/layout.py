@@ -1,30 +1,25 @@
-"""The data directory: its layout, the start-up check that it is usable, and the locks that keep two servers
-(or two supervisors) from owning the same jobs.
+"""The data directory: one object that knows every path in it, the start-up checks that it is usable, and the
+locks that keep two servers (or two supervisors) from owning the same jobs.
 
-    jobs.sqlite3   job records (see records.py)
-    output/<job>/  each job's output (see output_log.py)
-    work/<job>/    each job's private working directory, owned by the job user, removed when the job ends
-    reserve        1 MiB kept free for the records: if the disk fills up, it is deleted so that the jobs
-                   running then can still be recorded as they end
+    jobs.sqlite3     job records (see records.py)
+    output/<job>/    each job's output (see output_log.py)
+    work/<job>/      each job's private working directory, owned by the job user, removed when the job ends
+    reserve          1 MiB kept free for the records: if the disk fills up, it is deleted so that the jobs
+                     running then can still be recorded as they end
+    serve.lock       held by the serve process, so one server at a time uses the directory
+    supervisor.lock  held by the supervisor, so a new one starts only once the last one has ended its jobs
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
+import hashlib
 import os
-import shutil
-import sqlite3
 import stat
 import time
-from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from workerctl.store.records import RecordWriter
-
-SERVE_LOCK = "serve.lock"
-SUPERVISOR_LOCK = "supervisor.lock"
-RESERVE = "reserve"
 RESERVE_BYTES = 1024 * 1024
 
 
@@ -32,34 +27,73 @@ class DataDirError(Exception):
     """The data directory cannot be used; the message says why in one sentence."""
 
 
-def prepare(data_dir: Path) -> None:
-    """Create the layout if missing and prove it is writable, so storage faults show at start-up."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Jobs run as another user and must reach their own work/<job> directory, so the top is traversable;
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    @property
+    def records(self) -> Path:
+        return self.root / "jobs.sqlite3"
+
+    @property
+    def output_root(self) -> Path:
+        return self.root / "output"
+
+    def output(self, job_id: str) -> Path:
+        return self.output_root / job_id
+
+    @property
+    def work_root(self) -> Path:
+        return self.root / "work"
+
+    def workdir(self, job_id: str) -> Path:
+        return self.work_root / job_id
+
+    @property
+    def reserve(self) -> Path:
+        return self.root / "reserve"
+
+    @property
+    def serve_lock(self) -> Path:
+        return self.root / "serve.lock"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        return self.root / "supervisor.lock"
+
+    @property
+    def instance(self) -> str:
+        """A name for the server that uses this directory, stable across its restarts."""
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+
+    def create(self) -> None:
+        """Create the directories and the reserve if missing; OSError if the directory is not usable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Jobs run as other users and must reach their own work/<job> directory, so the top is traversable;
         # everything else in it is private to the server's user.
-        data_dir.chmod(0o711)
-        (data_dir / "output").mkdir(mode=0o700, exist_ok=True)
-        (data_dir / "work").mkdir(mode=0o711, exist_ok=True)
-        RecordWriter(data_dir).close()
-        reserve = data_dir / RESERVE
-        if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
-            reserve.write_bytes(bytes(RESERVE_BYTES))
-    except OSError as error:
-        raise DataDirError(f"data directory {data_dir} is not usable: {error.strerror or error}") from None
-    except sqlite3.Error as error:
-        raise DataDirError(f"the job records in {data_dir} cannot be opened: {error}") from None
+        self.root.chmod(0o711)
+        self.output_root.mkdir(mode=0o700, exist_ok=True)
+        self.work_root.mkdir(mode=0o711, exist_ok=True)
+        if not self.reserve.exists() or self.reserve.stat().st_size < RESERVE_BYTES:
+            self.reserve.write_bytes(bytes(RESERVE_BYTES))
 
+    def release_reserve(self) -> bool:
+        """Free the space reserved for the records; False if it was already freed."""
+        try:
+            self.reserve.unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
-def check_reachable_by_others(directory: Path) -> None:
-    """DataDirError unless users other than the server's can reach `directory` (jobs must reach their
-    working directories in it by path, e.g. as $HOME)."""
-    for ancestor in [directory.resolve(), *directory.resolve().parents]:
-        mode = ancestor.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            raise DataDirError(f"jobs run as other users cannot reach {directory}: {ancestor} is mode "
-                               f"{stat.S_IMODE(mode):04o}; use a data directory they can reach, such as "
-                               f"/var/lib/workerctl")
+    def check_reachable_by_others(self) -> None:
+        """DataDirError unless users other than the server's can reach the working directories (jobs must
+        reach theirs by path, e.g. as $HOME)."""
+        for ancestor in [self.work_root.resolve(), *self.work_root.resolve().parents]:
+            mode = ancestor.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                raise DataDirError(f"jobs run as other users cannot reach {self.work_root}: {ancestor} is mode "
+                                   f"{stat.S_IMODE(mode):04o}; use a data directory they can reach, such as "
+                                   f"/var/lib/workerctl")
 
 
 def hold_lock(path: Path, wait: float = 0.0) -> int:
@@ -78,40 +112,3 @@ def hold_lock(path: Path, wait: float = 0.0) -> int:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             return fd
-
-
-def release_reserve(data_dir: Path) -> bool:
-    """Free the reserved space for the records; False if it was already freed."""
-    try:
-        (data_dir / RESERVE).unlink()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-class TreeRemover:
-    """Deletes directory trees in a worker thread, as many as have piled up at a time: the event loop never
-    waits on the disk (even an empty directory can take a third of a millisecond), and a job may have left a
-    big tree behind."""
-
-    def __init__(self) -> None:
-        self._pending: deque[Path] = deque()
-        self._removing: asyncio.Future[None] | None = None
-
-    def remove(self, path: Path) -> None:
-        self._pending.append(path)
-        if self._removing is None:
-            self._start()
-
-    def _start(self) -> None:
-        self._removing = asyncio.get_running_loop().run_in_executor(None, self._remove_pending)
-        self._removing.add_done_callback(self._removed)
-
-    def _remove_pending(self) -> None:
-        while self._pending:
-            shutil.rmtree(self._pending.popleft(), ignore_errors=True)
-
-    def _removed(self, _: asyncio.Future[None]) -> None:
-        self._removing = None
-        if self._pending:  # added after the worker's last look
-            self._start()

@@ -1,8 +1,7 @@
 """A job's output on disk, bounded: the first half of the cap is kept whole, the rest as a rolling tail.
 
-The supervisor writes a job's combined stdout and stderr here as it arrives; the front end reads it to answer
-status and to stream logs. Offsets are positions in the job's whole output stream, counted in bytes, so a reader
-can ask for "everything from byte N" and never see a byte twice.
+The local back end keeps each job's combined stdout and stderr here as it arrives, and reads it back to answer
+status and to stream logs.
 
 Layout, one directory per job:
   head                   bytes [0, head_bytes) of the stream
@@ -21,6 +20,8 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from workerctl.store.interface import OutputChunk, OutputPart, OutputWriteError
 
 HEAD_NAME = "head"
 TAIL_PREFIX = "tail."
@@ -46,18 +47,17 @@ class OutputLimits:
         return self.head_bytes + self.segment_bytes * self.tail_segments
 
 
-class OutputWriteError(OSError):
-    """The output could not be written (a full or broken disk); the job runs on, its output is lost."""
-
-
 class OutputWriter:
-    """Appends a job's output to its directory, keeping it within its limits."""
+    """Appends a job's output to its directory, keeping it within its limits (an OutputSink)."""
 
     def __init__(self, directory: Path, limits: OutputLimits) -> None:
         self.directory = directory
         self.limits = limits
         self.total = 0
-        directory.mkdir(mode=0o700)
+        try:
+            directory.mkdir(mode=0o700)
+        except OSError as error:
+            raise OutputWriteError(error.errno, f"cannot create {directory}: {error.strerror}") from error
         self._fd = _create(directory / HEAD_NAME)
         self._file_end = limits.head_bytes
         self._segments: deque[Path] = deque()
@@ -102,25 +102,6 @@ def _write(fd: int, data: memoryview) -> int:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputWriteError(error.errno, "the disk is full") from error
         raise OutputWriteError(error.errno, error.strerror) from error
-
-
-@dataclass(frozen=True)
-class OutputPart:
-    """Bytes read from the output, after `skipped` bytes that were dropped before them."""
-
-    skipped: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class OutputChunk:
-    """Output read from some offset: its parts in order, where to read next, and how much the job has written
-    so far (`total`) and how much of that is not kept (`dropped`)."""
-
-    parts: list[OutputPart]
-    next_offset: int
-    total: int
-    dropped: int
 
 
 def read_output(directory: Path, offset: int = 0, limit: int | None = None,

@@ -1,23 +1,22 @@
-"""Job records in SQLite (WAL mode): the supervisor writes them, the front end reads them.
+"""Job records in SQLite (WAL mode), for the local back end: the supervisor writes, the front end reads.
 
-One row per job: owner, command, status, exit status, reason and timestamps. The supervisor is the only writer
-and batches its writes into one transaction per turn of its event loop (`RecordWriter.commit`); it answers a
-request only after the transaction that records it is committed, so an answered start is never lost to a crash.
-WAL lets the front end read while the supervisor writes. `synchronous=NORMAL` survives any process crash; only
-a power cut can lose the last moments of writes.
+One row per job. The supervisor is the only writer and batches its writes into one transaction per turn of its
+event loop; it answers a request only after the transaction that records it is committed, so an answered start
+is never lost to a crash. WAL lets the front end read while the supervisor writes. `synchronous=NORMAL`
+survives any process crash; only a power cut can lose the last moments of writes.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from workerctl.protocol import FINAL_STATUSES, JobStatus
-
-DATABASE_NAME = "jobs.sqlite3"
+from workerctl.protocol.jobs import FINAL_STATUSES, JobStatus
+from workerctl.store.interface import JobRecord, StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,25 +40,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 """
 
-
-@dataclass
-class JobRecord:
-    id: str
-    owner: str
-    command: str
-    status: JobStatus
-    created_at: float
-    exit_code: int | None = None
-    signal: int | None = None
-    reason: str | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    idempotency_key: str | None = None
-    output_bytes: int = 0
-
-
 _COLUMNS = [field.name for field in fields(JobRecord)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
+_UPDATE = f"UPDATE jobs SET {', '.join(f'{name} = :{name}' for name in _COLUMNS if name != 'id')} WHERE id = :id"
+_FINAL = tuple(FINAL_STATUSES)
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
@@ -78,53 +63,64 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class RecordWriter:
+@contextmanager
+def _storing(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot {what}: {error}") from error
+
+
+class _Queries:
+    """The reads both sides make."""
+
+    _db: sqlite3.Connection
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        """The job, if it exists and belongs to `owner`; another user's job is the same as no job."""
+        row = self._db.execute(f"{_SELECT} WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
+        return _record(row) if row else None
+
+
+class RecordWriter(_Queries):
     """The supervisor's handle on the records: every write goes into the open batch until `commit`."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / DATABASE_NAME
-        self._db = _connect(self.path)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.executescript(_SCHEMA)
-        self.path.chmod(0o600)
-        self._in_batch = False
+    def __init__(self, path: Path) -> None:
+        with _storing(f"open the job records {path}"):
+            self._db = _connect(path)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
 
     def _write(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> None:
-        if not self._in_batch:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._in_batch = True
-        self._db.execute(sql, parameters)
+        with _storing("record the job"):
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(sql, parameters)
 
     def commit(self) -> None:
-        if self._in_batch:
-            self._in_batch = False
-            self._db.execute("COMMIT")
+        if self._db.in_transaction:
+            with _storing("record the jobs"):
+                self._db.execute("COMMIT")
 
     def rollback(self) -> None:
-        if self._in_batch:
-            self._in_batch = False
-            self._db.execute("ROLLBACK")
+        """Drop the batch, if a failed commit left it open."""
+        if self._db.in_transaction:
+            with _storing("roll back"):
+                self._db.execute("ROLLBACK")
 
     def insert(self, record: JobRecord) -> None:
-        placeholders = ", ".join(f":{name}" for name in _COLUMNS)
-        self._write(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _values(record))
+        self._write(_INSERT, _values(record))
 
     def save(self, record: JobRecord) -> None:
-        """Write every field of an existing record."""
-        assignments = ", ".join(f"{name} = :{name}" for name in _COLUMNS if name != "id")
-        self._write(f"UPDATE jobs SET {assignments} WHERE id = :id", _values(record))
-
-    def get(self, job_id: str) -> JobRecord | None:
-        row = self._db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
-        return _record(row) if row else None
+        self._write(_UPDATE, _values(record))
 
     def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         row = self._db.execute(f"{_SELECT} WHERE owner = ? AND idempotency_key = ?", (owner, key)).fetchone()
         return _record(row) if row else None
 
     def unsettled(self) -> list[JobRecord]:
-        """Jobs a previous run left created or running."""
         rows = self._db.execute(f"{_SELECT} WHERE status IN (?, ?) ORDER BY seq",
                                 (JobStatus.CREATED, JobStatus.RUNNING)).fetchall()
         return [_record(row) for row in rows]
@@ -132,14 +128,13 @@ class RecordWriter:
     def expired(self, older_than: float, keep_per_owner: int) -> list[str]:
         """IDs of final jobs that ended before `older_than`, or that fall beyond the newest `keep_per_owner`
         final jobs of their owner."""
-        final = tuple(FINAL_STATUSES)
         rows = self._db.execute(
             f"""SELECT id FROM (
                     SELECT id, ended_at,
                            ROW_NUMBER() OVER (PARTITION BY owner ORDER BY seq DESC) AS newness
-                    FROM jobs WHERE status IN ({', '.join('?' * len(final))}))
+                    FROM jobs WHERE status IN ({', '.join('?' * len(_FINAL))}))
                 WHERE ended_at < ? OR newness > ?""",
-            (*final, older_than, keep_per_owner)).fetchall()
+            (*_FINAL, older_than, keep_per_owner)).fetchall()
         return [row[0] for row in rows]
 
     def delete(self, job_ids: list[str]) -> None:
@@ -147,24 +142,21 @@ class RecordWriter:
             self._write("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def close(self) -> None:
-        self.commit()
-        self._db.close()
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
 
-class RecordReader:
+class RecordReader(_Queries):
     """The front end's read-only view of the records."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._db = _connect(data_dir / DATABASE_NAME)
-        self._db.execute("PRAGMA query_only = ON")
-
-    def get(self, job_id: str, owner: str) -> JobRecord | None:
-        """The job, if it exists and belongs to `owner`; another user's job is the same as no job."""
-        row = self._db.execute(f"{_SELECT} WHERE id = ? AND owner = ?", (job_id, owner)).fetchone()
-        return _record(row) if row else None
+    def __init__(self, path: Path) -> None:
+        with _storing(f"open the job records {path}"):
+            self._db = _connect(path)
+            self._db.execute("PRAGMA query_only = ON")
 
     def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
-        """The owner's jobs, newest first."""
         if status is None:
             rows = self._db.execute(f"{_SELECT} WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner, limit))
         else:
@@ -172,7 +164,5 @@ class RecordReader:
                                     (owner, status, limit))
         return [_record(row) for row in rows.fetchall()]
 
-
-def now() -> float:
-    """Wall-clock time for records (timestamps shown to users); deadlines use the monotonic clock."""
-    return time.time()
+    def close(self) -> None:
+        self._db.close()

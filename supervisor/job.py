@@ -1,22 +1,52 @@
-"""One job as the supervisor holds it while it is not yet final: its record, its processes, its output pipe,
-and the rules for moving it between statuses."""
+"""One job as the supervisor holds it until it is settled: its record, its phase, and what it holds while it
+runs.
+
+The phase is the supervisor's own view, finer than the API's status, and moves only along these edges:
+
+    QUEUED ──▶ RUNNING ──▶ ENDING ──▶ SETTLED
+       └──────────────────────────────▲
+
+QUEUED is recorded as `created`; RUNNING and ENDING as `running`; SETTLED as a final status. A job enters
+ENDING once, whether its main process exited or the server asked for it to end (a stop, its time limit, a
+shutdown); whoever moves it there ends the rest of its processes and then settles it. A queued job that is
+stopped or cannot start is settled at once. Any other move is a bug and raises.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
-from workerctl.protocol import JobStatus, check_transition, signal_name
+from workerctl.protocol.jobs import JobStatus, check_transition, signal_name
+from workerctl.store.interface import JobRecord, OutputSink, now
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
-from workerctl.store.output_log import OutputWriter
-from workerctl.store.records import JobRecord, now
+from workerctl.supervisor.exits import Exit
 
 log = logging.getLogger(__name__)
+
+
+class Phase(Enum):
+    QUEUED = "queued"  # recorded, waiting for a slot
+    RUNNING = "running"  # its first process runs
+    ENDING = "ending"  # its processes are being ended and its last output read
+    SETTLED = "settled"  # its final status is recorded, and nothing of it is left
+
+
+_MOVES: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.RUNNING, Phase.SETTLED}),
+    Phase.RUNNING: frozenset({Phase.ENDING}),
+    Phase.ENDING: frozenset({Phase.SETTLED}),
+    Phase.SETTLED: frozenset(),
+}
+
+
+class PhaseError(RuntimeError):
+    """A job was asked to do something its phase does not allow."""
 
 
 @dataclass(frozen=True)
@@ -28,22 +58,28 @@ class EndRequest:
 
 
 @dataclass
-class Job:
-    record: JobRecord
-    pid: int | None = None
-    scope: JobScope | None = None
-    output_fd: int | None = None
-    output: OutputWriter | None = None
-    output_error: str | None = None
-    workdir: Path | None = None
-    user: JobUser | None = None
-    exit_code: int | None = None
-    exit_signal: int | None = None
-    end_request: EndRequest | None = None
+class Launched:
+    """What a running job holds, all of it acquired when it was launched."""
+
+    pid: int
+    user: JobUser
+    workdir: Path
+    output: OutputSink
+    output_fd: int | None  # the read end of its output pipe, until every writer has closed it
+    scope: JobScope
     deadline: asyncio.TimerHandle | None = None
-    exit_watch: Callable[[], None] | None = None  # stops watching the main process's pidfd
-    winding_down: asyncio.Task[None] | None = None
-    settled: asyncio.Future[JobStatus] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    stop_watching_exit: Callable[[], None] | None = None
+
+
+class Job:
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.phase = Phase.QUEUED
+        self.launched: Launched | None = None
+        self.main_exit: Exit | None = None
+        self.end_request: EndRequest | None = None
+        self.output_error: str | None = None
+        self.settled: asyncio.Future[JobStatus] = asyncio.get_running_loop().create_future()
 
     @property
     def id(self) -> str:
@@ -54,34 +90,44 @@ class Job:
         return self.record.owner
 
     @property
-    def status(self) -> JobStatus:
-        return self.record.status
-
-    @property
-    def main_exited(self) -> bool:
-        return self.exit_code is not None or self.exit_signal is not None
-
-    @property
     def main_unreaped(self) -> bool:
-        return self.pid is not None and not self.main_exited
+        """Whether the main process's pid is still held for the job (it has not been reaped)."""
+        return self.launched is not None and self.main_exit is None
 
-    def record_exit(self, si_code: int, si_status: int) -> None:
-        """Keep the main process's exit status as `os.waitid` reported it."""
-        if si_code == os.CLD_EXITED:
-            self.exit_code = si_status
-        else:
-            self.exit_signal = si_status
+    def _move(self, new: Phase) -> None:
+        if new not in _MOVES[self.phase]:
+            raise PhaseError(f"job {self.id} cannot go from {self.phase.value} to {new.value}")
+        self.phase = new
+
+    def start_running(self, launched: Launched) -> None:
+        self._move(Phase.RUNNING)
+        self.launched = launched
+        self._change_status(JobStatus.RUNNING)
 
     def request_end(self, request: EndRequest) -> bool:
-        """Ask for the job to be ended by the server; False if it is already ending or its main process has
-        already exited on its own (then it finishes as it is)."""
-        if self.end_request is not None or self.main_exited:
+        """Have the server end the job; True if that moved it to ENDING, False if it was ending already (its
+        main process exited, or another request came first: the first reason stands)."""
+        if self.phase is not Phase.RUNNING:
             return False
+        self._move(Phase.ENDING)
         self.end_request = request
         return True
 
-    def move_to(self, new: JobStatus, **changes: object) -> None:
-        """Change status (the caller saves the record) and log the transition."""
+    def main_exited(self, exit: Exit) -> bool:
+        """Note how the main process ended; True if that moved the job to ENDING."""
+        self.main_exit = exit
+        if self.phase is not Phase.RUNNING:
+            return False
+        self._move(Phase.ENDING)
+        return True
+
+    def settle(self, status: JobStatus, **changes: object) -> None:
+        """Give the job its final status; the caller saves the record and lets go of what it held."""
+        self._move(Phase.SETTLED)
+        self._change_status(status, **changes)
+        self.settled.set_result(status)
+
+    def _change_status(self, new: JobStatus, **changes: object) -> None:
         old = self.record.status
         check_transition(old, new)
         if new.is_final:

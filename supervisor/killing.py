@@ -14,36 +14,13 @@ from collections.abc import Callable
 
 import psutil
 from workerctl.supervisor.containment import JobScope, signal_all
+from workerctl.supervisor.exits import ChildExits
 
 log = logging.getLogger(__name__)
 
 _FIRST_CHECK = 0.0005
 _LONGEST_CHECK = 0.05
 _KILL_CHECK_SECONDS = 1.0
-
-
-class ChildExits:
-    """Wakes whoever waits as soon as any child of this process exits (call `notify` on SIGCHLD)."""
-
-    def __init__(self) -> None:
-        self._waiting: set[asyncio.Future[None]] = set()
-
-    def notify(self) -> None:
-        for waiter in self._waiting:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiting.clear()
-
-    async def wait(self, timeout: float) -> None:
-        """Wait for the next child exit, at most `timeout` seconds."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.add(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            self._waiting.discard(waiter)
 
 
 async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> None:

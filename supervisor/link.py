@@ -1,9 +1,10 @@
 """The supervisor's end of its link with the front end: a `multiprocessing.connection` listener on a Unix socket.
 
 The front end connects (and reconnects, after either side restarts), proving it knows the authentication key;
-every message is one JSON object. A multiprocessing Queue is not used: its shared locks stay held forever when
-a process holding them is killed, and it cannot be handed to a process that is already running, so a restarted
-front end or supervisor could never talk to the survivor. A connection per front end has neither problem.
+every message is one JSON object (see `workerctl.protocol.messages`). A multiprocessing Queue is not used: its
+shared locks stay held forever when a process holding them is killed, and it cannot be handed to a process that
+is already running, so a restarted front end or supervisor could never talk to the survivor. A connection per
+front end has neither problem.
 
 Accepting runs in a thread (the handshake blocks); reading runs on the event loop. Sending blocks, so each
 connection gets a send timeout: a front end that stops reading is dropped rather than stalling the loop.
@@ -14,43 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
-import struct
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
-from typing import Any
 
-from workerctl.protocol import decode_message, encode_message
+from workerctl.protocol.messages import MalformedMessage, Message, encode
+from workerctl.server.link import read_available, tune_link_socket
 
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 0.5
-_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
-MessageHandler = Callable[[Connection, list[dict[str, Any]]], None]
-
-
-def tune_link_socket(connection: Connection, send_timeout: float) -> None:
-    """Give a link connection large buffers and a send timeout (both ends use this)."""
-    sock = socket.fromfd(connection.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)  # a duplicate; same socket
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER_BYTES)
-        seconds = int(send_timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                        struct.pack("ll", seconds, int((send_timeout - seconds) * 1_000_000)))
-    finally:
-        sock.close()
-
-
-def read_available(connection: Connection) -> list[dict[str, Any]]:
-    """Every complete message waiting on the connection; EOFError once the peer is gone."""
-    messages = []
-    while connection.poll():
-        messages.append(decode_message(connection.recv_bytes()))
-    return messages
+MessageHandler = Callable[[Connection, list[Message]], None]
 
 
 class LinkListener:
@@ -90,21 +67,21 @@ class LinkListener:
     def _readable(self, connection: Connection) -> None:
         try:
             messages = read_available(connection)
-        except (EOFError, OSError, ValueError) as error:
+        except (EOFError, OSError, MalformedMessage) as error:
             self._drop(connection, f"front end disconnected ({type(error).__name__})")
             return
         if messages:
             self.on_messages(connection, messages)
 
-    def send(self, connection: Connection, message: dict[str, Any]) -> None:
+    def send(self, connection: Connection, message: Message) -> None:
         if connection not in self.connections:
             return  # gone since the request came in; the front end already answered 503
         try:
-            connection.send_bytes(encode_message(message))
+            connection.send_bytes(encode(message))
         except OSError as error:
             self._drop(connection, f"cannot send to the front end: {error}")
 
-    def broadcast(self, message: dict[str, Any]) -> None:
+    def broadcast(self, message: Message) -> None:
         for connection in list(self.connections):
             self.send(connection, message)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -13,8 +12,9 @@ from workerctl.server.logs import configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import choose_containment
-from workerctl.store.layout import SUPERVISOR_LOCK, DataDirError, hold_lock
-from workerctl.store.records import RecordWriter
+from workerctl.store.backends import open_writer
+from workerctl.store.interface import StoreError
+from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.supervisor.service import Supervisor
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,15 @@ def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes,
     raise_open_files_limit()
     try:
         # Held until this process exits: a new supervisor starts only once the last one has ended its jobs.
-        hold_lock(settings.data_dir / SUPERVISOR_LOCK, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
-        records = RecordWriter(settings.data_dir)
-        containment = choose_containment(settings.containment, settings.instance)
-    except (DataDirError, OSError, sqlite3.Error) as error:
+        layout = DataLayout(settings.data_dir)
+        hold_lock(layout.supervisor_lock, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
+        store = open_writer(settings.data_dir, settings.max_output_bytes)
+        containment = choose_containment(settings.containment, layout.instance)
+    except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
     accounts = JobAccounts.resolve(settings.job_user)
     if accounts.fixed is None:
         limit_processes_per_user(settings.max_job_processes)
-    supervisor = Supervisor(settings, records, containment, accounts, link_address, authkey)
+    supervisor = Supervisor(settings, store, containment, accounts, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

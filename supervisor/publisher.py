@@ -1,4 +1,4 @@
-"""Publishing what happens to jobs: their records, committed in one transaction per turn of the event loop,
+"""Publishing what happens to jobs: their records, committed to the store once per turn of the event loop,
 and the change events that wake the front end's long polls and log followers.
 
 A change is committed before its event is sent, so the front end never re-reads a record older than the event
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from pathlib import Path
 
-from workerctl.store.layout import release_reserve
+from workerctl.protocol.messages import JobsChanged
+from workerctl.store.interface import JobRecord, JobWriter, StoreError
 from workerctl.supervisor.link import LinkListener
-from workerctl.store.records import JobRecord, RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +22,8 @@ _RETRY_SECONDS = 1.0
 
 
 class Publisher:
-    def __init__(self, records: RecordWriter, data_dir: Path, link: LinkListener) -> None:
-        self.records = records
-        self.data_dir = data_dir
+    def __init__(self, store: JobWriter, link: LinkListener) -> None:
+        self.store = store
         self.link = link
         self._unsaved: dict[str, JobRecord] = {}
         self._changed: set[str] = set()
@@ -57,12 +54,12 @@ class Publisher:
         self._commit_handle = None
         try:
             for record in self._unsaved.values():
-                self.records.save(record)
-            self.records.commit()
-        except sqlite3.Error as error:
-            self.records.rollback()
-            if release_reserve(self.data_dir):
-                log.error("the data directory is full: released the space reserved for the records")
+                self.store.save(record)
+            self.store.commit()
+        except StoreError as error:
+            self.store.rollback()
+            if self.store.free_reserve():
+                log.error("the store is full: released the space reserved for the records")
                 retry_in = 0.0
             else:
                 log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
@@ -92,5 +89,5 @@ class Publisher:
         self._last_events = asyncio.get_running_loop().time()
         ready = self._changed - self._unsaved.keys()
         if ready:
-            self.link.broadcast({"event": "changed", "jobs": sorted(ready)})
+            self.link.broadcast(JobsChanged(tuple(sorted(ready))))
             self._changed -= ready

@@ -35,8 +35,8 @@ class SpawnedProcess:
     output_fd: int  # the read end of the job's stdout+stderr pipe, non-blocking
 
 
-def make_workdir(work_root: Path, job_id: str, user: JobUser) -> Path:
-    workdir = work_root / job_id
+def make_workdir(workdir: Path, user: JobUser) -> Path:
+    """Create a job's private working directory, owned by its user."""
     workdir.mkdir(mode=0o700)
     if not user.is_self:
         os.chown(workdir, user.uid, user.gid)

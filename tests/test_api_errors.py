@@ -7,7 +7,7 @@ import socket
 import ssl
 
 import pytest
-from workerctl.protocol import MAX_BODY_BYTES
+from workerctl.protocol.jobs import MAX_BODY_BYTES
 
 
 def post(server, body, **headers):

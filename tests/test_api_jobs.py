@@ -6,7 +6,7 @@ import time
 
 import psutil
 from support import assert_none_left, marker, poll_until, processes_with
-from workerctl.protocol import is_job_id
+from workerctl.protocol.jobs import is_job_id
 
 
 def test_start_answers_created_with_an_unguessable_id(server):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from support import marker, poll_until
-from workerctl.protocol import is_job_id
+from workerctl.protocol.jobs import is_job_id
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_a_full_disk_loses_output_but_not_the_job_or_the_server(server_factory, 
     assert status["status"] == "finished" and status["exitCode"] == 0
     assert "output lost: the disk is full" in status["reason"]
     assert status["output"].startswith("first\n")
-    assert "the data directory is full" in server.log()
+    assert "released the space reserved for the records" in server.log()
     answer = server.call("start", command="true")
     assert answer.status in (200, 507), answer.body
     if answer.status == 507:

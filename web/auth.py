@@ -1,4 +1,4 @@
-"""Who is calling: a token checked against the users file's SHA-256 hashes.
+"""Who is calling: the token a request carries, checked against the users file's SHA-256 hashes.
 
 The file is re-read when it changes, so `workerctl users add` takes effect without a restart; if the new
 version is broken, the last good one stays in force and the log says why. Tokens are compared by their hashes
@@ -11,8 +11,9 @@ import hmac
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from workerctl.protocol import Unauthorized
+from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.store.users import UsersFileError, hash_token, load_users
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,39 @@ class Authenticator:
             log.error("keeping the previous users: %s", error)
 
     def user_for(self, token: str) -> str:
-        """The user whose token this is; Unauthorized if it is nobody's."""
+        """The user whose token this is; an UNAUTHORIZED ApiError if it is nobody's."""
         self._reload_if_changed()
         try:
             digest = hash_token(token)
         except UnicodeEncodeError:
-            raise Unauthorized("invalid token") from None
+            raise _unauthorized("invalid token") from None
         found = None
         for name, expected in self._users.items():
             if hmac.compare_digest(digest, expected):
                 found = name
         if found is None:
-            raise Unauthorized("invalid token")
+            raise _unauthorized("invalid token")
         return found
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(ErrorKind.UNAUTHORIZED, message)
+
+
+def token_from(body: dict[str, Any], authorization: str | None) -> str:
+    """The caller's token, from the body's `token` or an `Authorization: Bearer` header."""
+    header_token = None
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        header_token = value.strip()
+    body_token = body.get("token")
+    if body_token is not None and not isinstance(body_token, str):
+        raise _unauthorized("invalid token")
+    if header_token is not None and body_token is not None and header_token != body_token:
+        raise _unauthorized("the token in the body and the one in the Authorization header differ")
+    token = header_token if header_token is not None else body_token
+    if not token:
+        raise _unauthorized("missing token: send it as \"token\" in the body or as 'Authorization: Bearer <token>'")
+    return token

@@ -15,21 +15,27 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
-from workerctl.protocol import MAX_BODY_BYTES, ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
-from workerctl.web.auth import Authenticator
+from workerctl.protocol.actions import Request, parse_body, parse_request
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import MAX_BODY_BYTES
+from workerctl.protocol.wire import to_wire
+from workerctl.web.auth import Authenticator, token_from
 from workerctl.web.job_api import JobApi
-from workerctl.web.requests import (
-    ListRequest,
-    LogsRequest,
-    StartRequest,
-    StatusRequest,
-    StopRequest,
-    parse_body,
-    parse_request,
-    token_from,
-)
 
 log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.BAD_REQUEST: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.QUEUE_FULL: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.STORAGE_FULL: 507,
+}
+"""The one place an error kind becomes an HTTP status."""
 
 _TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
 HARD_BODY_LIMIT_BYTES = 256 * MAX_BODY_BYTES
@@ -56,12 +62,12 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         if self.request.path != "/":
-            raise NotFound("there is nothing here: the API is POST / with a JSON body")
+            raise ApiError(ErrorKind.NOT_FOUND, "there is nothing here: the API is POST / with a JSON body")
         if self.request.method != "POST":
-            raise MethodNotAllowed("only POST is allowed: send a JSON body to /")
+            raise ApiError(ErrorKind.METHOD_NOT_ALLOWED, "only POST is allowed: send a JSON body to /")
         declared = _declared_length(self.request.headers)
         if declared > HARD_BODY_LIMIT_BYTES:  # Tornado would drop the connection; answer first
-            raise PayloadTooLarge(_TOO_LARGE)
+            raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)
         # Otherwise read (and drop) the body before answering 413: a client still sending it when the
         # connection closes would see a broken connection instead of the answer.
         self._too_large = declared > MAX_BODY_BYTES
@@ -77,27 +83,18 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def post(self) -> None:
         if self._too_large:
-            raise PayloadTooLarge(_TOO_LARGE)
+            raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)
         body = parse_body(bytes(self._body))
         user = self.auth.user_for(token_from(body, self.request.headers.get("Authorization")))
         self.log_user = user
-        action, request = parse_request(body)
-        self.log_action = action.value
-        if isinstance(request, LogsRequest):
-            await self._stream_logs(user, request)
-            return
-        match request:
-            case StartRequest():
-                answer = await self.api.start(user, request)
-            case StopRequest():
-                answer = await self.api.stop(user, request)
-            case StatusRequest():
-                answer = await self.api.status(user, request)
-            case ListRequest():
-                answer = self.api.list(user, request)
-        self._finish_json(answer)
+        request = parse_request(body)
+        self.log_action = request.action.value
+        if request.answer is None:
+            await self._stream(user, request)
+        else:
+            self._finish_json(to_wire(await self.api.answer(user, request)))
 
-    async def _stream_logs(self, user: str, request: LogsRequest) -> None:
+    async def _stream(self, user: str, request: Request) -> None:
         async def send(data: bytes) -> None:
             self._start_streaming()
             self.write(data)
@@ -106,9 +103,9 @@ class ApiHandler(tornado.web.RequestHandler):
             except StreamClosedError:
                 raise ClientGone from None
 
-        self._following = request.job_id
+        self._following = getattr(request, "job_id", None)
         try:
-            await self.api.stream_logs(user, request, send, lambda: self._client_gone)
+            await self.api.streams[type(request)](user, request, send, lambda: self._client_gone)
         except ClientGone:
             return
         if self._client_gone:
@@ -134,7 +131,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, ApiError):
-            status_code, message = error.http_status, error.message
+            status_code, message = HTTP_STATUS[error.kind], error.message
         elif status_code >= 500:
             message = "internal server error; the server's log has the details"
         else:
@@ -152,16 +149,16 @@ class ApiHandler(tornado.web.RequestHandler):
 
 
 def _declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
-    """The body length the headers announce (0 if none); BadRequest if they contradict themselves. Tornado
+    """The body length the headers announce (0 if none); a BAD_REQUEST ApiError if they contradict themselves. Tornado
     would refuse the same requests, but with a bare 400 and no JSON."""
     lengths = headers.get_list("Content-Length")
     if not lengths:
         return 0
     if "Transfer-Encoding" in headers:
-        raise BadRequest("a request may not have both Content-Length and Transfer-Encoding")
+        raise ApiError(ErrorKind.BAD_REQUEST, "a request may not have both Content-Length and Transfer-Encoding")
     values = {value.strip() for value in ",".join(lengths).split(",")}
     if len(values) != 1 or not next(iter(values)).isdigit():
-        raise BadRequest("the Content-Length header is not one whole number")
+        raise ApiError(ErrorKind.BAD_REQUEST, "the Content-Length header is not one whole number")
     return int(values.pop())
 
 

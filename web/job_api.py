@@ -1,22 +1,30 @@
-"""The API's actions for an authenticated user.
+"""The API's actions for an authenticated user, one handler per action of the protocol's table.
 
-Start and stop go to the supervisor over the link. Status, list and logs read what the supervisor has
-recorded, without a round trip; long polls and log followers wait for the supervisor's change events.
-Every lookup is by job ID *and* owner, so another user's job answers exactly like a job that does not exist.
+Start and stop go to the supervisor over the link. Status, list and logs read the store, without a round trip;
+long polls and log followers wait for the supervisor's change events. Every lookup is by job ID *and* owner,
+so another user's job answers exactly like a job that does not exist.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from workerctl.protocol import MAX_ANSWER_OUTPUT_BYTES, NotFound, StartJob, StopJob, is_job_id
-from workerctl.store.output_log import read_output
-from workerctl.store.records import JobRecord, RecordReader
-from workerctl.web.job_view import dropped_marker, job_view, record_view
-from workerctl.web.requests import ListRequest, LogsRequest, StartRequest, StatusRequest, StopRequest
+from workerctl.protocol.actions import (
+    ACTIONS,
+    ListRequest,
+    LogsRequest,
+    Request,
+    StartRequest,
+    StatusRequest,
+    StopRequest,
+)
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import MAX_ANSWER_OUTPUT_BYTES, is_job_id
+from workerctl.protocol.replies import JobDetail, JobList, JobRef
+from workerctl.store.interface import JobReader, JobRecord
+from workerctl.web.job_view import detail, dropped_marker, summary
 from workerctl.web.supervisor_link import SupervisorLink, changed_within
 
 _START_TIMEOUT_SECONDS = 10.0
@@ -28,24 +36,34 @@ Send = Callable[[bytes], Awaitable[None]]
 
 
 class JobApi:
-    def __init__(self, link: SupervisorLink, records: RecordReader, output_root: Path, kill_grace: float) -> None:
+    def __init__(self, link: SupervisorLink, jobs: JobReader, kill_grace: float) -> None:
         self.link = link
-        self.records = records
-        self.output_root = output_root
+        self.jobs = jobs
         self.stop_timeout = kill_grace + _STOP_TIMEOUT_MARGIN_SECONDS
+        # Actions answered with one JSON reply, and actions answered with a stream of text.
+        self.answers: dict[type[Any], Callable[[str, Any], Awaitable[Any]]] = {
+            StartRequest: self.start, StopRequest: self.stop, StatusRequest: self.status, ListRequest: self.list,
+        }
+        self.streams = {LogsRequest: self.stream_logs}
+        unhandled = set(ACTIONS.values()) - self.answers.keys() - self.streams.keys()
+        if unhandled:
+            raise TypeError(f"no handler for {', '.join(sorted(cls.__name__ for cls in unhandled))}")
 
-    async def start(self, user: str, request: StartRequest) -> dict[str, Any]:
-        return await self.link.request(StartJob(user, request.command, request.idempotency_key),
-                                       _START_TIMEOUT_SECONDS)
+    async def answer(self, user: str, request: Request) -> Any:
+        """The reply to a JSON action."""
+        return await self.answers[type(request)](user, request)
 
-    async def stop(self, user: str, request: StopRequest) -> dict[str, Any]:
-        return await self.link.request(StopJob(user, request.job_id), self.stop_timeout)
+    async def start(self, user: str, request: StartRequest) -> JobRef:
+        return await self.link.start(user, request.command, request.idempotency_key, _START_TIMEOUT_SECONDS)
 
-    def list(self, user: str, request: ListRequest) -> dict[str, Any]:
+    async def stop(self, user: str, request: StopRequest) -> JobRef:
+        return await self.link.stop(user, request.job_id, self.stop_timeout)
+
+    async def list(self, user: str, request: ListRequest) -> JobList:
         self.link.ensure_up()
-        return {"jobs": [record_view(record) for record in self.records.list(user, request.status, request.limit)]}
+        return JobList(tuple(summary(record) for record in self.jobs.list(user, request.status, request.limit)))
 
-    async def status(self, user: str, request: StatusRequest) -> dict[str, Any]:
+    async def status(self, user: str, request: StatusRequest) -> JobDetail:
         """The job and its output from `offset`; with `wait`, first wait for new output or a new status."""
         self.link.ensure_up()
         loop = asyncio.get_running_loop()
@@ -54,13 +72,12 @@ class JobApi:
         while True:
             with self.link.watchers.watching(request.job_id) as changed:
                 record = self._record(user, request.job_id)
-                chunk = read_output(self.output_root / record.id, request.offset, MAX_ANSWER_OUTPUT_BYTES,
-                                    record.output_bytes if record.status.is_final else None)
+                chunk = self.jobs.read_output(record, request.offset, MAX_ANSWER_OUTPUT_BYTES)
                 first_status = first_status or record.status
                 remaining = deadline - loop.time()
                 if chunk.next_offset != request.offset or record.status is not first_status \
                         or record.status.is_final or remaining <= 0:
-                    return job_view(record, chunk)
+                    return detail(record, chunk)
                 await changed_within(changed, remaining)
 
     async def stream_logs(self, user: str, request: LogsRequest, send: Send,
@@ -72,7 +89,7 @@ class JobApi:
         while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
                 record = self._record(user, request.job_id)
-                chunk = read_output(self.output_root / record.id, offset, _STREAM_CHUNK_BYTES)
+                chunk = self.jobs.read_output(record, offset, _STREAM_CHUNK_BYTES)
                 for part in chunk.parts:
                     if part.skipped:
                         await send(dropped_marker(part.skipped).encode())
@@ -87,7 +104,7 @@ class JobApi:
                 await changed_within(changed, _FOLLOW_RECHECK_SECONDS)
 
     def _record(self, user: str, job_id: str) -> JobRecord:
-        record = self.records.get(job_id, user) if is_job_id(job_id) else None
+        record = self.jobs.get(job_id, user) if is_job_id(job_id) else None
         if record is None:
-            raise NotFound("no such job")
+            raise ApiError(ErrorKind.NOT_FOUND, "no such job")
         return record

@@ -1,4 +1,4 @@
-"""What the API shows of a job: its record and its output as one JSON-ready dict.
+"""What the API shows of a job: its record and its output as the protocol's replies.
 
 Output is stored as bytes and shown as text: invalid UTF-8 becomes U+FFFD. While more output may follow, a
 character cut in half at the end of what was read is held back for the next read, so a poller that follows
@@ -11,9 +11,9 @@ import functools
 from datetime import datetime, timezone
 from typing import Any
 
-from workerctl.protocol import signal_name
-from workerctl.store.output_log import OutputChunk
-from workerctl.store.records import JobRecord
+from workerctl.protocol.jobs import signal_name
+from workerctl.protocol.replies import JobDetail, JobSummary
+from workerctl.store.interface import JobRecord, OutputChunk
 
 
 def dropped_marker(skipped: int) -> str:
@@ -27,19 +27,23 @@ def timestamp(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def record_view(record: JobRecord) -> dict[str, Any]:
-    """The job without its output (what `list` shows)."""
+def _summary_fields(record: JobRecord) -> dict[str, Any]:
     return {
-        "jobID": record.id,
-        "status": record.status.value,
+        "job_id": record.id,
+        "status": record.status,
         "command": record.command,
-        "exitCode": record.exit_code,
+        "exit_code": record.exit_code,
         "signal": signal_name(record.signal) if record.signal is not None else None,
         "reason": record.reason,
-        "createdAt": timestamp(record.created_at),
-        "startedAt": timestamp(record.started_at),
-        "endedAt": timestamp(record.ended_at),
+        "created_at": timestamp(record.created_at),
+        "started_at": timestamp(record.started_at),
+        "ended_at": timestamp(record.ended_at),
     }
+
+
+def summary(record: JobRecord) -> JobSummary:
+    """The job without its output (what `list` shows)."""
+    return JobSummary(**_summary_fields(record))
 
 
 def complete_utf8_length(data: bytes) -> int:
@@ -52,7 +56,7 @@ def complete_utf8_length(data: bytes) -> int:
     return len(data)
 
 
-def job_view(record: JobRecord, chunk: OutputChunk) -> dict[str, Any]:
+def detail(record: JobRecord, chunk: OutputChunk) -> JobDetail:
     """The job with the output in `chunk` (what `status` shows)."""
     more_may_follow = not record.status.is_final or chunk.next_offset < chunk.total
     pieces: list[str] = []
@@ -68,10 +72,5 @@ def job_view(record: JobRecord, chunk: OutputChunk) -> dict[str, Any]:
             next_offset -= len(data) - kept
             data = data[:kept]
         pieces.append(data.decode("utf-8", "replace"))
-    return {
-        **record_view(record),
-        "output": "".join(pieces),
-        "outputBytes": chunk.total,
-        "outputDropped": chunk.dropped,
-        "nextOffset": next_offset,
-    }
+    return JobDetail(**_summary_fields(record), output="".join(pieces), output_bytes=chunk.total,
+                     output_dropped=chunk.dropped, next_offset=next_offset)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sqlite3
 import ssl
 import sys
 from pathlib import Path
@@ -15,12 +14,13 @@ from tornado.httpserver import HTTPServer
 from workerctl.server.linux import die_with_parent, raise_open_files_limit
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
-from workerctl.store.records import RecordReader
+from workerctl.store.backends import open_reader
+from workerctl.store.interface import StoreError
+from workerctl.store.users import UsersFileError
 from workerctl.web.app import build_server, tls_context
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
 from workerctl.web.supervisor_link import JobWatchers, SupervisorLink
-from workerctl.store.users import UsersFileError
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     try:
         auth = Authenticator(settings.users)
         tls = tls_context(settings.cert, settings.key)
-        records = RecordReader(settings.data_dir)
-    except (UsersFileError, OSError, ssl.SSLError, sqlite3.Error) as error:
+        jobs = open_reader(settings.data_dir)
+    except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
     link = SupervisorLink(link_address, authkey, JobWatchers())
-    api = JobApi(link, records, settings.data_dir / "output", settings.kill_grace)
+    api = JobApi(link, jobs, settings.kill_grace)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
     asyncio.run(_serve(build_server(api, auth, tls, max_connections), listening, link))

@@ -1,8 +1,8 @@
-"""The front end's end of its link with the supervisor: requests out, answers and change events back.
+"""The front end's end of its link with the supervisor: requests out, replies and change events back.
 
 The link reconnects by itself whenever the supervisor restarts. While it is down, every job request is
-answered at once with 503 instead of hanging; a request in flight when the supervisor dies gets 503 too.
-Change events wake whoever waits on those jobs (long polls and followers).
+answered at once with "unavailable" instead of hanging; a request in flight when the supervisor dies gets that
+answer too. Change events wake whoever waits on those jobs (long polls and followers).
 """
 
 from __future__ import annotations
@@ -10,19 +10,30 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
-from typing import Any
 
-from workerctl.protocol import SupervisorRequest, Unavailable, api_error, encode_request
-from workerctl.supervisor.link import read_available, tune_link_socket
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.messages import (
+    JobReply,
+    JobsChanged,
+    MalformedMessage,
+    Refusal,
+    StartJob,
+    StopJob,
+    SupervisorRequest,
+    encode,
+)
+from workerctl.protocol.replies import JobRef
+from workerctl.server.link import read_available, tune_link_socket
 
 log = logging.getLogger(__name__)
 
 _RECONNECT_SECONDS = 0.1
 _SEND_TIMEOUT_SECONDS = 2.0
+_NOT_AVAILABLE = "the job supervisor is not available right now; try again in a moment"
 
 
 class JobWatchers:
@@ -72,14 +83,21 @@ class SupervisorLink:
         self.ready = asyncio.Event()
         self._connection: Connection | None = None
         self._lost: asyncio.Event = asyncio.Event()
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[JobRef]] = {}
         self._ids = itertools.count(1)
 
     def ensure_up(self) -> None:
         if self._connection is None:
-            raise Unavailable("the job supervisor is not available right now; try again in a moment")
+            raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
 
-    async def request(self, request: SupervisorRequest, timeout: float) -> dict[str, Any]:
+    async def start(self, user: str, command: str, idempotency_key: str | None, timeout: float) -> JobRef:
+        return await self._request(lambda request_id: StartJob(request_id, user, command, idempotency_key),
+                                   timeout)
+
+    async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
+        return await self._request(lambda request_id: StopJob(request_id, user, job_id), timeout)
+
+    async def _request(self, make: Callable[[int], SupervisorRequest], timeout: float) -> JobRef:
         """Send a request and return the job the supervisor answers with; ApiError for its refusals."""
         self.ensure_up()
         assert self._connection is not None
@@ -87,16 +105,16 @@ class SupervisorLink:
         answer = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
         try:
-            self._connection.send_bytes(encode_request(request_id, request))
+            self._connection.send_bytes(encode(make(request_id)))
         except OSError:
             self._pending.pop(request_id, None)
             self._disconnect("cannot send to the supervisor")
-            raise Unavailable("the job supervisor is not available right now; try again in a moment") from None
+            raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE) from None
         try:
             return await asyncio.wait_for(answer, timeout)
         except asyncio.TimeoutError:
-            raise Unavailable("the job supervisor did not answer in time; check with status or list whether "
-                              "the request took effect") from None
+            raise ApiError(ErrorKind.UNAVAILABLE, "the job supervisor did not answer in time; check with status "
+                                                  "or list whether the request took effect") from None
         finally:
             self._pending.pop(request_id, None)
 
@@ -127,20 +145,26 @@ class SupervisorLink:
         assert self._connection is not None
         try:
             messages = read_available(self._connection)
-        except (EOFError, OSError, ValueError):
-            self._disconnect("lost the supervisor")
+        except (EOFError, OSError, MalformedMessage) as error:
+            self._disconnect(f"lost the supervisor ({error})")
             return
         for message in messages:
-            if message.get("event") == "changed":
-                self.watchers.notify(message.get("jobs", ()))
-                continue
-            answer = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-            if answer is None or answer.done():
-                continue  # its requester gave up waiting
-            if "error" in message:
-                answer.set_exception(api_error(message["error"]["status"], message["error"]["message"]))
-            else:
-                answer.set_result(message["job"])
+            match message:
+                case JobsChanged():
+                    self.watchers.notify(message.job_ids)
+                case JobReply() | Refusal():
+                    self._settle(message)
+                case _:
+                    log.error("ignored a message the supervisor should not send: %r", message)
+
+    def _settle(self, reply: JobReply | Refusal) -> None:
+        answer = self._pending.get(reply.request_id)
+        if answer is None or answer.done():
+            return  # its requester gave up waiting
+        if isinstance(reply, Refusal):
+            answer.set_exception(reply.error())
+        else:
+            answer.set_result(JobRef(reply.job_id, reply.status))
 
     def _disconnect(self, why: str) -> None:
         if self._connection is None:
@@ -151,8 +175,8 @@ class SupervisorLink:
         log.warning("%s; answering 503 until it is back", why)
         for answer in self._pending.values():
             if not answer.done():
-                answer.set_exception(Unavailable("the job supervisor stopped while handling the request; check "
-                                                 "with status or list whether it took effect"))
+                answer.set_exception(ApiError(ErrorKind.UNAVAILABLE, "the job supervisor stopped while handling "
+                                              "the request; check with status or list whether it took effect"))
         self._pending.clear()
         self.watchers.notify_all()
         self._lost.set()

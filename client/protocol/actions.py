@@ -1,0 +1,221 @@
+"""The API's actions, one row each: the request dataclass names the action, its fields (with their JSON names,
+checks and help), and its answer. The request parser, the front end's dispatch, the CLI and the API
+document all read this table, so a new field is one edit here.
+
+A request body is a JSON object whatever the Content-Type, so `curl -d '{...}'` works. Every action accepts
+exactly its own fields (and `token`); anything else is refused rather than ignored, so a typo never passes
+silently. Optional fields given as null count as not given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import MAX_WAIT_SECONDS, JobStatus
+from workerctl.protocol.replies import JobDetail, JobList, JobRef
+from workerctl.protocol.wire import wire_field
+
+MAX_LIST_LIMIT = 1000
+MAX_KEY_LENGTH = 200
+DEFAULT_LIST_LIMIT = 100
+
+Check = Callable[[str, Any], Any]
+"""Turns a field's JSON value (never null) into the request's value, or raises a 400 naming the field."""
+
+
+class Action(StrEnum):
+    START = "start"
+    STOP = "stop"
+    STATUS = "status"
+    LIST = "list"
+    LOGS = "logs"
+
+
+def _refuse(message: str) -> ApiError:
+    return ApiError(ErrorKind.BAD_REQUEST, message)
+
+
+def check_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _refuse(f"{name} must be a non-empty string")
+    if "\x00" in value:
+        raise _refuse(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise _refuse(f"{name} must be valid Unicode text") from None
+    return value
+
+
+def check_key(name: str, value: Any) -> str:
+    key = check_text(name, value)
+    if len(key) > MAX_KEY_LENGTH:
+        raise _refuse(f"{name} must be at most {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def _whole_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_offset(name: str, value: Any) -> int:
+    if not _whole_number(value) or value < 0:
+        raise _refuse(f"{name} must be a whole number of bytes, 0 or more")
+    return value
+
+
+def check_wait(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_WAIT_SECONDS:
+        raise _refuse(f"{name} must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
+    return float(value)
+
+
+def check_limit(name: str, value: Any) -> int:
+    if not _whole_number(value) or not 1 <= value <= MAX_LIST_LIMIT:
+        raise _refuse(f"{name} must be a whole number from 1 to {MAX_LIST_LIMIT}")
+    return value
+
+
+def check_status(name: str, value: Any) -> JobStatus:
+    try:
+        return JobStatus(value)
+    except (ValueError, TypeError):
+        raise _refuse(f"{name} must be one of {', '.join(status.value for status in JobStatus)}") from None
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse(f"{name} must be true or false")
+    return value
+
+
+def api_field(name: str, check: Check, help: str, **options: Any) -> Any:
+    """A request field called `name` on the wire, checked by `check`; required unless it has a default."""
+    return wire_field(name, metadata={"check": check, "help": help}, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiField:
+    """One field of an action, as the parser, the CLI and the API document see it."""
+
+    attribute: str
+    name: str
+    check: Check
+    help: str
+    required: bool
+    default: Any
+
+
+def api_fields(request: type) -> tuple[ApiField, ...]:
+    return tuple(
+        ApiField(field.name, field.metadata["wire"], field.metadata["check"], field.metadata["help"],
+                 field.default is dataclasses.MISSING, None if field.default is dataclasses.MISSING else field.default)
+        for field in dataclasses.fields(request))
+
+
+@dataclasses.dataclass(frozen=True)
+class StartRequest:
+    """Start a shell command; answered once the job is recorded."""
+
+    action: ClassVar[Action] = Action.START
+    answer: ClassVar[type | None] = JobRef
+    command: str = api_field("command", check_text, "the command, run as /bin/sh -c COMMAND")
+    idempotency_key: str | None = api_field(
+        "idempotencyKey", check_key, f"a retried start with this key (at most {MAX_KEY_LENGTH} characters) "
+        "returns the job already started with it", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRequest:
+    """Stop a job and every process it started; answered once they are all gone."""
+
+    action: ClassVar[Action] = Action.STOP
+    answer: ClassVar[type | None] = JobRef
+    job_id: str = api_field("jobID", check_text, "the job")
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusRequest:
+    """A job's status and its output from `offset`; with `wait`, once there is something new."""
+
+    action: ClassVar[Action] = Action.STATUS
+    answer: ClassVar[type | None] = JobDetail
+    job_id: str = api_field("jobID", check_text, "the job")
+    offset: int = api_field("offset", check_offset, "the output from this byte on", default=0)
+    wait: float = api_field("wait", check_wait, "seconds to wait for new output or a new status "
+                            f"(0 to {MAX_WAIT_SECONDS:g})", default=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListRequest:
+    """The caller's jobs, newest first, without output."""
+
+    action: ClassVar[Action] = Action.LIST
+    answer: ClassVar[type | None] = JobList
+    status: JobStatus | None = api_field("status", check_status, "only jobs in this status", default=None)
+    limit: int = api_field("limit", check_limit, f"at most this many jobs (1 to {MAX_LIST_LIMIT})",
+                           default=DEFAULT_LIST_LIMIT)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogsRequest:
+    """A job's output as plain text, streamed; with `follow`, until the job ends."""
+
+    action: ClassVar[Action] = Action.LOGS
+    answer: ClassVar[type | None] = None  # text/plain, not JSON
+    job_id: str = api_field("jobID", check_text, "the job")
+    offset: int = api_field("offset", check_offset, "the output from this byte on", default=0)
+    follow: bool = api_field("follow", check_flag, "keep streaming until the job ends", default=False)
+
+
+Request = StartRequest | StopRequest | StatusRequest | ListRequest | LogsRequest
+
+ACTIONS: dict[Action, type[Request]] = {
+    request.action: request for request in (StartRequest, StopRequest, StatusRequest, ListRequest, LogsRequest)
+}
+_ACTION_NAMES = ", ".join(ACTIONS)
+_FIELDS = {action: api_fields(request) for action, request in ACTIONS.items()}
+_AUTHENTICATION_FIELDS = frozenset({"action", "token"})
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; a 400 if it is not one."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise _refuse("the request body is nested too deeply") from None
+    except ValueError:  # also numbers of more than 4300 digits
+        raise _refuse("the request body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise _refuse("the request body must be a JSON object")
+    return parsed
+
+
+def parse_request(body: dict[str, Any]) -> Request:
+    """The typed request a body asks for; a 400 that says exactly what is wrong if it asks for none."""
+    if "action" not in body:
+        raise _refuse(f"missing field \"action\": use one of {_ACTION_NAMES}")
+    try:
+        action = Action(body["action"])
+    except (ValueError, TypeError):
+        raise _refuse(f"unknown action {_shown(body['action'])}: use one of {_ACTION_NAMES}") from None
+    fields = _FIELDS[action]
+    unknown = body.keys() - {field.name for field in fields} - _AUTHENTICATION_FIELDS
+    if unknown:
+        raise _refuse(f"unknown field{'s' if len(unknown) > 1 else ''} for {action}: {', '.join(sorted(unknown))}")
+    values = {}
+    for field in fields:
+        value = body.get(field.name)
+        if value is not None or field.required:
+            values[field.attribute] = field.check(field.name, value)
+    return ACTIONS[action](**values)
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

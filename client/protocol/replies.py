@@ -1,0 +1,50 @@
+"""What the API answers: a job's reference, its summary (what `list` shows), and its details with output
+(what `status` shows). Each is a dataclass whose fields carry their JSON names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workerctl.protocol.jobs import JobStatus
+from workerctl.protocol.wire import wire_field
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A job and its status: the answer to start and stop."""
+
+    job_id: str = wire_field("jobID")
+    status: JobStatus = wire_field("status")
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job without its output. Times are ISO 8601 in UTC; `signal` names the signal that ended the job."""
+
+    job_id: str = wire_field("jobID")
+    status: JobStatus = wire_field("status")
+    command: str = wire_field("command")
+    exit_code: int | None = wire_field("exitCode")
+    signal: str | None = wire_field("signal")
+    reason: str | None = wire_field("reason")
+    created_at: str | None = wire_field("createdAt")
+    started_at: str | None = wire_field("startedAt")
+    ended_at: str | None = wire_field("endedAt")
+
+
+@dataclass(frozen=True)
+class JobDetail(JobSummary):
+    """A job with its output from some offset: `nextOffset` is where to continue, `outputBytes` how much the
+    job has written, `outputDropped` how much of that is no longer kept."""
+
+    output: str = wire_field("output", default="")
+    output_bytes: int = wire_field("outputBytes", default=0)
+    output_dropped: int = wire_field("outputDropped", default=0)
+    next_offset: int = wire_field("nextOffset", default=0)
+
+
+@dataclass(frozen=True)
+class JobList:
+    """The caller's jobs, newest first: the answer to list."""
+
+    jobs: tuple[JobSummary, ...] = wire_field("jobs")

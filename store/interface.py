@@ -1,0 +1,125 @@
+"""The store's interface: what the front end reads and what the supervisor writes, whatever keeps it.
+
+The local back end (`local.py`: SQLite and files in the data directory) implements it; a back end for several
+hosts implements the same, and neither side changes. A job's record and a piece of its output are the same
+types in every back end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from workerctl.protocol.jobs import JobStatus
+
+
+@dataclass
+class JobRecord:
+    """A job as stored: who started what, and how far it got. Times are seconds since the epoch."""
+
+    id: str
+    owner: str
+    command: str
+    status: JobStatus
+    created_at: float
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    idempotency_key: str | None = None
+    output_bytes: int = 0
+
+
+def now() -> float:
+    """Wall-clock time for records (timestamps shown to users); deadlines use the monotonic clock."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class OutputPart:
+    """Bytes read from a job's output, after `skipped` bytes that were dropped before them."""
+
+    skipped: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Output read from some offset: its parts in order, where to read next, and how much the job has written
+    so far (`total`) and how much of that is not kept (`dropped`). Offsets count bytes of the job's whole
+    output stream, so a reader can ask for "everything from byte N" and never see a byte twice."""
+
+    parts: list[OutputPart]
+    next_offset: int
+    total: int
+    dropped: int
+
+
+class OutputWriteError(OSError):
+    """Output could not be stored (a full or broken disk); the job runs on, the rest of its output is lost."""
+
+
+class JobReader(Protocol):
+    """What the front end reads: a user's jobs and their output. Every lookup is by job ID *and* owner, so
+    another user's job is exactly as absent as a job that does not exist."""
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None: ...
+
+    def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
+        """The owner's jobs, newest first."""
+
+    def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
+        """The job's kept output from stream offset `offset`, at most `limit` bytes of it."""
+
+    def close(self) -> None: ...
+
+
+class OutputSink(Protocol):
+    """Where one running job's output goes, kept within the output limits."""
+
+    total: int  # bytes written so far, kept or not
+
+    def write(self, data: bytes) -> None:
+        """Append `data`; OutputWriteError if it cannot be stored."""
+
+    def close(self) -> None: ...
+
+
+class JobWriter(Protocol):
+    """What the supervisor writes. Record changes wait in a batch until `commit`, which makes them visible to
+    readers all at once; a failed commit raises StoreError and `rollback` drops the batch."""
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None: ...
+
+    def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        """The owner's job started with idempotency key `key`."""
+
+    def unsettled(self) -> list[JobRecord]:
+        """Jobs an earlier run left created or running, oldest first."""
+
+    def insert(self, record: JobRecord) -> None: ...
+
+    def save(self, record: JobRecord) -> None:
+        """Write every field of an existing record."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def open_output(self, job_id: str) -> OutputSink:
+        """A new, empty output for a job about to start; OutputWriteError if it cannot be made."""
+
+    def prune(self, older_than: float, keep_per_owner: int) -> int:
+        """Delete final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` of their
+        owner, with their output; how many were deleted. StoreError if they cannot be."""
+
+    def free_reserve(self) -> bool:
+        """Release the space held back for the records when the storage is full; False if there is none."""
+
+    def close(self) -> None: ...
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (a full disk, a broken database); the message says why."""

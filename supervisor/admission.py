@@ -1,0 +1,64 @@
+"""Admission: which start requests become jobs, and when each waiting job may run.
+
+Pure decisions, no processes and no I/O: a start whose idempotency key this user already used returns that
+job (or is refused if the command differs); a start past the user's queue limit is refused; any other becomes
+a new job, which waits in the pool (see pool.py) until it is its turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import JobStatus, new_job_id
+from workerctl.protocol.messages import StartJob
+from workerctl.store.interface import JobRecord, now
+from workerctl.supervisor.pool import JobPool
+
+FindByKey = Callable[[str, str], JobRecord | None]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    record: JobRecord
+
+
+@dataclass(frozen=True)
+class ExistingJob:
+    record: JobRecord
+
+
+Verdict = NewJob | ExistingJob | ApiError
+
+
+class Admission:
+    def __init__(self, pool: JobPool, max_queued_per_user: int, find_by_key: FindByKey) -> None:
+        self.pool = pool
+        self.max_queued_per_user = max_queued_per_user
+        self.find_by_key = find_by_key
+
+    def decide(self, requests: list[StartJob]) -> list[Verdict]:
+        """A verdict for each request, in order. Requests in one batch see each other: two with the same key
+        make one job, and each new job counts against its user's queue limit."""
+        verdicts: list[Verdict] = []
+        by_key: dict[tuple[str, str], JobRecord] = {}
+        queued = {request.user: self.pool.waiting_for(request.user) for request in requests}
+        for request in requests:
+            key = (request.user, request.idempotency_key) if request.idempotency_key else None
+            existing = key and (by_key.get(key) or self.find_by_key(*key))
+            if existing:
+                verdicts.append(ExistingJob(existing) if existing.command == request.command else ApiError(
+                    ErrorKind.CONFLICT,
+                    f"idempotencyKey {request.idempotency_key!r} was used for another command, job {existing.id}"))
+            elif queued[request.user] >= self.max_queued_per_user:
+                verdicts.append(ApiError(ErrorKind.QUEUE_FULL, f"{queued[request.user]} of your jobs are waiting "
+                                         "already, the most there may be; start more once some have run"))
+            else:
+                queued[request.user] += 1
+                record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
+                                   idempotency_key=request.idempotency_key)
+                if key:
+                    by_key[key] = record
+                verdicts.append(NewJob(record))
+        return verdicts

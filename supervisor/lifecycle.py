@@ -1,0 +1,223 @@
+"""Driving jobs through their phases (see job.py): launching each when the pool gives it a slot, storing its
+output as it comes, ending it at its time limit or on request, ending every process it leaves, and settling it.
+
+Everything runs on the supervisor's one event loop; nothing here blocks it for long, so deadlines fire on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections import deque
+from typing import Any
+
+from workerctl.protocol.jobs import JobStatus
+from workerctl.server.settings import ServerSettings
+from workerctl.store.interface import JobRecord, OutputWriteError
+from workerctl.store.layout import DataLayout
+from workerctl.store.remover import TreeRemover
+from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.containment import Containment
+from workerctl.supervisor.exits import ChildExits, pidfds_work, reap_exited, watch_exit
+from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
+from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.pool import JobPool
+from workerctl.supervisor.publisher import Publisher
+from workerctl.supervisor.spawner import make_workdir, spawn
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK = 1024 * 1024
+
+
+class JobLifecycle:
+    def __init__(self, settings: ServerSettings, layout: DataLayout, pool: JobPool, publisher: Publisher,
+                 containment: Containment, accounts: JobAccounts) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.pool = pool
+        self.publisher = publisher
+        self.containment = containment
+        self.accounts = accounts
+        self.jobs: dict[str, Job] = {}  # every job not yet settled
+        self.child_exits = ChildExits()
+        self.jobs_settled = asyncio.Event()  # set whenever a job settles (pruning waits on it)
+        self.launching = True  # cleared at shutdown: queued jobs stay queued
+        self._jobs_by_pid: dict[int, Job] = {}
+        self._to_launch: deque[Job] = deque()
+        self._launch_handle: asyncio.Handle | None = None
+        self._remover = TreeRemover()
+
+    def add(self, record: JobRecord) -> None:
+        """Take a newly recorded job into the pool; `start_runnable` launches it when its turn comes."""
+        self.jobs[record.id] = Job(record)
+        self.pool.add(record.id, record.owner)
+
+    def own_uids(self) -> dict[str, int | None]:
+        """Each running job's own user ID, where it has one."""
+        return {job.id: self.accounts.own_uid(job.launched.user if job.launched else None)
+                for job in self.jobs.values()}
+
+    # --- launching ----------------------------------------------------------------------------------------
+
+    def start_runnable(self) -> None:
+        if not self.launching:
+            return
+        self._to_launch.extend(self.jobs[job_id] for job_id in self.pool.take_runnable())
+        if self._to_launch and self._launch_handle is None:
+            self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+
+    def _launch_next(self) -> None:
+        """Launch one job, and leave the next for the next turn of the loop: a spawn takes a millisecond or so,
+        and exits, answers and events should not wait behind a whole batch of them."""
+        self._launch_handle = None
+        while self._to_launch:
+            job = self._to_launch.popleft()
+            if job.phase is Phase.QUEUED:  # not stopped while it waited
+                self._launch(job)
+                break
+        if self._to_launch:
+            self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+
+    def _launch(self, job: Job) -> None:
+        try:
+            with contextlib.ExitStack() as undo:  # hands back what was acquired if a later step fails
+                user = self.accounts.acquire()
+                undo.callback(self.accounts.release, user)
+                workdir = make_workdir(self.layout.workdir(job.id), user)
+                undo.callback(self._remover.remove, workdir)
+                output = self.publisher.store.open_output(job.id)
+                undo.callback(output.close)
+                spawned = spawn(job.record.command, job.id, user, workdir, self.containment)
+                undo.pop_all()
+        except (OSError, subprocess.SubprocessError) as error:
+            log.error("job %s could not start: %s", job.id, error)
+            self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
+            asyncio.get_running_loop().call_soon(self.start_runnable)
+            return
+        scope = self.containment.scope(job.id, spawned.pid, lambda: job.main_unreaped, self.accounts.own_uid(user))
+        launched = Launched(spawned.pid, user, workdir, output, spawned.output_fd, scope)
+        job.start_running(launched)
+        self._jobs_by_pid[spawned.pid] = job
+        if pidfds_work():
+            launched.stop_watching_exit = watch_exit(spawned.pid, self.reap)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(spawned.output_fd, self._drain_output, job)
+        launched.deadline = loop.call_later(self.settings.job_timeout, self._time_limit_reached, job)
+        self.publisher.save(job.record)
+
+    # --- output ---------------------------------------------------------------------------------------------
+
+    def _drain_output(self, job: Job) -> None:
+        launched = job.launched
+        assert launched is not None and launched.output_fd is not None
+        try:
+            data = os.read(launched.output_fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            self._store_output(job, data)
+        else:  # every writer has closed it: nothing more can come
+            self._close_output(launched)
+
+    def _store_output(self, job: Job, data: bytes) -> None:
+        assert job.launched is not None
+        if job.output_error is None:
+            try:
+                job.launched.output.write(data)
+            except OutputWriteError as error:
+                job.output_error = error.strerror or str(error)
+                log.error("job %s: output lost from byte %d on: %s", job.id, job.launched.output.total,
+                          job.output_error)
+        self.publisher.output_grew(job.id)
+
+    def _close_output(self, launched: Launched) -> None:
+        if launched.output_fd is not None:
+            asyncio.get_running_loop().remove_reader(launched.output_fd)
+            os.close(launched.output_fd)
+            launched.output_fd = None
+
+    def _drain_remaining_output(self, job: Job) -> None:
+        """Read what the job's processes left in the pipe. None of them is alive, so this ends at EOF at once;
+        if something outside the job holds the pipe open, stop at what is there rather than wait."""
+        launched = job.launched
+        assert launched is not None
+        while launched.output_fd is not None:
+            try:
+                data = os.read(launched.output_fd, _READ_CHUNK)
+            except BlockingIOError:
+                log.warning("job %s: its output pipe is held open by a process outside the job", job.id)
+                data = b""
+            if not data:
+                self._close_output(launched)
+            else:
+                self._store_output(job, data)
+
+    # --- ending ---------------------------------------------------------------------------------------------
+
+    def _time_limit_reached(self, job: Job) -> None:
+        self.end(job, EndRequest(JobStatus.ERROR, f"time limit of {self.settings.job_timeout:g} s exceeded"))
+
+    def end(self, job: Job, request: EndRequest) -> None:
+        """End a job for the server's reasons: settle it if it waits, else end its processes."""
+        if job.phase is Phase.QUEUED:
+            self.pool.withdraw(job.id, job.owner)  # if it waits; one about to be launched gives its slot back
+            self._settle(job, request.status, reason=request.reason)
+        elif job.request_end(request):
+            asyncio.create_task(self._finish(job))
+
+    def reap(self) -> None:
+        """Reap every child that has exited: job shells and orphans re-parented to the supervisor alike."""
+        self.child_exits.notify()
+        for exit in reap_exited():
+            job = self._jobs_by_pid.pop(exit.pid, None)
+            if job is None:
+                continue
+            assert job.launched is not None
+            if job.launched.stop_watching_exit is not None:
+                job.launched.stop_watching_exit()
+                job.launched.stop_watching_exit = None
+            if job.main_exited(exit):
+                asyncio.create_task(self._finish(job))
+
+    async def _finish(self, job: Job) -> None:
+        """End every process of the job, keep the last of its output, and settle it."""
+        launched = job.launched
+        assert launched is not None and job.phase is Phase.ENDING
+        if launched.deadline is not None:
+            launched.deadline.cancel()
+        await terminate(launched.scope, self.settings.kill_grace, self.child_exits)
+        while job.main_exit is None:
+            self.reap()
+            if job.main_exit is None:  # outside its scope somehow; its pid is still ours, as it is unreaped
+                log.warning("job %s: main process %d outlived its scope; killing it", job.id, launched.pid)
+                os.kill(launched.pid, signal.SIGKILL)
+                await asyncio.sleep(0.001)
+        self._drain_remaining_output(job)
+        launched.scope.release()
+        ended = job.end_request or EndRequest(JobStatus.FINISHED)
+        reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
+                   if reason]
+        self._settle(job, ended.status, exit_code=job.main_exit.code, signal=job.main_exit.signal,
+                     reason="; ".join(reasons) or None)
+        self.start_runnable()
+
+    def _settle(self, job: Job, status: JobStatus, **changes: Any) -> None:
+        """Give the job its final status and let go of everything it held, its slot in the pool included."""
+        self.pool.release(job.id)
+        if job.launched is not None:
+            changes["output_bytes"] = job.launched.output.total
+            job.launched.output.close()
+            self._remover.remove(job.launched.workdir)
+            self.accounts.release(job.launched.user)
+        job.settle(status, **changes)
+        self.publisher.save(job.record)
+        del self.jobs[job.id]
+        self.jobs_settled.set()
+
+    def close(self) -> None:
+        self._remover.close()
