@@ -1,16 +1,20 @@
-"""`python -m workerctl` and the `workerctl` command.
+"""`python -m workerctl` and the `workerctl` command: the job commands, and where the server is installed, the
+server's own (serve, users, certs).
 
-Kept tiny on purpose: the server's processes are started with multiprocessing's "spawn", which imports this
-module again in each of them, so everything else is imported only when a command runs.
+This is the one module that puts the client's and the server's commands together. It stays tiny on purpose:
+the server's processes are started with multiprocessing's "spawn", which imports this module again in each
+of them, so everything else is imported only when a command runs.
 """
 
 import sys
 
 
 def main() -> None:
-    from workerctl.cli import run
+    from workerctl.cli.job_commands import JOB_COMMANDS
+    from workerctl.cli.main import run
+    from workerctl.server.commands import SERVER_COMMANDS
 
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:], JOB_COMMANDS + SERVER_COMMANDS))
 
 
 if __name__ == "__main__":

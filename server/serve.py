@@ -137,7 +137,7 @@ class Child:
             self.process.join()
 
 
-def serve(settings: ServerSettings) -> int:
+def run_server(settings: ServerSettings) -> int:
     """Run the server until SIGTERM or SIGINT; the exit status to end with."""
     configure_logging(settings.log_level)
     multiprocessing.current_process().name = "serve"

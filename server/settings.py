@@ -1,19 +1,29 @@
-"""The server's settings: defaults, the optional TOML file, and the checks that turn a bad value into one clear
-sentence before anything starts.
+"""The server's settings, each declared once, with its type, default, help and check: the `serve` flags, its
+TOML settings file, its help screen and the README's table are all made from these declarations.
 
-Precedence: command-line flags, then the settings file (`serve --config FILE`), then the defaults below. The
-defaults serve the development material in `certs/` on 127.0.0.1:8443.
+Precedence: command-line flags, then the settings file (`serve --config FILE`), then the defaults. The defaults
+serve the development material in `certs/` on 127.0.0.1:8443.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_SERVER_KEY, DEV_USERS
+
+UNUSABLE_SETTINGS_EXIT = 78
+"""EX_CONFIG: the exit status of a server process that cannot work with its settings; restarting it is useless."""
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message says which and why in one sentence."""
 
 
 def default_data_dir() -> Path:
@@ -25,74 +35,151 @@ def default_data_dir() -> Path:
     return Path(state_home) / "workerctl"
 
 
-UNUSABLE_SETTINGS_EXIT = 78
-"""EX_CONFIG: the exit status of a server process that cannot work with its settings; restarting it is useless."""
+Check = Callable[[str, Any], None]
+"""Raises SettingsError naming the setting (its flag name) if the value will not do."""
 
 
-class SettingsError(ValueError):
-    """A setting is wrong; the message says which and why in one sentence."""
+def _between(low: int, high: int) -> Check:
+    def check(name: str, value: int) -> None:
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return check
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise SettingsError(f"{name} must be a positive number of seconds or days")
+
+
+def _not_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise SettingsError(f"{name} must be zero or more seconds")
+
+
+def _at_least(least: int) -> Check:
+    def check(name: str, value: int) -> None:
+        if value < least:
+            raise SettingsError(f"{name} must be at least {least}, not {value}")
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(name: str, value: str) -> None:
+        if value not in choices:
+            raise SettingsError(f"{name} must be {', '.join(f'{choice!r}' for choice in choices[:-1])} or "
+                                f"{choices[-1]!r}, not {value!r}")
+    return check
+
+
+def _log_level(name: str, value: str) -> None:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
+
+
+def _setting(default: Any, help: str, check: Check | None = None, shown_default: str | None = None,
+             metavar: str | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "check": check,
+                                                        "shown_default": shown_default, "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8443
-    cert: Path = DEV_SERVER_CERT
-    key: Path = DEV_SERVER_KEY
-    users: Path = DEV_USERS
-    data_dir: Path = default_data_dir()
-    job_timeout: float = 60.0  # seconds a job may run before the server ends it
-    kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
-    max_jobs: int = 1024  # jobs running at once; more wait in `created`
-    max_jobs_per_user: int = 128  # jobs of one user running at once
-    max_queued_per_user: int = 10_000  # jobs of one user waiting in `created`; more are refused with 429
-    max_output_bytes: int = 2 * 1024 * 1024  # output kept whole per job; past it, the head and the tail
-    max_job_processes: int = 1024  # processes and threads of one job, where each job has a user of its own
-    job_user: str | None = None  # "dynamic" (an account per job), or a user name; default: dynamic under root
-    containment: str = "auto"  # "auto", "cgroup" or "process"
-    retention_days: float = 7.0  # final jobs older than this are deleted with their output
-    retention_jobs: int = 1000  # final jobs kept per user, newest first
-    log_level: str = "INFO"
+    host: str = _setting("127.0.0.1", "the address to listen on", metavar="ADDRESS")
+    port: int = _setting(8443, "the port to listen on; 0 takes any free port and logs it",
+                         _between(0, 65535), metavar="PORT")
+    cert: Path = _setting(DEV_SERVER_CERT, "the server's certificate chain (PEM)", shown_default="certs/server.pem",
+                          metavar="FILE")
+    key: Path = _setting(DEV_SERVER_KEY, "the server certificate's private key (PEM)",
+                         shown_default="certs/server-key.pem", metavar="FILE")
+    users: Path = _setting(DEV_USERS, "the users file (re-read when it changes)",
+                           shown_default="certs/dev-users.toml", metavar="FILE")
+    data_dir: Path = _setting(
+        default_data_dir(), "job records, output and working directories; jobs must be able to reach it",
+        shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or ~/.local/state/workerctl",
+        metavar="DIR")
+    job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it", _positive,
+                                  metavar="SECONDS")
+    kill_grace: float = _setting(5.0, "seconds between SIGTERM and SIGKILL when a job is ended", _not_negative,
+                                 metavar="SECONDS")
+    max_jobs: int = _setting(1024, "jobs running at once; more wait in `created`", _at_least(1), metavar="N")
+    max_jobs_per_user: int = _setting(128, "jobs of one user running at once", _at_least(1), metavar="N")
+    max_queued_per_user: int = _setting(10_000, "jobs of one user waiting in `created`; more starts are refused "
+                                        "with 429", _at_least(1), metavar="N")
+    max_output_bytes: int = _setting(2 * 1024 * 1024, "output kept whole per job; past it, its head and tail",
+                                     _at_least(1024 * 1024), metavar="BYTES")
+    max_job_processes: int = _setting(1024, "processes and threads one job may have at once (with a user per "
+                                      "job)", _at_least(1), metavar="N")
+    job_user: str | None = _setting(None, "`dynamic`: each job runs as a user ID of its own; or a user name",
+                                    shown_default="dynamic as root, else the server's own user", metavar="USER")
+    containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
+                                "`auto`: cgroup where possible", _one_of("auto", "cgroup", "process"),
+                                metavar="KIND")
+    retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
+                                     _positive, metavar="DAYS")
+    retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
+    log_level: str = _setting("INFO", "how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level,
+                              metavar="LEVEL")
 
     def validated(self) -> ServerSettings:
-        if not 0 <= self.port <= 65535:
-            raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
-        for name in ("job_timeout", "retention_days"):
-            if not getattr(self, name) > 0:
-                raise SettingsError(f"{name.replace('_', '-')} must be a positive number of seconds or days")
-        if not self.kill_grace >= 0:
-            raise SettingsError("kill-grace must be zero or more seconds")
-        for name in ("max_jobs", "max_jobs_per_user", "max_queued_per_user", "max_job_processes",
-                     "retention_jobs"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name.replace('_', '-')} must be at least 1")
-        if self.max_output_bytes < 1024 * 1024:
-            raise SettingsError("max-output-bytes must be at least 1 MiB (1048576)")
-        if self.containment not in ("auto", "cgroup", "process"):
-            raise SettingsError('containment must be "auto", "cgroup" or "process"')
+        for setting in SETTINGS:
+            if setting.check is not None:
+                setting.check(setting.flag_name, getattr(self, setting.name))
         return self
 
 
-_FIELD_TYPES = {field.name: field.type for field in fields(ServerSettings)}
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as the flags, the settings file, help and the README see it."""
 
+    name: str
+    kind: type
+    default: Any
+    help: str
+    check: Check | None
+    shown_default: str | None
+    metavar: str | None
 
-def _convert(name: str, value: Any) -> Any:
-    """Coerce a flag or file value to the setting's type; SettingsError if it does not fit."""
-    kind = _FIELD_TYPES[name]
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        if kind == "Path":
-            return Path(str(value)).expanduser()
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
+    @property
+    def flag_name(self) -> str:
+        return self.name.replace("_", "-")
+
+    @property
+    def shown(self) -> str:
+        """The default as help and the README show it."""
+        if self.shown_default is not None:
+            return self.shown_default
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    def convert(self, value: Any) -> Any:
+        """A flag's or the settings file's value as this setting's type; SettingsError if it does not fit."""
+        try:
+            if isinstance(value, bool):
                 raise TypeError
-            return int(value)
-        if kind == "float":
-            return float(value)
-        return None if value is None else str(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name.replace('_', '-')} cannot be {value!r}") from None
+            if self.kind is Path:
+                return Path(str(value)).expanduser()
+            if self.kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise TypeError
+                return int(value)
+            if self.kind is float:
+                return float(value)
+            return str(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{self.flag_name} cannot be {value!r}") from None
+
+
+def _declared() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(ServerSettings)
+    return tuple(
+        Setting(field.name, next(kind for kind in typing.get_args(hints[field.name]) or (hints[field.name],)
+                                 if kind is not type(None)),
+                field.default, field.metadata["help"], field.metadata["check"], field.metadata["shown_default"],
+                field.metadata["metavar"])
+        for field in dataclasses.fields(ServerSettings))
+
+
+SETTINGS = _declared()
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
@@ -107,11 +194,19 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettin
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"settings file {config_file} is not valid TOML: {error}") from None
         for key, value in from_file.items():
-            name = key.replace("-", "_")
-            if name not in _FIELD_TYPES:
+            setting = _BY_NAME.get(key.replace("-", "_"))
+            if setting is None:
                 raise SettingsError(f"settings file {config_file} has an unknown setting {key!r}")
-            values[name] = _convert(name, value)
+            values[setting.name] = setting.convert(value)
     for name, value in flags.items():
         if value is not None:
-            values[name] = _convert(name, value)
+            values[name] = _BY_NAME[name].convert(value)
     return replace(ServerSettings(), **values).validated()
+
+
+def markdown_table() -> str:
+    """The README's table of settings."""
+    rows = ["| flag | default | |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        rows.append(f"| `--{setting.flag_name}` | {setting.shown} | {setting.help} |")
+    return "\n".join(rows)

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from workerctl.dev_material import DEV_CA, DEV_SERVER_URL, DEV_TOKEN_FILE
-from workerctl.exit_status import CliError, ExitStatus
+from workerctl.cli.exit_status import CliError, ExitStatus
 
 _FILE_KEYS = frozenset({"server", "token", "token_file", "ca"})
 

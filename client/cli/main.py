@@ -1,0 +1,60 @@
+"""Running a command line: help, the version, dispatch through the command table, and the one place that
+turns every failure into one line on stderr and a documented exit status (see exit_status.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from workerctl.cli import help
+from workerctl.cli.exit_status import CliError, ExitStatus
+from workerctl.cli.fire_adapter import command_words, parse
+from workerctl.cli.table import PROGRAM, Command, find_command
+
+ABOUT = "run shell commands on a workerctl server, and follow them"
+_HELP_FLAGS = ("-h", "--help")
+
+
+def run(args: list[str], commands: Sequence[Command]) -> int:
+    """Run the command line `args` with `commands`; the exit status."""
+    if args in (["--version"], ["version"]):
+        import importlib.metadata  # here, not at the top: it costs every other command 20 ms
+
+        print(f"{PROGRAM} {importlib.metadata.version('workerctl')}")
+        return ExitStatus.OK
+    debug = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
+    try:
+        if not args or any(arg in _HELP_FLAGS for arg in args):
+            sys.stdout.write(_help(commands, [arg for arg in args if arg not in _HELP_FLAGS]))
+            return ExitStatus.OK if args else ExitStatus.USAGE
+        command, values = parse(commands, args)
+        return command.call(values)
+    except CliError as error:
+        print(f"{PROGRAM}: {error.message}", file=sys.stderr)
+        return error.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush is silent
+        return ExitStatus.OK
+    except Exception as error:  # a bug: say so in one line, with the traceback only on request
+        if debug:
+            traceback.print_exc()
+        print(f"{PROGRAM}: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+              file=sys.stderr)
+        return ExitStatus.SOFTWARE
+
+
+def _help(commands: Sequence[Command], args: list[str]) -> str:
+    words = command_words(commands, args)
+    command = find_command(commands, words)
+    if command is not None:
+        return help.command_help(command)
+    if words and any(other.words[0] == words[0] and len(other.words) > 1 for other in commands):
+        return help.group(commands, words[0])
+    if words:
+        parse(commands, words)  # says which command is unknown, and suggests one
+    return help.overview(commands, ABOUT)

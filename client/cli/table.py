@@ -1,0 +1,110 @@
+"""The command line as a table: each command with its arguments and options, declared once.
+
+Dispatch (fire_adapter.py), help (help.py) and the README's tables all read these declarations, so they cannot
+drift apart. A command's `run` is called with its arguments and options as keywords, each converted to the
+option's type; an option not given arrives as its default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workerctl.cli.exit_status import CliError, ExitStatus
+
+PROGRAM = "workerctl"
+
+
+def usage_error(message: str) -> CliError:
+    return CliError(ExitStatus.USAGE, message)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # as typed, without the dashes: "job-timeout"
+    help: str
+    kind: type = str  # str, int, float, bool (a switch, taking no value) or Path
+    default: Any = None
+    shown_default: str | None = None  # what help shows as the default, where `default` is not it
+    short: str | None = None  # a one-letter alias, "-f"
+    metavar: str | None = None
+    required: bool = False
+
+    @property
+    def attribute(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def is_switch(self) -> bool:
+        return self.kind is bool
+
+    def convert(self, value: Any) -> Any:
+        """The value given on the command line, as this option's type; a usage error if it is not one."""
+        if value is None:
+            if self.required:
+                raise usage_error(f"{self.flag} is required")
+            return self.default
+        text = str(value)
+        try:
+            if self.kind is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError
+                return text.lower() == "true"
+            if self.kind is int:
+                return int(text)
+            if self.kind is float:
+                return float(text)
+            if self.kind is Path:
+                return Path(text).expanduser()
+        except ValueError:
+            what = {bool: "true or false", int: "a whole number", float: "a number"}.get(self.kind, "a value")
+            raise usage_error(f"{self.flag} must be {what}, not {text!r}") from None
+        return text
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str  # as the run function takes it: "job_id"
+    help: str
+
+    @property
+    def shown(self) -> str:
+        return self.name.upper()
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # "start", or "users add" for a command in a group
+    summary: str  # one line, for the list of commands
+    run: Callable[..., int]
+    arguments: tuple[Argument, ...] = ()
+    options: tuple[Option, ...] = ()
+    details: str = ""  # more text, for the command's own help
+
+    @property
+    def words(self) -> list[str]:
+        return self.name.split()
+
+    def option(self, flag: str) -> Option | None:
+        """The option a `--name` or `-x` flag names, if this command has one."""
+        for option in self.options:
+            if flag in (option.flag, option.short):
+                return option
+        return None
+
+    def call(self, values: dict[str, Any]) -> int:
+        """Run the command with the values given on the command line (None where not given)."""
+        converted = {option.attribute: option.convert(values.get(option.attribute)) for option in self.options}
+        converted.update((argument.name, values[argument.name]) for argument in self.arguments)
+        return self.run(**converted)
+
+
+def find_command(commands: Sequence[Command], words: Sequence[str]) -> Command | None:
+    """The command whose name is `words`."""
+    return next((command for command in commands if command.words == list(words)), None)
