@@ -2,7 +2,7 @@
 
 - `cli.wall_ms.python`: `python -c pass`, the interpreter alone.
 - `cli.wall_ms.fire`: `python -c "import fire"`, the CLI library alone (Fire imports much of the stdlib).
-- `cli.wall_ms.imports`: `python -c "import fire, workerctl.cli, workerctl.api_client"`, the CLI's imports.
+- `cli.wall_ms.imports`: `python -c "import fire, workerctl.cli.main, …"`, the CLI's imports.
 - `cli.wall_ms.floor`: bench/floor_cli.py, a stdlib script making the same one status request.
 - `cli.wall_ms.workerctl`: `workerctl status ID`.
 - `cli.wall_ms.tsp`: `tsp -s ID`, task-spooler's status (a C program on a Unix socket).
@@ -44,7 +44,7 @@ def measure_cli(contenders: Contenders, round_: Round) -> None:
     commands = {
         "python": [python, "-c", "pass"],
         "fire": [python, "-c", "import fire"],
-        "imports": [python, "-c", "import fire, workerctl.cli, workerctl.api_client"],
+        "imports": [python, "-c", "import fire, workerctl.cli.main, workerctl.cli.job_commands, workerctl.server.commands"],
         "floor": [python, str(FLOOR_CLI), job_id],
         "workerctl": [str(Path(python).parent / "workerctl"), "status", job_id],
         "tsp": ["tsp", "-s", tsp_job],

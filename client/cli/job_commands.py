@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from workerctl.api_client import ApiClient
+from workerctl.cli.api_client import ApiClient
 from workerctl.cli import render
 from workerctl.cli.exit_status import ExitStatus, for_job
 from workerctl.cli.settings import resolve
