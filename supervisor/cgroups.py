@@ -117,6 +117,15 @@ class _CgroupScope(JobScope):
     def processes(self) -> list[psutil.Process]:
         return list(_existing(self._pids()))
 
+    def is_empty(self) -> bool:
+        # Reading cgroup.procs, then finding a listed process dead, proves nothing: it may have forked just
+        # before it died, and its child joined the list after it was read. The kernel's count cannot miss it.
+        try:
+            populated = (self.cgroup / "cgroup.events").read_text().split()[1] == "1"
+        except FileNotFoundError:
+            populated = False
+        return not populated and not (self.main_unreaped() and list(_existing([self.main_pid])))
+
     def kill_all(self) -> None:
         try:
             (self.cgroup / "cgroup.kill").write_text("1")

@@ -35,6 +35,9 @@ INSTANCE_ENV = "WORKERCTL_INSTANCE"
 class JobScope(ABC):
     """The processes of one job."""
 
+    main_pid = 0
+    """The job's first process, where the scope is one job's (signalled first: see killing.py)."""
+
     confirm_empty_after: float | None = None
     """Where membership is pieced together from /proc rather than kept by the kernel: how long to wait before
     looking again to be sure the job has no process left."""
@@ -42,6 +45,11 @@ class JobScope(ABC):
     @abstractmethod
     def processes(self) -> list[psutil.Process]:
         """Every live (not zombie) process of the job now."""
+
+    def is_empty(self) -> bool:
+        """Whether the job has no process left. Where the kernel keeps count, it answers, which also covers a
+        child whose fork is finishing while its parent dies; a listing can miss that child."""
+        return not self.processes()
 
     @abstractmethod
     def kill_all(self) -> None:

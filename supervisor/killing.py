@@ -32,6 +32,9 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         """SIGTERM whatever has joined the job since the last look (a child forked just before its parent
         died, say), so that it too gets the grace period rather than a SIGKILL."""
         newcomers = [process for process in processes if process not in terminated]
+        # The job's shell first: were a child of it to die first, the shell could wake and print "Terminated"
+        # into the job's output before its own SIGTERM arrived.
+        newcomers.sort(key=lambda process: process.pid != scope.main_pid)
         signal_all(newcomers, signal.SIGTERM)
         terminated.update(newcomers)
 
@@ -56,18 +59,18 @@ async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
     deadline = time.monotonic() + timeout
     delay = _FIRST_CHECK
     while True:
-        survivors = scope.processes()
-        if survivors and on_survivors is not None:
-            on_survivors(survivors)
-        if not survivors:
+        if scope.is_empty():
             if scope.confirm_empty_after is None:
                 return True
             # A view pieced together from /proc can miss a process caught between a fork and its parent's
             # exit; one more look a moment later will see it.
             await asyncio.sleep(scope.confirm_empty_after)
             scope.refresh()
-            if not scope.processes():
+            if scope.is_empty():
                 return True
+        survivors = scope.processes()
+        if survivors and on_survivors is not None:
+            on_survivors(survivors)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False

@@ -98,6 +98,7 @@ class _ProcessTreeScope(JobScope):
                  uid: int | None) -> None:
         self.job_id = job_id
         self.main = main
+        self.main_pid = main.pid
         self.main_unreaped = main_unreaped
         self.uid = uid
         self._fresh_after = 0.0

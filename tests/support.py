@@ -168,13 +168,48 @@ def marker() -> str:
 
 
 def processes_with(mark: str) -> list[psutil.Process]:
+    """Live processes whose command line has `mark`, leaving out those already on their way out (killed, say,
+    and not yet torn down by the kernel: they run nothing more)."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
-        if process.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(process.info["cmdline"] or ()):
+        if process.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(process.info["cmdline"] or ()) \
+                and not _exiting(process.pid):
             found.append(process)
     return found
 
 
-def assert_none_left(mark: str, timeout: float = 10.0) -> None:
-    """Every process started with `mark` is gone within `timeout` seconds."""
+_PF_EXITING = 0x4
+
+
+def _exiting(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    flags = int(stat.rsplit(")", 1)[1].split()[6])  # the 9th field, counted after the command's name
+    return bool(flags & _PF_EXITING)
+
+
+def sleepers(mark: str) -> list[psutil.Process]:
+    """The `sleep` processes started with `mark` (not the shells that started them)."""
+    return [process for process in processes_with(mark) if process.name() == "sleep"]
+
+
+def assert_none_left(mark: str) -> None:
+    """No process started with `mark` runs now: for a job that has ended, or been answered as stopped."""
+    left = processes_with(mark)
+    assert not left, f"processes outlived their job: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+def wait_none_left(mark: str, timeout: float = 20.0) -> None:
+    """Every process started with `mark` is gone within `timeout` seconds: for what nothing can be waited on."""
     poll_until(lambda: not processes_with(mark), timeout, message=f"every process with {mark} to be gone")
+
+
+def connected_to(pid: int, port: int) -> bool:
+    """Whether the process `pid` has a TCP connection to `port` on this host."""
+    try:
+        return any(connection.raddr and connection.raddr.port == port and connection.status == "ESTABLISHED"
+                   for connection in psutil.Process(pid).net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return False

@@ -6,7 +6,7 @@ import time
 
 import psutil
 from support import assert_none_left, marker, poll_until, processes_with
-from workerctl.protocol.jobs import is_job_id
+from workerctl.protocol.jobs import MAX_WAIT_SECONDS, is_job_id
 
 
 def test_start_answers_created_with_an_unguessable_id(server):
@@ -87,7 +87,7 @@ def test_stop_a_running_job_kills_it_and_answers_stopped(server):
     server.wait_running(job_id)
     answer = server.call("stop", jobID=job_id)
     assert answer.status == 200 and answer.body == {"jobID": job_id, "status": "stopped"}
-    assert_none_left(mark, timeout=1)
+    assert_none_left(mark)
     status = server.status(job_id)
     assert status["status"] == "stopped" and status["signal"] == "SIGTERM"
 
@@ -215,7 +215,8 @@ def test_a_long_poll_wakes_as_each_job_ends(server):
     for _ in range(200):
         job_id = server.start("echo hello")
         started = time.monotonic()
-        status = server.status(job_id, offset=2**40, wait=10)
+        status = server.status(job_id, offset=2**40, wait=MAX_WAIT_SECONDS)
         if status["status"] != "finished":
-            status = server.status(job_id, offset=2**40, wait=10)
-        assert status["status"] == "finished" and time.monotonic() - started < 2
+            status = server.status(job_id, offset=2**40, wait=MAX_WAIT_SECONDS)
+        # A lost wake-up shows as a poll that lasts its whole wait.
+        assert status["status"] == "finished" and time.monotonic() - started < MAX_WAIT_SECONDS / 2

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from support import marker, poll_until
+from support import connected_to, marker, poll_until
 from workerctl.protocol.jobs import is_job_id
 
 
@@ -246,9 +245,9 @@ def test_followers_and_waiters_learn_how_their_jobs_ended_when_the_server_shuts_
     follower, waiter = (subprocess.Popen([sys.executable, "-m", "workerctl", *args, job_id], env=env, text=True,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                         for args in (["logs", "-f"], ["wait"]))
-    poll_until(lambda: other.status(job_id)["output"] == "started\n")
-    time.sleep(0.5)  # both are waiting now
+    assert follower.stdout.readline() == "started\n"  # the follower's next request is its long poll
+    poll_until(lambda: connected_to(waiter.pid, other.port), message="the waiter to connect")
     assert other.stop() == 0
-    assert follower.communicate(timeout=10) == ("started\n", "") and follower.returncode == 3
+    assert follower.communicate(timeout=10) == ("", "") and follower.returncode == 3
     out, _ = waiter.communicate(timeout=10)
     assert waiter.returncode == 3 and "reason: server shut down" in out

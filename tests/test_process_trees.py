@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from support import assert_none_left, marker, processes_with, start_server
+from support import assert_none_left, marker, poll_until, sleepers, start_server
 from workerctl.supervisor.cgroups import CgroupContainment
 
 # cgroups; process trees with a user ID per job; process trees with every job as one shared account.
@@ -35,37 +35,36 @@ def server(request, tmp_path_factory, tls, users):
     assert running.stop() == 0
 
 
-# Each shell snippet starts processes that try to get away in a different way; all sleep with the marker.
+# Each shell snippet starts processes that try to get away in a different way; all sleep with the marker, and
+# the number says how many such sleeps it starts.
 ESCAPES = {
-    "grandchildren": "sh -c 'sleep {m} & sleep {m}' & sleep {m}",
-    "new session": "setsid sleep {m} & sleep {m}",
-    "double fork": "(setsid sh -c 'sleep {m} &' &); sleep {m}",
-    "ignores SIGTERM": "trap '' TERM; sh -c \"trap '' TERM; sleep {m}\" & sleep {m}",
-    "empty environment": "env -i sh -c 'sleep {m} &'; sleep {m}",
+    "grandchildren": ("sh -c 'sleep {m} & sleep {m}' & sleep {m}", 3),
+    "new session": ("setsid sleep {m} & sleep {m}", 2),
+    "double fork": ("(setsid sh -c 'sleep {m} &' &); sleep {m}", 2),
+    "ignores SIGTERM": ("trap '' TERM; sh -c \"trap '' TERM; sleep {m}\" & sleep {m}", 2),
+    "empty environment": ("env -i sh -c 'sleep {m} &'; sleep {m}", 2),
 }
 
 
 @pytest.mark.parametrize("escape", ESCAPES)
 def test_stop_ends_every_process(server, escape):
     mark = marker()
-    job_id = server.start(ESCAPES[escape].format(m=mark))
-    server.wait_running(job_id)
-    time.sleep(0.2)  # let the escapes happen
-    assert processes_with(mark)
+    snippet, sleeps = ESCAPES[escape]
+    job_id = server.start(snippet.format(m=mark))
+    poll_until(lambda: len(sleepers(mark)) == sleeps, message="every escape to happen")
     answer = server.call("stop", jobID=job_id)
     assert answer.body["status"] == "stopped"
-    # A process the kernel is still tearing down has left the cgroup but may show in /proc for a moment.
-    assert_none_left(mark, timeout=0.5)
+    assert_none_left(mark)
 
 
 @pytest.mark.parametrize("escape", ["grandchildren", "double fork", "ignores SIGTERM"])
 def test_time_limit_ends_every_process(server, escape):
     mark = marker()
-    job_id = server.start(ESCAPES[escape].format(m=mark))
-    status = server.wait_final(job_id, timeout=10)
+    job_id = server.start(ESCAPES[escape][0].format(m=mark))
+    status = server.wait_final(job_id, timeout=20)
     assert status["status"] == "error"
     assert status["reason"] == "time limit of 1.5 s exceeded"
-    assert_none_left(mark, timeout=0.5)
+    assert_none_left(mark)
 
 
 LEFT_BEHIND = {
@@ -81,37 +80,35 @@ def test_a_job_that_exits_leaving_processes_behind_has_them_ended(server, left_b
     job_id = server.start(LEFT_BEHIND[left_behind].format(m=mark))
     status = server.wait_final(job_id)
     assert (status["status"], status["exitCode"]) == ("finished", 5)
-    assert_none_left(mark, timeout=0.5)
+    assert_none_left(mark)
 
 
 def test_a_process_that_forges_another_jobs_tag_still_ends_with_its_own_job(server):
     if server.containment == "process-shared-user":
         pytest.skip("with one shared account and no cgroups, a process may claim to be another job's")
-    mark = marker()
+    mark, forger = marker(), marker()
     other = server.start(f"sleep {mark}", user="bob")
-    job_id = server.start(f"(setsid env WORKERCTL_JOB_ID={other} sleep {mark}.1 &); exit 0")
+    job_id = server.start(f"(setsid env WORKERCTL_JOB_ID={other} sleep {forger} &); exit 0")
     server.wait_final(job_id)
-    assert_none_left(f"{mark}.1", timeout=0.5)
+    assert_none_left(forger)
     server.call("stop", user="bob", jobID=other)
 
 
 def test_a_daemon_ignoring_sigterm_is_killed_after_the_grace_period(server):
     mark = marker()
-    started = time.monotonic()
     job_id = server.start(f"(trap '' TERM; setsid sleep {mark} &); exit 0")
     status = server.wait_final(job_id)
+    # Ended by the grace period's SIGKILL, not by the time limit (which would make it an error).
     assert status["status"] == "finished" and status["exitCode"] == 0
-    assert time.monotonic() - started < 3
-    assert_none_left(mark, timeout=1)
+    assert_none_left(mark)
 
 
 def test_a_fork_loop_is_ended(server):
     mark = marker()
     job_id = server.start(f"while true; do sleep {mark} & done")
-    server.wait_running(job_id)
-    time.sleep(0.3)
+    poll_until(lambda: len(sleepers(mark)) >= 20, message="the loop to fork")
     assert server.call("stop", jobID=job_id).body["status"] == "stopped"
-    assert_none_left(mark, timeout=2)
+    assert_none_left(mark)
 
 
 def test_output_written_by_a_daemon_before_the_kill_is_kept(server):
@@ -125,7 +122,7 @@ def test_many_jobs_time_out_together(server):
     job_ids = [server.start(f"sleep {mark}") for _ in range(30)]
     statuses = [server.wait_final(job_id, timeout=15) for job_id in job_ids]
     assert {status["status"] for status in statuses} == {"error"}
-    assert_none_left(mark, timeout=0.5)
+    assert_none_left(mark)
 
 
 def test_a_fork_bomb_stops_at_the_process_limit(server_factory):
@@ -135,20 +132,33 @@ def test_a_fork_bomb_stops_at_the_process_limit(server_factory):
     status = server.wait_final(job_id)
     assert status["status"] == "finished"
     assert "fork" in status["output"].lower() or "resource temporarily unavailable" in status["output"].lower()
-    assert_none_left(mark, timeout=0.5)
+    assert_none_left(mark)
     other = server.start(f"for i in $(seq 30); do sleep {mark} & done; echo started all")
     assert server.wait_final(other)["output"] == "started all\n"
 
 
 def test_a_process_started_while_the_job_is_ending_gets_sigterm_too(server_factory):
-    server = server_factory("--kill-grace", "3")
-    mark = marker()
+    grace = 40
+    server = server_factory("--kill-grace", str(grace))
+    waiting, newcomer = marker(), marker()
     # On SIGTERM the shell starts one more process and exits: that newcomer must get SIGTERM as well,
     # not wait out the grace period for SIGKILL.
-    job_id = server.start(f"trap 'sleep {mark} & exit 0' TERM; sleep 1000 & wait")
-    server.wait_running(job_id)
-    time.sleep(0.2)
+    job_id = server.start(f"trap 'echo ending; sleep {newcomer} & exit 0' TERM; sleep {waiting} & wait")
+    poll_until(lambda: sleepers(waiting), message="the job to set its trap and start")
     started = time.monotonic()
     assert server.call("stop", jobID=job_id).body["status"] == "stopped"
-    assert time.monotonic() - started < 1.5
-    assert_none_left(mark, timeout=0.5)
+    assert time.monotonic() - started < grace / 2
+    assert server.status(job_id)["output"] == "ending\n"
+    assert_none_left(waiting)
+    assert_none_left(newcomer)
+
+
+def test_a_child_forked_as_its_parent_dies_is_ended_too(server):
+    # A process that forks just before it dies leaves a child a look at the job's processes can miss: the
+    # job is over only when the kernel (or a second look) says nothing is left. Missed, this showed in about
+    # one job in a hundred.
+    for _ in range(300 if server.containment == "cgroup" else 30):
+        mark = marker()
+        job_id = server.start(f"(setsid sh -c 'sleep {mark} &' &); exit 5")
+        assert server.wait_final(job_id)["exitCode"] == 5
+        assert_none_left(mark)

@@ -1,8 +1,9 @@
 """The API's actions for an authenticated user, one handler per action of the protocol's table.
 
 Start and stop go to the supervisor over the link. Status, list and logs read the store, without a round trip;
-long polls and log followers wait for the supervisor's change events. Every lookup is by job ID *and* owner,
-so another user's job answers exactly like a job that does not exist.
+long polls and log followers wait for the supervisor's change events. A job that has not ended is shown only
+while the supervisor is connected (without it, its record may be stale); an ended job is shown at any time.
+Every lookup is by job ID *and* owner, so another user's job answers exactly like a job that does not exist.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class JobApi:
 
     async def status(self, user: str, request: StatusRequest) -> JobDetail:
         """The job and its output from `offset`; with `wait`, first wait for new output or a new status."""
-        self.link.ensure_up()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait
         first_status = None
@@ -84,7 +84,6 @@ class JobApi:
                           client_gone: Callable[[], bool]) -> None:
         """Send the job's output from `offset` as it is; with `follow`, keep sending until the job is final
         or the client goes away."""
-        self.link.ensure_up()
         offset = request.offset
         while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
@@ -107,4 +106,6 @@ class JobApi:
         record = self.jobs.get(job_id, user) if is_job_id(job_id) else None
         if record is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
+        if not record.status.is_final:
+            self.link.ensure_up()
         return record
