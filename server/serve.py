@@ -28,7 +28,7 @@ from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
 from workerctl.server.linux import become_subreaper
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
-from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
@@ -55,8 +55,9 @@ class ServeError(Exception):
     """The server cannot start; the message says why in one sentence."""
 
 
-def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment]:
-    """Fail now, with one clear sentence, on anything that would make the server fail later."""
+def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
+    """Fail now, with one clear sentence, on anything that would make the server fail later. Returns the
+    settings with the containment chosen, the containment, and the user IDs jobs get (held until exit)."""
     try:
         tls_context(settings.cert, settings.key)
     except (OSError, ssl.SSLError) as error:
@@ -68,9 +69,10 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
         prepare(layout)
         hold_lock(layout.serve_lock)  # held until this process exits
         accounts = JobAccounts.resolve(settings.job_user)
+        job_uids = claim_id_block()[0] if accounts.dynamic else NO_IDS  # its lock is held until exit
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
-        containment = choose_containment(settings.containment, layout.instance)
+        containment = choose_containment(settings.containment, layout.instance, job_uids)
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
@@ -81,7 +83,7 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     for material in sorted({settings.cert, settings.users} & {DEV_SERVER_CERT, DEV_USERS}):
         log.warning("using the public development material %s: for your own machine only", material)
     # The supervisor uses what was found here instead of choosing again.
-    return replace(settings, containment=containment.name), containment
+    return replace(settings, containment=containment.name), containment, job_uids
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -141,7 +143,7 @@ def run_server(settings: ServerSettings) -> int:
     """Run the server until SIGTERM or SIGINT; the exit status to end with."""
     configure_logging(settings.log_level)
     multiprocessing.current_process().name = "serve"
-    settings, containment = check_settings(settings)
+    settings, containment, job_uids = check_settings(settings)
     try:
         become_subreaper()
         listening = _listen(settings.host, settings.port)
@@ -150,18 +152,18 @@ def run_server(settings: ServerSettings) -> int:
                       "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
                       settings.users, settings.data_dir, settings.job_timeout)
         with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
-            return _run_children(settings, containment, listening, Path(run_dir) / "supervisor.sock")
+            return _run_children(settings, containment, job_uids, listening, Path(run_dir) / "supervisor.sock")
     finally:
         containment.close()
 
 
-def _run_children(settings: ServerSettings, containment: Containment, listening: socket.socket,
+def _run_children(settings: ServerSettings, containment: Containment, job_uids: range, listening: socket.socket,
                   link_address: Path) -> int:
     authkey = secrets.token_bytes(32)
     parent = os.getpid()
     supervisor_reason = [FIRST_START_REASON]
     supervisor = Child("supervisor", run_supervisor,
-                       lambda: (settings, link_address, authkey, parent, supervisor_reason[0]))
+                       lambda: (settings, job_uids, link_address, authkey, parent, supervisor_reason[0]))
     front_end = Child("web", run_front_end, lambda: (settings, listening, link_address, authkey, parent))
     children = (supervisor, front_end)
     wake_up, _wake_writer, stop_signals = _route_signals()

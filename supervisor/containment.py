@@ -122,8 +122,9 @@ def environ_of(process: psutil.Process) -> dict[str, str]:
         return {}
 
 
-def choose_containment(preference: str, instance: str) -> Containment:
-    """The containment for `preference` ("auto", "cgroup" or "process"), logging what was chosen and why."""
+def choose_containment(preference: str, instance: str, job_uids: range) -> Containment:
+    """The containment for `preference` ("auto", "cgroup" or "process"), logging what was chosen and why;
+    `job_uids` are the user IDs this server gives its jobs, if each gets its own."""
     # Imported here: both build on this module's base classes.
     from workerctl.supervisor.cgroups import CgroupContainment
     from workerctl.supervisor.process_trees import ProcessContainment
@@ -141,4 +142,4 @@ def choose_containment(preference: str, instance: str) -> Containment:
                         "stray", error)
     else:
         log.info("containment: following process trees with psutil")
-    return ProcessContainment(instance)
+    return ProcessContainment(instance, job_uids)

@@ -107,6 +107,8 @@ class Job:
     def request_end(self, request: EndRequest) -> bool:
         """Have the server end the job; True if that moved it to ENDING, False if it was ending already (its
         main process exited, or another request came first: the first reason stands)."""
+        if self.phase is Phase.QUEUED:
+            raise PhaseError(f"job {self.id} has no process to end yet; settle it instead")
         if self.phase is not Phase.RUNNING:
             return False
         self._move(Phase.ENDING)
@@ -115,6 +117,8 @@ class Job:
 
     def main_exited(self, exit: Exit) -> bool:
         """Note how the main process ended; True if that moved the job to ENDING."""
+        if self.launched is None or self.main_exit is not None:
+            raise PhaseError(f"job {self.id} has no main process that could have exited")
         self.main_exit = exit
         if self.phase is not Phase.RUNNING:
             return False

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 _LOCK_WAIT_MARGIN_SECONDS = 10.0
 
 
-def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes, parent_pid: int,
-                   restart_reason: str) -> None:
+def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path, authkey: bytes,
+                   parent_pid: int, restart_reason: str) -> None:
+    """Run the supervisor until SIGTERM; jobs that each get a user ID of their own get one of `job_uids`."""
     configure_logging(settings.log_level)
     # If the serve process dies, end every job and exit, rather than leave them running unsupervised.
     die_with_parent(parent_pid)
@@ -35,12 +36,12 @@ def run_supervisor(settings: ServerSettings, link_address: Path, authkey: bytes,
         layout = DataLayout(settings.data_dir)
         hold_lock(layout.supervisor_lock, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
         store = open_writer(settings.data_dir, settings.max_output_bytes)
-        containment = choose_containment(settings.containment, layout.instance)
+        containment = choose_containment(settings.containment, layout.instance, job_uids)
     except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    accounts = JobAccounts.resolve(settings.job_user)
-    if accounts.fixed is None:
+    accounts = JobAccounts.resolve(settings.job_user, job_uids)
+    if accounts.dynamic:
         limit_processes_per_user(settings.max_job_processes)
     supervisor = Supervisor(settings, store, containment, accounts, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

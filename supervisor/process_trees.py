@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psutil
-from workerctl.supervisor.accounts import DYNAMIC_ID_RANGE
 from workerctl.supervisor.containment import JOB_ENV, Containment, JobScope, environ_of, signal_all
 
 
@@ -70,6 +69,10 @@ def _orphan_belongs_to(process: psutil.Process, job_id: str, main_pid: int) -> b
 class ProcessContainment(Containment):
     name = "process"
 
+    def __init__(self, instance: str, job_uids: range) -> None:
+        super().__init__(instance)
+        self.job_uids = job_uids  # the user IDs this server gives its jobs, if each gets its own
+
     def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
         return _ProcessTreeScope(job_id, psutil.Process(main_pid), main_unreaped, uid)
@@ -82,7 +85,7 @@ class ProcessContainment(Containment):
             if orphan.info["uids"].real not in live_uids and environ_of(orphan).get(JOB_ENV) not in live:
                 strays.update((process.pid, process) for process in _with_descendants(orphan, reading.children))
         for uid, processes in reading.by_uid.items():
-            if uid in DYNAMIC_ID_RANGE and uid not in live_uids:
+            if uid in self.job_uids and uid not in live_uids:
                 strays.update((process.pid, process) for process in processes)
         return list(strays.values())
 

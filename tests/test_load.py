@@ -82,7 +82,7 @@ def test_a_flood_of_mixed_requests(server):
     for thread in threads:
         thread.join()
 
-    assert outcomes.total() > 500, outcomes
+    assert outcomes.total() >= CLIENTS * 10, outcomes  # a flood, however slow the machine
     assert set(outcomes) == {200}, outcomes
     for user, job_id in started:
         assert server.wait_final(job_id, user)["status"] in ("finished", "stopped", "error")

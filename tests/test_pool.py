@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from support import marker, poll_until
-from workerctl.supervisor.pool import JobPool
 
 
 @pytest.fixture(scope="module")
@@ -65,29 +64,6 @@ def test_one_users_flood_does_not_starve_another(server_factory):
     assert server.wait_final(late, user="bob")["output"] == "my turn\n"
     assert running_count(server, flood) == 2
     stop_all(server, flood)
-
-
-def test_pool_gives_a_free_slot_to_the_user_with_fewest_running():
-    pool = JobPool(max_running=2, max_per_user=2)
-    for job_id in ("a1", "a2", "a3"):
-        pool.add(job_id, "alice")
-    assert pool.take_runnable() == ["a1", "a2"]
-    pool.add("b1", "bob")
-    pool.release("a1")
-    assert pool.take_runnable() == ["b1"]
-    pool.release("a2")
-    assert pool.take_runnable() == ["a3"]
-
-
-def test_pool_respects_both_limits_and_withdraws_waiting_jobs():
-    pool = JobPool(max_running=3, max_per_user=1)
-    for number, user in enumerate(("alice", "alice", "bob", "carol", "dave")):
-        pool.add(f"{user}-{number}", user)
-    assert pool.take_runnable() == ["alice-0", "bob-2", "carol-3"]
-    assert pool.withdraw("alice-1", "alice") and not pool.withdraw("alice-1", "alice")
-    assert not pool.withdraw("alice-0", "alice")  # running, not waiting
-    pool.release("bob-2")
-    assert pool.take_runnable() == ["dave-4"]
 
 
 def test_past_the_queue_limit_starts_are_refused_with_429(server_factory):

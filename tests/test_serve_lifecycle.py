@@ -4,6 +4,7 @@ Nothing keeps running unsupervised and no record is lost."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,3 +190,14 @@ def test_jobs_can_use_their_home_and_tmpdir(server_factory):
     server = server_factory()
     status = server.wait_final(server.start('cd "$HOME" && mktemp && echo ok > "$TMPDIR/file" && cat file'))
     assert status["exitCode"] == 0 and status["output"].endswith("ok\n")
+
+
+def test_two_servers_on_one_host_give_their_jobs_different_user_ids(server_factory, tmp_path):
+    first, second = server_factory(), server_factory(data_dir=reachable_by_jobs(tmp_path) / "second")
+    ranges = []
+    for server in (first, second):
+        low, high = map(int, re.search(r"IDs (\d+) to (\d+)", server.log()).groups())
+        uid = int(server.wait_final(server.start("id -u"))["output"])
+        assert low <= uid <= high
+        ranges.append(range(low, high + 1))
+    assert not set(ranges[0]) & set(ranges[1])  # neither hands out, nor sweeps as strays, the other's IDs

@@ -1,0 +1,122 @@
+"""The protocol: the action table and its request parser, the replies, and the link's message codec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from workerctl.protocol.actions import (
+    ACTIONS,
+    Action,
+    ListRequest,
+    StartRequest,
+    StatusRequest,
+    api_fields,
+    parse_body,
+    parse_request,
+)
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import JobStatus, check_transition, InvalidTransition
+from workerctl.protocol.messages import (
+    JobReply,
+    JobsChanged,
+    MalformedMessage,
+    Refusal,
+    StartJob,
+    StopJob,
+    decode,
+    encode,
+)
+from workerctl.protocol.replies import JobDetail, JobList, JobSummary
+from workerctl.protocol.wire import from_wire, to_wire
+
+
+def refusal(body) -> str:
+    with pytest.raises(ApiError) as raised:
+        parse_request(body)
+    assert raised.value.kind is ErrorKind.BAD_REQUEST
+    return raised.value.message
+
+
+def test_every_action_has_one_request_type_with_described_fields():
+    assert set(ACTIONS) == set(Action)
+    for action, request in ACTIONS.items():
+        assert request.action is action and request.__doc__
+        for field in api_fields(request):
+            assert field.help and field.name and callable(field.check)
+
+
+def test_a_request_parses_into_its_typed_request_with_defaults():
+    assert parse_request({"action": "start", "command": "ls -l", "token": "t"}) == StartRequest("ls -l", None)
+    assert parse_request({"action": "status", "jobID": "j", "offset": 5, "wait": 2}) == StatusRequest("j", 5, 2.0)
+    assert parse_request({"action": "list", "status": "running"}) == ListRequest(JobStatus.RUNNING, 100)
+
+
+def test_null_counts_as_not_given():
+    assert parse_request({"action": "status", "jobID": "j", "offset": None, "wait": None}) == StatusRequest("j")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({}, 'missing field "action": use one of start, stop, status, list, logs'),
+    ({"action": "frobnicate"}, 'unknown action "frobnicate": use one of start, stop, status, list, logs'),
+    ({"action": "start"}, "command must be a non-empty string"),
+    ({"action": "start", "command": ""}, "command must be a non-empty string"),
+    ({"action": "start", "command": "a\x00b"}, "command must not contain NUL characters"),
+    ({"action": "start", "command": "\ud800"}, "command must be valid Unicode text"),
+    ({"action": "start", "command": "x", "idempotencyKey": "k" * 201}, "idempotencyKey must be at most 200 characters"),
+    ({"action": "stop", "jobID": "j", "colour": 1}, "unknown field for stop: colour"),
+    ({"action": "status", "jobID": "j", "offset": -1}, "offset must be a whole number of bytes, 0 or more"),
+    ({"action": "status", "jobID": "j", "offset": True}, "offset must be a whole number of bytes, 0 or more"),
+    ({"action": "status", "jobID": "j", "wait": 31}, "wait must be a number of seconds from 0 to 30"),
+    ({"action": "list", "limit": 0}, "limit must be a whole number from 1 to 1000"),
+    ({"action": "list", "status": "done"}, "status must be one of created, running, finished, stopped, error"),
+    ({"action": "logs", "jobID": "j", "follow": "yes"}, "follow must be true or false"),
+])
+def test_a_bad_request_is_refused_with_one_sentence_naming_the_problem(body, message):
+    assert refusal(body) == message
+
+
+@pytest.mark.parametrize("body", [b"", b"[1]", b"{", b'"text"', b"[" * 100_000])
+def test_a_body_that_is_not_a_json_object_is_refused(body):
+    with pytest.raises(ApiError) as raised:
+        parse_body(body)
+    assert raised.value.kind is ErrorKind.BAD_REQUEST
+
+
+def test_replies_carry_their_json_names_and_come_back_the_same():
+    summary = JobSummary("j", JobStatus.FINISHED, "true", 0, None, None, "t0", "t1", "t2")
+    detail = JobDetail(**dataclasses.asdict(summary), output="hi\n", output_bytes=3, next_offset=3)
+    wired = to_wire(detail)
+    assert list(wired) == ["jobID", "status", "command", "exitCode", "signal", "reason", "createdAt", "startedAt",
+                           "endedAt", "output", "outputBytes", "outputDropped", "nextOffset"]
+    assert from_wire(JobDetail, wired) == detail
+    listed = JobList((summary, summary))
+    assert from_wire(JobList, to_wire(listed)) == listed
+
+
+@pytest.mark.parametrize("message", [
+    StartJob(1, "alice", "ls -l", "key"), StopJob(2, "bob", "j"), JobReply(3, "j", JobStatus.RUNNING),
+    Refusal(4, ErrorKind.QUEUE_FULL, "too many"), JobsChanged(("a", "b")),
+])
+def test_link_messages_survive_their_codec(message):
+    decoded = decode(encode(message))
+    assert decoded == message and type(decoded) is type(message)
+
+
+@pytest.mark.parametrize("data", [b"", b"[]", b'{"type": "nope"}', b'{"type": "stop", "user": "a"}',
+                                  b'{"type": "job", "request_id": 1, "job_id": "j", "status": "sleeping"}'])
+def test_anything_else_on_the_link_is_a_malformed_message(data):
+    with pytest.raises(MalformedMessage):
+        decode(data)
+
+
+def test_a_refusal_carries_its_error_kind_across():
+    error = Refusal.of(7, ApiError(ErrorKind.STORAGE_FULL, "disk full")).error()
+    assert (error.kind, error.message) == (ErrorKind.STORAGE_FULL, "disk full")
+
+
+def test_final_statuses_are_final():
+    check_transition(JobStatus.CREATED, JobStatus.STOPPED)
+    for final in (JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.ERROR):
+        with pytest.raises(InvalidTransition):
+            check_transition(final, JobStatus.RUNNING)
