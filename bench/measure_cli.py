@@ -44,7 +44,8 @@ def measure_cli(contenders: Contenders, round_: Round) -> None:
     commands = {
         "python": [python, "-c", "pass"],
         "fire": [python, "-c", "import fire"],
-        "imports": [python, "-c", "import fire, workerctl.cli.main, workerctl.cli.job_commands, workerctl.server.commands"],
+        "imports": [python, "-c",
+                    "import fire, workerctl.cli.main, workerctl.cli.job_commands, workerctl.server.commands"],
         "floor": [python, str(FLOOR_CLI), job_id],
         "workerctl": [str(Path(python).parent / "workerctl"), "status", job_id],
         "tsp": ["tsp", "-s", tsp_job],

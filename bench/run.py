@@ -26,7 +26,7 @@ from bench.deps import REPOSITORY, ensure_dependencies  # noqa: E402
 
 _BUDGET_SECONDS = 540.0  # start no round that would likely end past this
 _INSTALLED_ENV = "WORKERCTL_BENCH_INSTALLED"
-_SERVER_CODE = ("client", "web", "supervisor", "pyproject.toml")
+_SERVER_CODE = ("client", "server", "store", "web", "supervisor", "pyproject.toml")
 
 
 def _about() -> dict[str, str]:

@@ -28,15 +28,15 @@ from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
 from workerctl.server.linux import become_subreaper
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.store.layout import DataDirError, DataLayout, hold_lock
+from workerctl.store.local import prepare
+from workerctl.store.users import UsersFileError, load_users
 from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
-from workerctl.store.layout import DataDirError, DataLayout, hold_lock
-from workerctl.store.local import prepare
 from workerctl.supervisor.main import run_supervisor
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
-from workerctl.store.users import UsersFileError, load_users
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus, new_job_id
@@ -29,7 +30,7 @@ class ExistingJob:
     record: JobRecord
 
 
-Verdict = NewJob | ExistingJob | ApiError
+Verdict: TypeAlias = NewJob | ExistingJob | ApiError
 
 
 class Admission:

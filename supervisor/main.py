@@ -10,11 +10,11 @@ from pathlib import Path
 from workerctl.server.linux import become_subreaper, die_with_parent, limit_processes_per_user, raise_open_files_limit
 from workerctl.server.logs import configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
-from workerctl.supervisor.accounts import JobAccounts
-from workerctl.supervisor.containment import choose_containment
 from workerctl.store.backends import open_writer
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
+from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.containment import choose_containment
 from workerctl.supervisor.service import Supervisor
 
 log = logging.getLogger(__name__)

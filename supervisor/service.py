@@ -18,7 +18,7 @@ from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.messages import JobReply, Message, Refusal, StartJob, StopJob
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
-from workerctl.store.interface import JobRecord, JobWriter, StoreError, now
+from workerctl.store.interface import JobWriter, StoreError, now
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.admission import Admission, NewJob, Verdict

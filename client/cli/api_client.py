@@ -14,8 +14,8 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from workerctl.cli.settings import ClientSettings
 from workerctl.cli.exit_status import CliError, ExitStatus, for_http_status
+from workerctl.cli.settings import ClientSettings
 
 _TIMEOUT_SECONDS = 30.0
 

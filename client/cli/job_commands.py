@@ -6,15 +6,14 @@ HTTPS client built from them. Their options that are API fields take their help 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from workerctl.cli.api_client import ApiClient
 from workerctl.cli import render
+from workerctl.cli.api_client import ApiClient
 from workerctl.cli.exit_status import ExitStatus, for_job
 from workerctl.cli.settings import resolve
 from workerctl.cli.table import Argument, Command, Option

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from workerctl.dev_material import DEV_CA, DEV_SERVER_URL, DEV_TOKEN_FILE
 from workerctl.cli.exit_status import CliError, ExitStatus
+from workerctl.dev_material import DEV_CA, DEV_SERVER_URL, DEV_TOKEN_FILE
 
 _FILE_KEYS = frozenset({"server", "token", "token_file", "ca"})
 

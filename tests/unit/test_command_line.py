@@ -59,7 +59,8 @@ def test_groups_of_commands():
     (("users", "ad", "x"), "unknown command 'users ad' (did you mean 'users add' or 'users list'?)"),
     (("start", "true", "--bogus"), "start has no option --bogus (see 'workerctl start --help')"),
     (("list", "--limt", "3"), "list has no option --limt (did you mean --limit?)"),
-    (("start", "ls", "-l"), 'start has no option -l (quote the command as one argument, as in: workerctl start "ls -l")'),
+    (("start", "ls", "-l"),
+     'start has no option -l (quote the command as one argument, as in: workerctl start "ls -l")'),
     (("status",), "status needs JOB_ID (see 'workerctl status --help')"),
     (("status", "a", "b"), "unexpected argument 'b' for status (see 'workerctl status --help')"),
 ])

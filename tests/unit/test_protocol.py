@@ -16,7 +16,7 @@ from workerctl.protocol.actions import (
     parse_request,
 )
 from workerctl.protocol.errors import ApiError, ErrorKind
-from workerctl.protocol.jobs import JobStatus, check_transition, InvalidTransition
+from workerctl.protocol.jobs import InvalidTransition, JobStatus, check_transition
 from workerctl.protocol.messages import (
     JobReply,
     JobsChanged,
