@@ -24,7 +24,7 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _spread(spread: Spread) -> str:
+def spread_text(spread: Spread) -> str:
     if spread.missing:
         return "—"
     if spread.rounds == 1:
@@ -72,8 +72,8 @@ def _table(table: Table, rounds: list[Round]) -> list[str]:
              "|" + " --- |" * len(header)]
     for row in table.rows:
         cells = [row.label, row.unit]
-        cells += [_spread(figure(rounds, f"{row.measure}.{contender}")) for contender in table.contenders]
-        cells += [_spread(ratio(rounds, f"{row.measure}.workerctl", f"{row.measure}.{contender}"))
+        cells += [spread_text(figure(rounds, f"{row.measure}.{contender}")) for contender in table.contenders]
+        cells += [spread_text(ratio(rounds, f"{row.measure}.workerctl", f"{row.measure}.{contender}"))
                   for contender in ratio_columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
@@ -128,7 +128,11 @@ def write_results(directory: Path, rounds: list[Round], about: dict[str, Any], n
 
 def read_results(directory: Path) -> tuple[list[Round], dict[str, Any]]:
     """The rounds and run details that write_results saved in results.json."""
-    saved = json.loads((directory / "results.json").read_text())
+    return read_results_file(directory / "results.json")
+
+
+def read_results_file(path: Path) -> tuple[list[Round], dict[str, Any]]:
+    saved = json.loads(path.read_text())
     rounds = []
     for index, stored in enumerate(saved["rounds"]):
         round_ = Round(index)

@@ -10,11 +10,19 @@ import sys
 
 
 def main() -> None:
+    from workerctl.cli.fire_adapter import command_words
     from workerctl.cli.job_commands import JOB_COMMANDS
     from workerctl.cli.main import run
-    from workerctl.server.commands import SERVER_COMMANDS
+    from workerctl.cli.table import find_command
 
-    sys.exit(run(sys.argv[1:], JOB_COMMANDS + SERVER_COMMANDS))
+    args = sys.argv[1:]
+    commands = JOB_COMMANDS
+    # A job command needs nothing of the server; anything else (serve, users, certs, help, a typo) sees all.
+    if find_command(JOB_COMMANDS, command_words(JOB_COMMANDS, args)) is None:
+        from workerctl.server.commands import SERVER_COMMANDS
+
+        commands += SERVER_COMMANDS
+    sys.exit(run(args, commands))
 
 
 if __name__ == "__main__":

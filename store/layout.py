@@ -13,6 +13,7 @@ locks that keep two servers (or two supervisors) from owning the same jobs.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import stat
@@ -35,7 +36,7 @@ class DataLayout:
     def records(self) -> Path:
         return self.root / "jobs.sqlite3"
 
-    @property
+    @functools.cached_property  # on the path of every status answer
     def output_root(self) -> Path:
         return self.root / "output"
 

@@ -55,7 +55,8 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
 async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
                    on_survivors: Callable[[list[psutil.Process]], None] | None = None) -> bool:
     """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less, and
-    hands the processes found at each check to `on_survivors`."""
+    hands the processes found at each check to `on_survivors`, if given (else only asks whether any are left,
+    which costs less)."""
     deadline = time.monotonic() + timeout
     delay = _FIRST_CHECK
     while True:
@@ -68,9 +69,10 @@ async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
             scope.refresh()
             if scope.is_empty():
                 return True
-        survivors = scope.processes()
-        if survivors and on_survivors is not None:
-            on_survivors(survivors)
+        if on_survivors is not None:
+            survivors = scope.processes()
+            if survivors:
+                on_survivors(survivors)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False

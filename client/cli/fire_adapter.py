@@ -14,7 +14,6 @@ binds the rest of the command line to the command's arguments and options. To ke
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 import io
 from collections.abc import Sequence
@@ -70,7 +69,7 @@ def _command(commands: Sequence[Command], args: list[str]) -> tuple[Command, lis
             return command, rest
     names = [command.name for command in candidates]
     wanted = " ".join(words)
-    close = difflib.get_close_matches(wanted, names, n=2)
+    close = _close_matches(wanted, names)
     hint = f"did you mean {' or '.join(repr(name) for name in close)}?" if close else f"see '{PROGRAM} --help'"
     raise usage_error(f"unknown command '{wanted}' ({hint})")
 
@@ -102,11 +101,17 @@ def _is_number(arg: str) -> bool:
 
 
 def _unknown_option(command: Command, flag: str) -> str:
-    close = difflib.get_close_matches(flag, [option.flag for option in command.options], n=1)
+    close = _close_matches(flag, [option.flag for option in command.options])[:1]
     hint = f"did you mean {close[0]}?" if close else f"see '{PROGRAM} {command.name} --help'"
     if command.arguments and command.words == ["start"] and not flag.startswith("--"):
         hint = f'quote the command as one argument, as in: {PROGRAM} start "ls -l"'
     return f"{command.name} has no option {flag} ({hint})"
+
+
+def _close_matches(word: str, candidates: list[str]) -> list[str]:
+    import difflib  # here: only a mistake needs it
+
+    return difflib.get_close_matches(word, candidates, n=2)
 
 
 def _bind(command: Command, rest: list[str]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import MAX_WAIT_SECONDS, JobStatus
-from workerctl.protocol.replies import JobDetail, JobList, JobRef
 from workerctl.protocol.wire import wire_field
 
 MAX_LIST_LIMIT = 1000
@@ -123,7 +122,7 @@ class StartRequest:
     """Start a shell command; answered once the job is recorded."""
 
     action: ClassVar[Action] = Action.START
-    answer: ClassVar[type | None] = JobRef
+    answer: ClassVar[str | None] = "JobRef"
     command: str = api_field("command", check_text, "the command, run as /bin/sh -c COMMAND")
     idempotency_key: str | None = api_field(
         "idempotencyKey", check_key, f"a retried start with this key (at most {MAX_KEY_LENGTH} characters) "
@@ -135,7 +134,7 @@ class StopRequest:
     """Stop a job and every process it started; answered once they are all gone."""
 
     action: ClassVar[Action] = Action.STOP
-    answer: ClassVar[type | None] = JobRef
+    answer: ClassVar[str | None] = "JobRef"
     job_id: str = api_field("jobID", check_text, "the job")
 
 
@@ -144,7 +143,7 @@ class StatusRequest:
     """A job's status and its output from `offset`; with `wait`, once there is something new."""
 
     action: ClassVar[Action] = Action.STATUS
-    answer: ClassVar[type | None] = JobDetail
+    answer: ClassVar[str | None] = "JobDetail"
     job_id: str = api_field("jobID", check_text, "the job")
     offset: int = api_field("offset", check_offset, "the output from this byte on", default=0)
     wait: float = api_field("wait", check_wait, "seconds to wait for new output or a new status "
@@ -156,7 +155,7 @@ class ListRequest:
     """The caller's jobs, newest first, without output."""
 
     action: ClassVar[Action] = Action.LIST
-    answer: ClassVar[type | None] = JobList
+    answer: ClassVar[str | None] = "JobList"
     status: JobStatus | None = api_field("status", check_status, "only jobs in this status", default=None)
     limit: int = api_field("limit", check_limit, f"at most this many jobs (1 to {MAX_LIST_LIMIT})",
                            default=DEFAULT_LIST_LIMIT)
@@ -167,7 +166,7 @@ class LogsRequest:
     """A job's output as plain text, streamed; with `follow`, until the job ends."""
 
     action: ClassVar[Action] = Action.LOGS
-    answer: ClassVar[type | None] = None  # text/plain, not JSON
+    answer: ClassVar[str | None] = None  # text/plain, not JSON
     job_id: str = api_field("jobID", check_text, "the job")
     offset: int = api_field("offset", check_offset, "the output from this byte on", default=0)
     follow: bool = api_field("follow", check_flag, "keep streaming until the job ends", default=False)
@@ -181,6 +180,17 @@ ACTIONS: dict[Action, type[Request]] = {
 _ACTION_NAMES = ", ".join(ACTIONS)
 _FIELDS = {action: api_fields(request) for action, request in ACTIONS.items()}
 _AUTHENTICATION_FIELDS = frozenset({"action", "token"})
+
+
+def answer_type(request: type[Request]) -> type | None:
+    """The reply dataclass a request is answered with; None for a stream of text. (Named, not imported, in each
+    row: the command line reads this table too, and need not pay for the replies' classes.)"""
+    if request.answer is None:
+        return None
+    from workerctl.protocol import replies
+
+    answer: type = getattr(replies, request.answer)
+    return answer
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 import signal
 from enum import StrEnum
 
@@ -57,6 +55,9 @@ _JOB_ID_PATTERN = re.compile(r"j[a-z2-7]{26}")
 
 
 def new_job_id() -> str:
+    import base64  # here: the supervisor alone makes IDs, and `secrets` costs every CLI command 4 ms to import
+    import secrets
+
     return "j" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 

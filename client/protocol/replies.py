@@ -1,5 +1,6 @@
 """What the API answers: a job's reference, its summary (what `list` shows), and its details with output
-(what `status` shows). Each is a dataclass whose fields carry their JSON names."""
+(what `status` shows). Each is a dataclass whose fields carry their JSON names. They are built once per answer
+and not frozen: a frozen dataclass costs more to build, on the path of every status answer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.wire import wire_field
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobRef:
     """A job and its status: the answer to start and stop."""
 
@@ -17,7 +18,7 @@ class JobRef:
     status: JobStatus = wire_field("status")
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobSummary:
     """A job without its output. Times are ISO 8601 in UTC; `signal` names the signal that ended the job."""
 
@@ -32,7 +33,7 @@ class JobSummary:
     ended_at: str | None = wire_field("endedAt")
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobDetail(JobSummary):
     """A job with its output from some offset: `nextOffset` is where to continue, `outputBytes` how much the
     job has written, `outputDropped` how much of that is no longer kept."""
@@ -43,7 +44,7 @@ class JobDetail(JobSummary):
     next_offset: int = wire_field("nextOffset", default=0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobList:
     """The caller's jobs, newest first: the answer to list."""
 

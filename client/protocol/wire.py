@@ -21,14 +21,26 @@ def wire_field(name: str, **options: Any) -> Any:
 
 
 @functools.cache
-def _names(cls: type) -> tuple[tuple[str, str], ...]:
+def _names(cls: Any) -> tuple[tuple[str, str], ...]:
     """(attribute, wire name) for each field of `cls`."""
     return tuple((field.name, field.metadata.get(_WIRE, field.name)) for field in dataclasses.fields(cls))
 
 
+@functools.cache
+def _nested(cls: Any) -> tuple[str, ...]:
+    """The wire names of the fields of `cls` that hold dataclasses or tuples, which their JSON form spells out."""
+    hints = typing.get_type_hints(cls)
+    return tuple(wire for attribute, wire in _names(cls)
+                 if typing.get_origin(hints[attribute]) is tuple or dataclasses.is_dataclass(hints[attribute]))
+
+
 def to_wire(instance: Any) -> dict[str, Any]:
-    """The JSON-ready dict of a dataclass instance, nested dataclasses and sequences of them included."""
-    return {wire: _plain(getattr(instance, attribute)) for attribute, wire in _names(type(instance))}
+    """The JSON-ready dict of a dataclass instance, nested dataclasses and tuples of them included."""
+    cls = type(instance)
+    wired = {wire: getattr(instance, attribute) for attribute, wire in _names(cls)}
+    for wire in _nested(cls):
+        wired[wire] = _plain(wired[wire])
+    return wired
 
 
 def _plain(value: Any) -> Any:
@@ -40,7 +52,7 @@ def _plain(value: Any) -> Any:
 
 
 @functools.cache
-def _converters(cls: type) -> dict[str, Any]:
+def _converters(cls: Any) -> dict[str, Any]:
     """For each attribute whose JSON form differs from its type (an enum, a tuple, a dataclass), the callable
     that turns the JSON value into it."""
     converters: dict[str, Any] = {}

@@ -11,6 +11,7 @@ from workerctl.protocol.actions import (
     ListRequest,
     StartRequest,
     StatusRequest,
+    answer_type,
     api_fields,
     parse_body,
     parse_request,
@@ -42,6 +43,7 @@ def test_every_action_has_one_request_type_with_described_fields():
     assert set(ACTIONS) == set(Action)
     for action, request in ACTIONS.items():
         assert request.action is action and request.__doc__
+        assert action is Action.LOGS and answer_type(request) is None or dataclasses.is_dataclass(answer_type(request))
         for field in api_fields(request):
             assert field.help and field.name and callable(field.check)
 
