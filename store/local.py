@@ -23,7 +23,7 @@ def prepare(layout: DataLayout) -> None:
     except OSError as error:
         raise DataDirError(f"data directory {layout.root} is not usable: {error.strerror or error}") from None
     except StoreError as error:
-        raise DataDirError(f"the job records in {layout.root} cannot be opened: {error.__cause__}") from None
+        raise DataDirError(f"the job records in {layout.root} cannot be opened: {error.__cause__ or error}") from None
 
 
 class LocalJobReader:

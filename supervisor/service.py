@@ -149,7 +149,8 @@ class Supervisor:
         except StoreError as error:
             self.store.rollback()
             log.error("cannot record new jobs: %s", error)
-            failure = ApiError(ErrorKind.STORAGE_FULL, f"the server could not record the job: {error.__cause__}")
+            failure = ApiError(ErrorKind.STORAGE_FULL,
+                               f"the server could not record the job: {error.__cause__ or error}")
             verdicts = [failure if isinstance(verdict, NewJob) else verdict for verdict in verdicts]
             created = []
         for record in created:
