@@ -91,7 +91,11 @@ def main(argv: list[str]) -> int:
     from bench.material import make_credentials
     from bench.measure_cli import measure_cli
     from bench.measure_jobs import measure_status, measure_stop, measure_trivial_jobs
-    from bench.measure_limits import measure_output, measure_sleepers, measure_time_limit
+    from bench.measure_limits import (
+        measure_output,
+        measure_sleepers,
+        measure_time_limit,
+    )
     from bench.report import write_results
     from bench.rounds import Round
 

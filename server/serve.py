@@ -35,6 +35,7 @@ from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
 from workerctl.supervisor.main import run_supervisor
+from workerctl.supervisor.sandbox import namespaces_problem, unavailable
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
 
@@ -73,6 +74,8 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
         containment = choose_containment(settings.containment, layout.instance, job_uids)
+        if settings.sandbox == "on" and (problem := namespaces_problem(settings.network)) is not None:
+            raise ServeError(unavailable(problem))
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:

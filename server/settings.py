@@ -114,6 +114,11 @@ class ServerSettings:
     containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
                                 "`auto`: cgroup where possible", _one_of("auto", "cgroup", "process"),
                                 metavar="KIND")
+    sandbox: str = _setting("auto", "`on`: each job in namespaces of its own (its processes, mounts, /tmp, IPC, "
+                            "host name; see --network), or refuse to start; `off`; `auto`: on where the kernel "
+                            "allows", _one_of("auto", "on", "off"), metavar="MODE")
+    network: str = _setting("none", "with the sandbox, `none`: a job has only a loopback of its own; `host`: the "
+                            "host's network", _one_of("none", "host"), metavar="MODE")
     retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
                                      _positive, metavar="DAYS")
     retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")

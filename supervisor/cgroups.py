@@ -19,11 +19,6 @@ from workerctl.supervisor.containment import Containment, JobScope, TaggedLeftov
 
 log = logging.getLogger(__name__)
 
-SHELL = "/bin/sh"
-# The job's first process moves itself into the job's cgroup (writing 0 to cgroup.procs moves the writer),
-# as root and before anything of the job runs, then becomes the job. The move waits on a lock the whole kernel
-# shares, for milliseconds at times: done here, it delays this job alone, not the supervisor's event loop.
-_JOIN_THEN_EXEC = 'echo 0 > "$0" || { echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; exec "$@"'
 
 
 def _cgroup2_home() -> Path | None:
@@ -73,11 +68,14 @@ class CgroupContainment(Containment):
         return containment
 
     @contextmanager
-    def spawning(self, job_id: str, argv: list[str]) -> Iterator[list[str]]:
+    def spawning(self, job_id: str) -> Iterator[tuple[Path, ...]]:
+        # The job's first process moves itself into the job's cgroup (writing 0 to cgroup.procs moves the
+        # writer), as root and before anything of the job runs. The move waits on a lock the whole kernel
+        # shares, for milliseconds at times: done there, it delays this job alone, not the supervisor's loop.
         cgroup = self.root / job_id
         cgroup.mkdir()
         try:
-            yield [SHELL, "-c", _JOIN_THEN_EXEC, str(cgroup / "cgroup.procs"), *argv]
+            yield (cgroup / "cgroup.procs",)
         except BaseException:
             cgroup.rmdir()  # nothing was started in it
             raise

@@ -23,6 +23,7 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 
@@ -77,9 +78,10 @@ class Containment(ABC):
         self.instance = instance
 
     @contextmanager
-    def spawning(self, job_id: str, argv: list[str]) -> Iterator[list[str]]:
-        """Spawn the job's first process inside this block, running the command line it yields for `argv`."""
-        yield argv
+    def spawning(self, job_id: str) -> Iterator[tuple[Path, ...]]:
+        """Spawn the job's first process inside this block; it must join the cgroups whose cgroup.procs files
+        this yields before anything of the job runs."""
+        yield ()
 
     @abstractmethod
     def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],

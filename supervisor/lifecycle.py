@@ -27,7 +27,8 @@ from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
-from workerctl.supervisor.spawner import make_workdir, spawn
+from workerctl.supervisor.sandbox import JobPlan, Sandbox
+from workerctl.supervisor.spawner import job_environment, make_private_directory, spawn
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ _READ_CHUNK = 1024 * 1024
 
 class JobLifecycle:
     def __init__(self, settings: ServerSettings, layout: DataLayout, pool: JobPool, publisher: Publisher,
-                 containment: Containment, accounts: JobAccounts) -> None:
+                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox) -> None:
         self.settings = settings
+        self.sandbox = sandbox
         self.layout = layout
         self.pool = pool
         self.publisher = publisher
@@ -88,11 +90,14 @@ class JobLifecycle:
             with contextlib.ExitStack() as undo:  # hands back what was acquired if a later step fails
                 user = self.accounts.acquire()
                 undo.callback(self.accounts.release, user)
-                workdir = make_workdir(self.layout.workdir(job.id), user)
+                workdir = make_private_directory(self.layout.workdir(job.id), user)
                 undo.callback(self._remover.remove, workdir)
                 output = self.publisher.store.open_output(job.id)
                 undo.callback(output.close)
-                spawned = spawn(job.record.command, job.id, user, workdir, self.containment)
+                with self.containment.spawning(job.id) as cgroups:
+                    plan = JobPlan(job.record.command, job.owner, user, workdir, cgroups)
+                    environment = job_environment(job.id, self.containment.instance, plan, self.sandbox, workdir)
+                    spawned = spawn(plan, self.sandbox, environment)
                 undo.pop_all()
         except (OSError, subprocess.SubprocessError) as error:
             log.error("job %s could not start: %s", job.id, error)

@@ -7,7 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from workerctl.server.linux import become_subreaper, die_with_parent, limit_processes_per_user, raise_open_files_limit
+from workerctl.server.linux import (
+    become_subreaper,
+    die_with_parent,
+    limit_processes_per_user,
+    raise_open_files_limit,
+)
 from workerctl.server.logs import configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.backends import open_writer
@@ -15,6 +20,7 @@ from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.containment import choose_containment
+from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable, hidden_from_jobs
 from workerctl.supervisor.service import Supervisor
 
 log = logging.getLogger(__name__)
@@ -43,5 +49,10 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
     accounts = JobAccounts.resolve(settings.job_user, job_uids)
     if accounts.dynamic:
         limit_processes_per_user(settings.max_job_processes)
-    supervisor = Supervisor(settings, store, containment, accounts, link_address, authkey)
+    try:
+        sandbox = Sandbox.choose(settings.sandbox, settings.network, hidden_from_jobs(settings))
+    except SandboxUnavailable as error:
+        log.critical("the supervisor cannot start: %s", error)
+        sys.exit(UNUSABLE_SETTINGS_EXIT)
+    supervisor = Supervisor(settings, store, containment, accounts, sandbox, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psutil
-from workerctl.supervisor.containment import JOB_ENV, Containment, JobScope, environ_of, signal_all
+from workerctl.supervisor.containment import (
+    JOB_ENV,
+    Containment,
+    JobScope,
+    environ_of,
+    signal_all,
+)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from workerctl.supervisor.lifecycle import JobLifecycle
 from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
+from workerctl.supervisor.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _LAST_SAVE_SECONDS = 5.0
 
 class Supervisor:
     def __init__(self, settings: ServerSettings, store: JobWriter, containment: Containment,
-                 accounts: JobAccounts, link_address: Path, authkey: bytes) -> None:
+                 accounts: JobAccounts, sandbox: Sandbox, link_address: Path, authkey: bytes) -> None:
         self.settings = settings
         self.store = store
         self.containment = containment
@@ -50,7 +51,7 @@ class Supervisor:
         pool = JobPool(settings.max_jobs, settings.max_jobs_per_user)
         self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key)
         self.lifecycle = JobLifecycle(settings, DataLayout(settings.data_dir), pool, self.publisher, containment,
-                                      accounts)
+                                      accounts, sandbox)
         self._shutdown_requested = asyncio.Event()
 
     async def run(self, restart_reason: str) -> None:

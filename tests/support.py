@@ -213,3 +213,12 @@ def connected_to(pid: int, port: int) -> bool:
                    for connection in psutil.Process(pid).net_connections("tcp"))
     except psutil.NoSuchProcess:
         return False
+
+
+def require_namespaces() -> None:
+    """Skip the test where this machine cannot give jobs namespaces (not root, or no helper, or the kernel)."""
+    from workerctl.supervisor.sandbox import namespaces_problem
+
+    problem = namespaces_problem("none")
+    if problem is not None:
+        pytest.skip(f"no sandbox here: {problem}")

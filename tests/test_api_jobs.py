@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 
 import psutil
-from support import assert_none_left, marker, poll_until, processes_with
+import pytest
+from support import (
+    assert_none_left,
+    marker,
+    poll_until,
+    processes_with,
+    require_namespaces,
+)
 from workerctl.protocol.jobs import MAX_WAIT_SECONDS, is_job_id
 
 
@@ -68,10 +75,10 @@ def test_output_over_64k_does_not_stall_the_job(server):
     assert status["output"] == "x" * 300000
 
 
-def test_job_runs_in_a_private_directory_with_a_clean_environment(server):
+def test_job_runs_in_its_home_with_a_clean_environment(server):
     status = server.wait_final(server.start('pwd; echo "$HOME"; umask; env | sort | cut -d= -f1 | tr "\\n" " "'))
     lines = status["output"].splitlines()
-    assert lines[0] == lines[1] and lines[0].endswith(status["jobID"])
+    assert lines[0] == lines[1] and (lines[0] == "/home/alice" or lines[0].endswith(status["jobID"]))
     assert lines[2] == "0077"
     assert set(lines[3].split()) <= {"HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHELL", "TMPDIR", "USER",
                                      "WORKERCTL_INSTANCE", "WORKERCTL_JOB_ID", "OLDPWD", "SHLVL", "_"}
@@ -194,7 +201,11 @@ def test_multibyte_characters_are_never_split_across_offsets(server):
     assert server.status(job_id, offset=first["nextOffset"])["output"] == "\u20ac euro\n"
 
 
-def test_each_job_runs_as_a_user_of_its_own_that_cannot_touch_other_jobs(server):
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_no_job_can_touch_another_users_job(server_factory, sandbox):
+    if sandbox == "on":
+        require_namespaces()
+    server = server_factory("--sandbox", sandbox)
     mark = marker()
     victim = server.start(f"sleep {mark}", user="bob")
     server.wait_running(victim, user="bob")
@@ -203,9 +214,13 @@ def test_each_job_runs_as_a_user_of_its_own_that_cannot_touch_other_jobs(server)
                             f"ls /proc/{pid}/cwd/ 2>&1")
     output = server.wait_final(attacker)["output"]
     assert int(output.split()[0]) not in (0, psutil.Process(pid).uids().real)
-    assert "not permitted" in output
-    assert f"/proc/{pid}/environ: Permission denied" in output
-    assert f"/proc/{pid}/cwd/': Permission denied" in output
+    if sandbox == "off":  # another user ID: the kernel refuses
+        assert "not permitted" in output
+        assert f"/proc/{pid}/environ: Permission denied" in output
+        assert f"/proc/{pid}/cwd/': Permission denied" in output
+    else:  # another PID namespace: the process is not there to be seen
+        assert "No such process" in output
+        assert f"/proc/{pid}/environ: No such file or directory" in output
     assert server.status(victim, user="bob")["status"] == "running"
     server.call("stop", user="bob", jobID=victim)
 

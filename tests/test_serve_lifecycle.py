@@ -11,7 +11,13 @@ import sys
 
 import psutil
 import pytest
-from support import assert_none_left, marker, poll_until, processes_with, reachable_by_jobs
+from support import (
+    assert_none_left,
+    marker,
+    poll_until,
+    processes_with,
+    reachable_by_jobs,
+)
 from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT
 
@@ -188,7 +194,8 @@ def test_a_data_dir_jobs_cannot_reach_fails_at_start(tmp_path, tls, users):
 
 def test_jobs_can_use_their_home_and_tmpdir(server_factory):
     server = server_factory()
-    status = server.wait_final(server.start('cd "$HOME" && mktemp && echo ok > "$TMPDIR/file" && cat file'))
+    status = server.wait_final(server.start('cd "$HOME" && echo home > file && cat file && mktemp && '
+                                            'echo ok > "$TMPDIR/file" && cat "$TMPDIR/file"'))
     assert status["exitCode"] == 0 and status["output"].endswith("ok\n")
 
 

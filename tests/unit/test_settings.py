@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from workerctl.server.settings import SETTINGS, ServerSettings, SettingsError, load_settings, markdown_table
+from workerctl.server.settings import (
+    SETTINGS,
+    ServerSettings,
+    SettingsError,
+    load_settings,
+    markdown_table,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

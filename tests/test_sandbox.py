@@ -1,0 +1,79 @@
+"""The sandbox: with it on, a job sees and touches only its own world (processes, /tmp, IPC, host name, network),
+the rest of the system read-only and without the server's secrets; with it off, the host's, as documented."""
+
+from __future__ import annotations
+
+import pytest
+from support import marker, require_namespaces
+
+
+@pytest.fixture(scope="module")
+def server_flags():
+    require_namespaces()
+    return "--sandbox", "on", "--network", "none"
+
+
+def output_of(server, command, user="alice"):
+    return server.wait_final(server.start(command, user=user), user)["output"]
+
+
+def test_a_job_sees_only_its_own_processes(server):
+    other = server.start(f"sleep {marker()}", user="bob")
+    pids = output_of(server, "ps -e -o pid= | tr -d ' '").split()
+    # Its init (1), its shell (2) and ps itself: nothing of the host, the server or bob's job.
+    assert sorted(map(int, pids))[:2] == [1, 2] and len(pids) <= 4
+    server.call("stop", user="bob", jobID=other)
+
+
+def test_tmp_is_private_and_vanishes_with_the_job(server):
+    assert output_of(server, "ls -A /tmp /var/tmp /dev/shm; echo left > /tmp/mark; echo shm > /dev/shm/mark; "
+                             "echo done") == "/dev/shm:\n\n/tmp:\n\n/var/tmp:\ndone\n"
+    assert output_of(server, "ls -A /tmp /dev/shm | grep -c mark", user="bob").strip() == "0"
+    assert output_of(server, "cat /tmp/mark 2>&1").startswith("cat: /tmp/mark: No such file")
+
+
+def test_ipc_objects_vanish_with_the_job(server):
+    assert "Shared memory id" in output_of(server, "ipcmk -M 4096; ipcs -m | grep -c ^0x")
+    assert output_of(server, "ipcs -m | grep -c ^0x").strip() == "0"
+
+
+def test_the_data_directory_key_and_users_file_are_out_of_sight(server):
+    secrets = [server.data_dir, server.tls.key, server.users.file]
+    output = output_of(server, "; ".join(f"ls -A {path} 2>&1; cat {path} 2>&1 | head -c 80" for path in secrets))
+    assert "jobs.sqlite3" not in output and "PRIVATE KEY" not in output and "token_sha256" not in output
+
+
+def test_the_rest_of_the_system_is_read_only(server):
+    output = output_of(server, "touch /etc/workerctl-test /usr/workerctl-test /workerctl-test 2>&1; "
+                               "echo home > \"$HOME/file\" && cat \"$HOME/file\"")
+    assert output.count("Read-only file system") == 3 and output.endswith("home\n")
+
+
+def test_with_network_none_a_job_has_only_a_loopback_and_cannot_reach_the_server(server):
+    output = output_of(server, f"grep -c : /proc/net/dev; python3 -c 'import socket; "
+                               f"socket.create_connection((\"127.0.0.1\", {server.port}), timeout=5)' 2>&1 | tail -1")
+    lines = output.splitlines()
+    assert lines[0] == "1" and "Connection refused" in lines[1]
+
+
+def test_a_job_has_a_host_name_of_its_own(server):
+    assert output_of(server, "hostname") == "workerctl-job\n"
+
+
+@pytest.mark.parametrize("command, exit_code, signal", [("exit 3", 3, None), ("kill -TERM $$", None, "SIGTERM"),
+                                                         ("kill -USR1 $$", None, "SIGUSR1"), ("true", 0, None)])
+def test_a_job_ends_exactly_as_its_command_did(server, command, exit_code, signal):
+    status = server.wait_final(server.start(command))
+    assert (status["status"], status["exitCode"], status["signal"]) == ("finished", exit_code, signal)
+
+
+def test_with_network_host_a_job_reaches_the_host(server_factory):
+    server = server_factory("--sandbox", "on", "--network", "host")
+    output = output_of(server, f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {server.port}), "
+                               f"timeout=5); print(\"reached\")' 2>&1")
+    assert output == "reached\n"
+
+
+def test_with_the_sandbox_off_a_job_sees_the_host(server_factory):
+    server = server_factory("--sandbox", "off")
+    assert int(output_of(server, "ps -e -o pid= | wc -l")) > 10
