@@ -85,7 +85,9 @@ SERVER_COMMANDS = (
         "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (),
         (Option("config", "a TOML settings file with any of the settings below (flags win)", metavar="FILE"),
          *(Option(setting.flag_name, setting.help, shown_default=setting.shown, metavar=setting.metavar)
-           for setting in SETTINGS)),
+           for setting in SETTINGS),
+         *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", metavar=setting.metavar)
+           for setting in SETTINGS for alias in setting.aliases)),
         details="With no flags, it serves the public development material in certs/ on 127.0.0.1:8443."),
     Command("users add", "add a user with a fresh token, and print the token once", add_user, (_NAME,),
             (_USERS_FILE,), details="The users file keeps only the token's SHA-256; the server picks the change up "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_SERVER_KEY, DEV_USERS
+from workerctl.protocol.sizes import format_size, parse_size
 
 UNUSABLE_SETTINGS_EXIT = 78
 """EX_CONFIG: the exit status of a server process that cannot work with its settings; restarting it is useless."""
@@ -33,6 +34,10 @@ def default_data_dir() -> Path:
         return Path("/var/lib/workerctl")
     state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(state_home) / "workerctl"
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 Check = Callable[[str, Any], None]
@@ -77,9 +82,15 @@ def _log_level(name: str, value: str) -> None:
 
 
 def _setting(default: Any, help: str, check: Check | None = None, shown_default: str | None = None,
-             metavar: str | None = None) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "check": check,
-                                                        "shown_default": shown_default, "metavar": metavar})
+             metavar: str | None = None, parse: Callable[[Any], Any] | None = None,
+             aliases: tuple[str, ...] = ()) -> Any:
+    return dataclasses.field(default=default, metadata={
+        "help": help, "check": check, "shown_default": shown_default, "metavar": metavar, "parse": parse,
+        "aliases": aliases})
+
+
+def _size_setting(default: int, help: str, shown_default: str | None = None) -> Any:
+    return _setting(default, help, _at_least(1), shown_default or format_size(default), "SIZE", parse_size)
 
 
 @dataclass(frozen=True)
@@ -97,8 +108,10 @@ class ServerSettings:
         default_data_dir(), "job records, output and working directories; jobs must be able to reach it",
         shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or ~/.local/state/workerctl",
         metavar="DIR")
-    job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it", _positive,
-                                  metavar="SECONDS")
+    job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it, unless its start asks "
+                                  "for less or (up to --max-job-timeout) more", _positive, metavar="SECONDS")
+    max_job_timeout: float | None = _setting(None, "the most seconds a start may ask for", _positive,
+                                             shown_default="--job-timeout", metavar="SECONDS")
     kill_grace: float = _setting(5.0, "seconds between SIGTERM and SIGKILL when a job is ended", _not_negative,
                                  metavar="SECONDS")
     max_jobs: int = _setting(1024, "jobs running at once; more wait in `created`", _at_least(1), metavar="N")
@@ -107,8 +120,18 @@ class ServerSettings:
                                         "with 429", _at_least(1), metavar="N")
     max_output_bytes: int = _setting(2 * 1024 * 1024, "output kept whole per job; past it, its head and tail",
                                      _at_least(1024 * 1024), metavar="BYTES")
-    max_job_processes: int = _setting(1024, "processes and threads one job may have at once (with a user per "
-                                      "job)", _at_least(1), metavar="N")
+    job_memory: int = _size_setting(1024**3, "memory one job may use, swap and its /tmp included; a start may ask "
+                                    "for less")
+    job_cpus: float = _setting(1.0, "cores of CPU time one job may use at once; a start may ask for less",
+                               _positive, metavar="N")
+    job_processes: int = _setting(1024, "processes and threads one job may have at once", _at_least(1),
+                                  metavar="N", aliases=("max_job_processes",))
+    user_memory: int = _size_setting(host_memory_bytes() // 2, "memory one user's jobs may use together",
+                                     shown_default="half the host's memory")
+    user_cpus: float = _setting(float(os.cpu_count() or 1), "cores of CPU time one user's jobs may use together",
+                                _positive, shown_default="all the host's cores", metavar="N")
+    user_processes: int = _setting(4096, "processes and threads one user's jobs may have together",
+                                   _at_least(1), metavar="N")
     job_user: str | None = _setting(None, "`dynamic`: each job runs as a user ID of its own; or a user name",
                                     shown_default="dynamic as root, else the server's own user", metavar="USER")
     containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
@@ -127,9 +150,16 @@ class ServerSettings:
 
     def validated(self) -> ServerSettings:
         for setting in SETTINGS:
-            if setting.check is not None:
+            if setting.check is not None and getattr(self, setting.name) is not None:
                 setting.check(setting.flag_name, getattr(self, setting.name))
+        if self.max_job_timeout is not None and self.max_job_timeout < self.job_timeout:
+            raise SettingsError(f"max-job-timeout must be at least job-timeout ({self.job_timeout:g})")
         return self
+
+    @property
+    def longest_job_timeout(self) -> float:
+        """The most seconds a start may ask for."""
+        return self.job_timeout if self.max_job_timeout is None else self.max_job_timeout
 
 
 @dataclass(frozen=True)
@@ -143,6 +173,9 @@ class Setting:
     check: Check | None
     shown_default: str | None
     metavar: str | None
+
+    parse: Callable[[Any], Any] | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def flag_name(self) -> str:
@@ -160,6 +193,8 @@ class Setting:
         try:
             if isinstance(value, bool):
                 raise TypeError
+            if self.parse is not None:
+                return self.parse(value)
             if self.kind is Path:
                 return Path(str(value)).expanduser()
             if self.kind is int:
@@ -179,12 +214,12 @@ def _declared() -> tuple[Setting, ...]:
         Setting(field.name, next(kind for kind in typing.get_args(hints[field.name]) or (hints[field.name],)
                                  if kind is not type(None)),
                 field.default, field.metadata["help"], field.metadata["check"], field.metadata["shown_default"],
-                field.metadata["metavar"])
+                field.metadata["metavar"], field.metadata["parse"], field.metadata["aliases"])
         for field in dataclasses.fields(ServerSettings))
 
 
 SETTINGS = _declared()
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_BY_NAME = {name: setting for setting in SETTINGS for name in (setting.name, *setting.aliases)}
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
@@ -205,7 +240,7 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettin
             values[setting.name] = setting.convert(value)
     for name, value in flags.items():
         if value is not None:
-            values[name] = _BY_NAME[name].convert(value)
+            values[_BY_NAME[name].name] = _BY_NAME[name].convert(value)
     return replace(ServerSettings(), **values).validated()
 
 
@@ -213,5 +248,6 @@ def markdown_table() -> str:
     """The README's table of settings."""
     rows = ["| flag | default | |", "| --- | --- | --- |"]
     for setting in SETTINGS:
-        rows.append(f"| `--{setting.flag_name}` | {setting.shown} | {setting.help} |")
+        also = "".join(f" (or `--{alias.replace('_', '-')}`)" for alias in setting.aliases)
+        rows.append(f"| `--{setting.flag_name}`{also} | {setting.shown} | {setting.help} |")
     return "\n".join(rows)

@@ -30,6 +30,14 @@ class JobRecord:
     ended_at: float | None = None
     idempotency_key: str | None = None
     output_bytes: int = 0
+    # The limits it runs under (none recorded for jobs of versions before limits).
+    timeout_seconds: float | None = None
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    processes: int | None = None
+    # What it used: live while it runs, final once it has ended.
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 def now() -> float:

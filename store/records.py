@@ -32,7 +32,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     ended_at REAL,
     idempotency_key TEXT,
-    output_bytes INTEGER NOT NULL DEFAULT 0
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    timeout_seconds REAL,
+    memory_bytes INTEGER,
+    cpus REAL,
+    processes INTEGER,
+    cpu_seconds REAL,
+    peak_memory_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -40,6 +46,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 """
 
+# Columns added since the first version, and their types: a data directory of an earlier version gains them.
+_ADDED_COLUMNS = {"timeout_seconds": "REAL", "memory_bytes": "INTEGER", "cpus": "REAL", "processes": "INTEGER",
+                  "cpu_seconds": "REAL", "peak_memory_bytes": "INTEGER"}
 _COLUMNS = [field.name for field in fields(JobRecord)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
@@ -91,6 +100,10 @@ class RecordWriter(_Queries):
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         path.chmod(0o600)
 
     def _write(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> None:

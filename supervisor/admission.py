@@ -11,13 +11,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus, new_job_id
 from workerctl.protocol.messages import StartJob
 from workerctl.store.interface import JobRecord, now
+from workerctl.supervisor.limits import JobLimits
 from workerctl.supervisor.pool import JobPool
 
 FindByKey = Callable[[str, str], JobRecord | None]
+
+
+@dataclass(frozen=True)
+class LimitsPolicy:
+    """The server's limits for one job: what a job gets unless its start asks for less (or, for the time
+    limit, for more up to `longest_timeout_seconds`), and the most it may ask for."""
+
+    timeout_seconds: float
+    longest_timeout_seconds: float
+    memory_bytes: int
+    cpus: float
+    processes: int
+
+    def resolve(self, asked: LimitsRequest | None) -> JobLimits:
+        """The job's limits; a BAD_REQUEST ApiError if it asks for more than the server allows."""
+        asked = asked or LimitsRequest()
+        for name, value, most, flag in (
+                ("timeoutSeconds", asked.timeout_seconds, self.longest_timeout_seconds, "max-job-timeout"),
+                ("memoryBytes", asked.memory_bytes, self.memory_bytes, "job-memory"),
+                ("cpus", asked.cpus, self.cpus, "job-cpus")):
+            if value is not None and value > most:
+                shown = most if isinstance(most, int) else f"{most:g}"
+                raise ApiError(ErrorKind.BAD_REQUEST, f"limits.{name} may be at most {shown} on this server "
+                                                      f"(its --{flag})")
+        return JobLimits(asked.timeout_seconds or self.timeout_seconds, asked.memory_bytes or self.memory_bytes,
+                         asked.cpus or self.cpus, self.processes)
 
 
 @dataclass(frozen=True)
@@ -34,10 +62,12 @@ Verdict: TypeAlias = NewJob | ExistingJob | ApiError
 
 
 class Admission:
-    def __init__(self, pool: JobPool, max_queued_per_user: int, find_by_key: FindByKey) -> None:
+    def __init__(self, pool: JobPool, max_queued_per_user: int, find_by_key: FindByKey,
+                 limits: LimitsPolicy) -> None:
         self.pool = pool
         self.max_queued_per_user = max_queued_per_user
         self.find_by_key = find_by_key
+        self.limits = limits
 
     def decide(self, requests: list[StartJob]) -> list[Verdict]:
         """A verdict for each request, in order. Requests in one batch see each other: two with the same key
@@ -56,9 +86,15 @@ class Admission:
                 verdicts.append(ApiError(ErrorKind.QUEUE_FULL, f"{queued[request.user]} of your jobs are waiting "
                                          "already, the most there may be; start more once some have run"))
             else:
+                try:
+                    limits = self.limits.resolve(request.limits)
+                except ApiError as refused:
+                    verdicts.append(refused)
+                    continue
                 queued[request.user] += 1
                 record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
-                                   idempotency_key=request.idempotency_key)
+                                   idempotency_key=request.idempotency_key, timeout_seconds=limits.timeout_seconds,
+                                   memory_bytes=limits.memory_bytes, cpus=limits.cpus, processes=limits.processes)
                 if key:
                     by_key[key] = record
                 verdicts.append(NewJob(record))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 from workerctl.supervisor.containment import Containment, JobScope, TaggedLeftovers
+from workerctl.supervisor.limits import user_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +68,35 @@ class CgroupContainment(Containment):
             probe.rmdir()
         return containment
 
+    def job_cgroup(self, job_id: str, owner: str) -> Path:
+        return self.root / user_dir_name(owner) / job_id
+
     @contextmanager
-    def spawning(self, job_id: str) -> Iterator[tuple[Path, ...]]:
+    def spawning(self, job_id: str, owner: str) -> Iterator[tuple[Path, ...]]:
         # The job's first process moves itself into the job's cgroup (writing 0 to cgroup.procs moves the
         # writer), as root and before anything of the job runs. The move waits on a lock the whole kernel
         # shares, for milliseconds at times: done there, it delays this job alone, not the supervisor's loop.
-        cgroup = self.root / job_id
-        cgroup.mkdir()
+        cgroup = self.job_cgroup(job_id, owner)
+        cgroup.mkdir(parents=True, exist_ok=True)  # limits may have made it, to set them
         try:
             yield (cgroup / "cgroup.procs",)
         except BaseException:
             cgroup.rmdir()  # nothing was started in it
             raise
 
-    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
-        return _CgroupScope(self.root / job_id, main_pid, main_unreaped)
+        return _CgroupScope(self.job_cgroup(job_id, owner), main_pid, main_unreaped)
 
     def leftovers(self) -> JobScope:
         return _CgroupLeftovers(self.root, TaggedLeftovers(self.instance))
 
     def close(self) -> None:
-        try:
-            self.root.rmdir()
-        except OSError:
-            pass  # already gone, or another supervisor of this instance still has jobs in it
+        for directory in [*(path for path in self.root.glob("*") if path.is_dir()), self.root]:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass  # already gone, or another supervisor of this instance still has jobs in it
 
 
 class _CgroupScope(JobScope):
@@ -149,10 +154,13 @@ class _CgroupLeftovers(JobScope):
         self.tagged = tagged
 
     def _scopes(self) -> list[_CgroupScope]:
+        """Every cgroup under the root, the users' and their jobs' (jobs first, so that removing works)."""
         try:
-            return [_CgroupScope(path) for path in self.root.iterdir() if path.is_dir()]
+            users = [path for path in self.root.iterdir() if path.is_dir()]
+            jobs = [path for user in users for path in user.iterdir() if path.is_dir()]
         except FileNotFoundError:  # removed when the last supervisor stopped cleanly
             return []
+        return [_CgroupScope(path) for path in jobs + users]
 
     def processes(self) -> list[psutil.Process]:
         found = {process.pid: process for process in self.tagged.processes()}

@@ -78,16 +78,16 @@ class Containment(ABC):
         self.instance = instance
 
     @contextmanager
-    def spawning(self, job_id: str) -> Iterator[tuple[Path, ...]]:
+    def spawning(self, job_id: str, owner: str) -> Iterator[tuple[Path, ...]]:
         """Spawn the job's first process inside this block; it must join the cgroups whose cgroup.procs files
         this yields before anything of the job runs."""
         yield ()
 
     @abstractmethod
-    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
-        """The scope of a job whose first process is `main_pid`; `main_unreaped` says whether that pid is held;
-        `uid` is the job's own user ID, if it has one."""
+        """The scope of `owner`'s job whose first process is `main_pid`; `main_unreaped` says whether that pid
+        is held; `uid` is the job's own user ID, if it has one."""
 
     def leftovers(self) -> JobScope:
         """Every process an earlier run of this server instance left behind."""

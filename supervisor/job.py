@@ -26,6 +26,7 @@ from workerctl.store.interface import JobRecord, OutputSink, now
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import Exit
+from workerctl.supervisor.limits import JobLimits
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,13 @@ class Job:
     @property
     def owner(self) -> str:
         return self.record.owner
+
+    @property
+    def limits(self) -> JobLimits:
+        record = self.record
+        assert record.timeout_seconds is not None and record.memory_bytes is not None and record.cpus is not None \
+            and record.processes is not None, "a job admitted by this version has its limits recorded"
+        return JobLimits(record.timeout_seconds, record.memory_bytes, record.cpus, record.processes)
 
     @property
     def main_unreaped(self) -> bool:

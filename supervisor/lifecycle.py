@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any
 
 from workerctl.protocol.jobs import JobStatus
+from workerctl.protocol.sizes import format_size
 from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobRecord, OutputWriteError
 from workerctl.store.layout import DataLayout
@@ -25,6 +26,7 @@ from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import ChildExits, pidfds_work, reap_exited, watch_exit
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.limits import Limits, Usage
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
 from workerctl.supervisor.sandbox import JobPlan, Sandbox
@@ -37,9 +39,10 @@ _READ_CHUNK = 1024 * 1024
 
 class JobLifecycle:
     def __init__(self, settings: ServerSettings, layout: DataLayout, pool: JobPool, publisher: Publisher,
-                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox) -> None:
+                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox, limits: Limits) -> None:
         self.settings = settings
         self.sandbox = sandbox
+        self.limits = limits
         self.layout = layout
         self.pool = pool
         self.publisher = publisher
@@ -94,8 +97,10 @@ class JobLifecycle:
                 undo.callback(self._remover.remove, workdir)
                 output = self.publisher.store.open_output(job.id)
                 undo.callback(output.close)
-                with self.containment.spawning(job.id) as cgroups:
-                    plan = JobPlan(job.record.command, job.owner, user, workdir, cgroups)
+                limit_cgroups = self.limits.place(job.owner, job.id, job.limits)
+                undo.callback(self.limits.release, job.owner, job.id)
+                with self.containment.spawning(job.id, job.owner) as cgroups:
+                    plan = JobPlan(job.record.command, job.owner, user, workdir, cgroups + limit_cgroups)
                     environment = job_environment(job.id, self.containment.instance, plan, self.sandbox, workdir)
                     spawned = spawn(plan, self.sandbox, environment)
                 undo.pop_all()
@@ -104,7 +109,8 @@ class JobLifecycle:
             self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
             asyncio.get_running_loop().call_soon(self.start_runnable)
             return
-        scope = self.containment.scope(job.id, spawned.pid, lambda: job.main_unreaped, self.accounts.own_uid(user))
+        scope = self.containment.scope(job.id, job.owner, spawned.pid, lambda: job.main_unreaped,
+                                       self.accounts.own_uid(user))
         launched = Launched(spawned.pid, user, workdir, output, spawned.output_fd, scope)
         job.start_running(launched)
         self._jobs_by_pid[spawned.pid] = job
@@ -112,7 +118,7 @@ class JobLifecycle:
             launched.stop_watching_exit = watch_exit(spawned.pid, self.reap)
         loop = asyncio.get_running_loop()
         loop.add_reader(spawned.output_fd, self._drain_output, job)
-        launched.deadline = loop.call_later(self.settings.job_timeout, self._time_limit_reached, job)
+        launched.deadline = loop.call_later(job.limits.timeout_seconds, self._time_limit_reached, job)
         self.publisher.save(job.record)
 
     # --- output ---------------------------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class JobLifecycle:
     # --- ending ---------------------------------------------------------------------------------------------
 
     def _time_limit_reached(self, job: Job) -> None:
-        self.end(job, EndRequest(JobStatus.ERROR, f"time limit of {self.settings.job_timeout:g} s exceeded"))
+        self.end(job, EndRequest(JobStatus.ERROR, f"time limit of {job.limits.timeout_seconds:g} s exceeded"))
 
     def end(self, job: Job, request: EndRequest) -> None:
         """End a job for the server's reasons: settle it if it waits, else end its processes."""
@@ -204,12 +210,33 @@ class JobLifecycle:
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
         launched.scope.release()
+        usage = self._record_usage(job)
+        self.limits.release(job.owner, job.id)
         ended = job.end_request or EndRequest(JobStatus.FINISHED)
+        if usage.memory_kills and job.main_exit.code != 0 and ended.status is JobStatus.FINISHED:
+            ended = EndRequest(JobStatus.ERROR, f"memory limit of {format_size(job.limits.memory_bytes)} exceeded: "
+                                                "the kernel killed a process of the job")
         reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
                    if reason]
         self._settle(job, ended.status, exit_code=job.main_exit.code, signal=job.main_exit.signal,
                      reason="; ".join(reasons) or None)
         self.start_runnable()
+
+    def _record_usage(self, job: Job) -> Usage:
+        """Read what the job has used so far into its record."""
+        usage = self.limits.usage(job.owner, job.id)
+        job.record.cpu_seconds = usage.cpu_seconds
+        job.record.peak_memory_bytes = usage.peak_memory_bytes
+        return usage
+
+    def sample_usage(self) -> None:
+        """Record the usage of every running job whose usage has changed, so status shows it live."""
+        for job in self.jobs.values():
+            if job.phase is Phase.RUNNING:
+                before = (job.record.cpu_seconds, job.record.peak_memory_bytes)
+                self._record_usage(job)
+                if (job.record.cpu_seconds, job.record.peak_memory_bytes) != before:
+                    self.publisher.save(job.record)
 
     def _settle(self, job: Job, status: JobStatus, **changes: Any) -> None:
         """Give the job its final status and let go of everything it held, its slot in the pool included."""

@@ -19,7 +19,9 @@ from workerctl.store.backends import open_writer
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.cgroups import CgroupContainment
 from workerctl.supervisor.containment import choose_containment
+from workerctl.supervisor.limits import UserLimits, choose_limits
 from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable, hidden_from_jobs
 from workerctl.supervisor.service import Supervisor
 
@@ -48,11 +50,13 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         sys.exit(UNUSABLE_SETTINGS_EXIT)
     accounts = JobAccounts.resolve(settings.job_user, job_uids)
     if accounts.dynamic:
-        limit_processes_per_user(settings.max_job_processes)
+        limit_processes_per_user(settings.job_processes)
     try:
         sandbox = Sandbox.choose(settings.sandbox, settings.network, hidden_from_jobs(settings))
     except SandboxUnavailable as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    supervisor = Supervisor(settings, store, containment, accounts, sandbox, link_address, authkey)
+    limits = choose_limits(layout.instance, containment.root if isinstance(containment, CgroupContainment) else None,
+                           UserLimits(settings.user_memory, settings.user_cpus, settings.user_processes))
+    supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

@@ -79,7 +79,7 @@ class ProcessContainment(Containment):
         super().__init__(instance)
         self.job_uids = job_uids  # the user IDs this server gives its jobs, if each gets its own
 
-    def scope(self, job_id: str, main_pid: int, main_unreaped: Callable[[], bool],
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
               uid: int | None) -> JobScope:
         return _ProcessTreeScope(job_id, psutil.Process(main_pid), main_unreaped, uid)
 

@@ -21,13 +21,14 @@ from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobWriter, StoreError, now
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts
-from workerctl.supervisor.admission import Admission, NewJob, Verdict
+from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verdict
 from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import pidfds_work
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.lifecycle import JobLifecycle
+from workerctl.supervisor.limits import Limits
 from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
@@ -36,22 +37,27 @@ from workerctl.supervisor.sandbox import Sandbox
 log = logging.getLogger(__name__)
 
 _REAP_SECONDS = 0.5
+_USAGE_SECONDS = 2.0  # how stale a running job's usage may be in its status
 _LAST_SAVE_SECONDS = 5.0
 
 
 class Supervisor:
     def __init__(self, settings: ServerSettings, store: JobWriter, containment: Containment,
-                 accounts: JobAccounts, sandbox: Sandbox, link_address: Path, authkey: bytes) -> None:
+                 accounts: JobAccounts, sandbox: Sandbox, limits: Limits, link_address: Path,
+                 authkey: bytes) -> None:
         self.settings = settings
         self.store = store
         self.containment = containment
         self.accounts = accounts
         self.link = LinkListener(link_address, authkey, self._on_messages)
         self.publisher = Publisher(store, self.link)
+        self.limits = limits
         pool = JobPool(settings.max_jobs, settings.max_jobs_per_user)
-        self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key)
+        policy = LimitsPolicy(settings.job_timeout, settings.longest_job_timeout, settings.job_memory,
+                              settings.job_cpus, settings.job_processes)
+        self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key, policy)
         self.lifecycle = JobLifecycle(settings, DataLayout(settings.data_dir), pool, self.publisher, containment,
-                                      accounts, sandbox)
+                                      accounts, sandbox, limits)
         self._shutdown_requested = asyncio.Event()
 
     async def run(self, restart_reason: str) -> None:
@@ -67,6 +73,7 @@ class Supervisor:
         self.link.start()
         housekeeping = [
             asyncio.create_task(self._reap_forever()),
+            asyncio.create_task(self._sample_usage_forever()),
             asyncio.create_task(prune_forever(self.store, self.settings.retention_days, self.settings.retention_jobs,
                                               self.lifecycle.jobs_settled)),
             asyncio.create_task(sweep_strays_forever(self.containment, self.lifecycle.own_uids)),
@@ -94,12 +101,18 @@ class Supervisor:
             log.warning("ending %d processes an earlier run left behind", len(survivors))
             await terminate(leftovers, self.settings.kill_grace, self.lifecycle.child_exits)
         leftovers.release()
+        self.limits.release_leftovers()
 
     async def _reap_forever(self) -> None:
         """Reap now and then in any case: orphans re-parented to the supervisor have no pidfd watched."""
         while True:
             await asyncio.sleep(_REAP_SECONDS)
             self.lifecycle.reap()
+
+    async def _sample_usage_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_USAGE_SECONDS)
+            self.lifecycle.sample_usage()
 
     async def _shut_down(self) -> None:
         jobs = list(self.lifecycle.jobs.values())
@@ -114,6 +127,7 @@ class Supervisor:
             log.error("could not record the last job changes before stopping; the next start settles them")
         self.publisher.send_events()
         self.lifecycle.close()
+        self.limits.close()
         self.containment.close()
         self.link.close()
         self.store.close()

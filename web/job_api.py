@@ -55,7 +55,8 @@ class JobApi:
         return await self.answers[type(request)](user, request)
 
     async def start(self, user: str, request: StartRequest) -> JobRef:
-        return await self.link.start(user, request.command, request.idempotency_key, _START_TIMEOUT_SECONDS)
+        return await self.link.start(user, request.command, request.idempotency_key, request.limits,
+                                     _START_TIMEOUT_SECONDS)
 
     async def stop(self, user: str, request: StopRequest) -> JobRef:
         return await self.link.stop(user, request.job_id, self.stop_timeout)

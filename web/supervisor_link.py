@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 
+from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import (
     JobReply,
@@ -90,8 +91,9 @@ class SupervisorLink:
         if self._connection is None:
             raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
 
-    async def start(self, user: str, command: str, idempotency_key: str | None, timeout: float) -> JobRef:
-        return await self._request(lambda request_id: StartJob(request_id, user, command, idempotency_key),
+    async def start(self, user: str, command: str, idempotency_key: str | None, limits: LimitsRequest | None,
+                    timeout: float) -> JobRef:
+        return await self._request(lambda request_id: StartJob(request_id, user, command, idempotency_key, limits),
                                    timeout)
 
     async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
@@ -146,7 +148,7 @@ class SupervisorLink:
         try:
             messages = read_available(self._connection)
         except (EOFError, OSError, MalformedMessage) as error:
-            self._disconnect(f"lost the supervisor ({error})")
+            self._disconnect(f"lost the supervisor ({error or type(error).__name__})")
             return
         for message in messages:
             match message:

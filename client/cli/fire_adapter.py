@@ -101,8 +101,8 @@ def _is_number(arg: str) -> bool:
 
 
 def _unknown_option(command: Command, flag: str) -> str:
-    close = _close_matches(flag, [option.flag for option in command.options])[:1]
-    hint = f"did you mean {close[0]}?" if close else f"see '{PROGRAM} {command.name} --help'"
+    close = _close_matches(flag.lstrip("-"), [option.name for option in command.options])[:1]
+    hint = f"did you mean --{close[0]}?" if close else f"see '{PROGRAM} {command.name} --help'"
     if command.arguments and command.words == ["start"] and not flag.startswith("--"):
         hint = f'quote the command as one argument, as in: {PROGRAM} start "ls -l"'
     return f"{command.name} has no option {flag} ({hint})"

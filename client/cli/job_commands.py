@@ -16,9 +16,10 @@ from workerctl.cli import render
 from workerctl.cli.api_client import ApiClient
 from workerctl.cli.exit_status import ExitStatus, for_job
 from workerctl.cli.settings import resolve
-from workerctl.cli.table import Argument, Command, Option
+from workerctl.cli.table import Argument, Command, Option, usage_error
 from workerctl.protocol.actions import ListRequest, StartRequest, api_fields
 from workerctl.protocol.jobs import FINAL_STATUSES, MAX_WAIT_SECONDS
+from workerctl.protocol.sizes import parse_size
 
 CONNECTION_OPTIONS = (
     Option("server", "the server's URL (default: WORKERCTL_SERVER, the settings file, https://127.0.0.1:8443)",
@@ -46,10 +47,22 @@ def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def start(client: ApiClient, as_json: bool, command: str, key: str | None) -> ExitStatus:
-    answer = client.call("start", command=command, idempotencyKey=key)
+def start(client: ApiClient, as_json: bool, command: str, key: str | None, timeout: float | None,
+          memory: str | None, cpus: float | None) -> ExitStatus:
+    limits = {name: value for name, value in (("timeoutSeconds", timeout), ("memoryBytes", _size(memory)),
+                                              ("cpus", cpus)) if value is not None}
+    answer = client.call("start", command=command, idempotencyKey=key, limits=limits or None)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise usage_error(f"--memory: {error}") from None
 
 
 def stop(client: ApiClient, as_json: bool, job_id: str) -> ExitStatus:
@@ -126,8 +139,14 @@ JOB_COMMANDS = (
     _job_command(
         "start", "start a shell command; prints its job ID", start,
         (Argument("command", "the command, as one quoted argument: workerctl start \"ls -l\""),),
-        (Option("key", _api_help(StartRequest, "idempotency_key"), metavar="KEY"),),
-        details="The command runs as /bin/sh -c COMMAND on the server, under its time limit."),
+        (Option("key", _api_help(StartRequest, "idempotency_key"), metavar="KEY"),
+         Option("timeout", "end the job after this many seconds (the server's --job-timeout unless given, at most "
+                "its --max-job-timeout)", kind=float, metavar="SECONDS"),
+         Option("memory", "the job's memory limit, in bytes or with K, M or G (at most the server's --job-memory)",
+                metavar="SIZE"),
+         Option("cpus", "the cores of CPU time the job may use at once (at most the server's --job-cpus)",
+                kind=float, metavar="N")),
+        details="The command runs as /bin/sh -c COMMAND on the server, under its limits."),
     _job_command("status", "a job's status and its output so far", status, (_JOB_ID,)),
     _job_command(
         "logs", "a job's output; with -f, follow it until the job ends", logs, (_JOB_ID,),

@@ -93,6 +93,36 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class LimitsRequest:
+    """What a start may ask of its job's limits; each must be positive and within the server's maxima."""
+
+    timeout_seconds: float | None = wire_field("timeoutSeconds", default=None)
+    memory_bytes: int | None = wire_field("memoryBytes", default=None)
+    cpus: float | None = wire_field("cpus", default=None)
+
+
+_LIMIT_NAMES = {"timeoutSeconds": "timeout_seconds", "memoryBytes": "memory_bytes", "cpus": "cpus"}
+
+
+def check_limits(name: str, value: Any) -> LimitsRequest:
+    if not isinstance(value, dict):
+        raise _refuse(f"{name} must be an object with any of {', '.join(_LIMIT_NAMES)}")
+    unknown = value.keys() - _LIMIT_NAMES.keys()
+    if unknown:
+        raise _refuse(f"unknown field{'s' if len(unknown) > 1 else ''} in {name}: {', '.join(sorted(unknown))}")
+    given = {}
+    for key, attribute in _LIMIT_NAMES.items():
+        limit = value.get(key)
+        if limit is None:
+            continue
+        whole = key == "memoryBytes"
+        if isinstance(limit, bool) or not isinstance(limit, int if whole else (int, float)) or not limit > 0:
+            raise _refuse(f"{name}.{key} must be a positive {'whole number of bytes' if whole else 'number'}")
+        given[attribute] = limit
+    return LimitsRequest(**given)
+
+
 def api_field(name: str, check: Check, help: str, **options: Any) -> Any:
     """A request field called `name` on the wire, checked by `check`; required unless it has a default."""
     return wire_field(name, metadata={"check": check, "help": help}, **options)
@@ -127,6 +157,9 @@ class StartRequest:
     idempotency_key: str | None = api_field(
         "idempotencyKey", check_key, f"a retried start with this key (at most {MAX_KEY_LENGTH} characters) "
         "returns the job already started with it", default=None)
+    limits: LimitsRequest | None = api_field(
+        "limits", check_limits, "the job's own limits, within the server's: timeoutSeconds, memoryBytes, cpus",
+        default=None)
 
 
 @dataclasses.dataclass(frozen=True)

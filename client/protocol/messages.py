@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.wire import from_wire, to_wire
@@ -24,6 +25,7 @@ class StartJob:
     user: str
     command: str
     idempotency_key: str | None = None
+    limits: LimitsRequest | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,24 @@ class JobRef:
 
 
 @dataclass
+class JobLimits:
+    """The limits a job runs under: seconds, bytes of memory, cores, processes and threads."""
+
+    timeout_seconds: float | None = wire_field("timeoutSeconds", default=None)
+    memory_bytes: int | None = wire_field("memoryBytes", default=None)
+    cpus: float | None = wire_field("cpus", default=None)
+    processes: int | None = wire_field("processes", default=None)
+
+
+@dataclass
+class JobUsage:
+    """What a job has used: live while it runs, final once it has ended."""
+
+    cpu_seconds: float | None = wire_field("cpuSeconds", default=None)
+    peak_memory_bytes: int | None = wire_field("peakMemoryBytes", default=None)
+
+
+@dataclass
 class JobSummary:
     """A job without its output. Times are ISO 8601 in UTC; `signal` names the signal that ended the job."""
 
@@ -31,6 +49,8 @@ class JobSummary:
     created_at: str | None = wire_field("createdAt")
     started_at: str | None = wire_field("startedAt")
     ended_at: str | None = wire_field("endedAt")
+    limits: JobLimits | None = wire_field("limits", default=None)
+    usage: JobUsage | None = wire_field("usage", default=None)
 
 
 @dataclass

@@ -26,12 +26,22 @@ def _names(cls: Any) -> tuple[tuple[str, str], ...]:
     return tuple((field.name, field.metadata.get(_WIRE, field.name)) for field in dataclasses.fields(cls))
 
 
+def _dataclass_in(hint: Any) -> Any:
+    """The dataclass a type hint names, alone or with None (`Limits | None`); None if it names none."""
+    if typing.get_origin(hint) is tuple:
+        return None
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
 @functools.cache
 def _nested(cls: Any) -> tuple[str, ...]:
     """The wire names of the fields of `cls` that hold dataclasses or tuples, which their JSON form spells out."""
     hints = typing.get_type_hints(cls)
     return tuple(wire for attribute, wire in _names(cls)
-                 if typing.get_origin(hints[attribute]) is tuple or dataclasses.is_dataclass(hints[attribute]))
+                 if typing.get_origin(hints[attribute]) is tuple or _dataclass_in(hints[attribute]))
 
 
 def to_wire(instance: Any) -> dict[str, Any]:
@@ -62,6 +72,8 @@ def _converters(cls: Any) -> dict[str, Any]:
         elif typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]
             converters[name] = (functools.partial(_many, item) if dataclasses.is_dataclass(item) else tuple)
+        elif _dataclass_in(hint) is not None:
+            converters[name] = functools.partial(from_wire, _dataclass_in(hint))
     return converters
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
+from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus, is_job_id
 from workerctl.protocol.messages import StartJob
 from workerctl.store.interface import JobRecord
-from workerctl.supervisor.admission import Admission, ExistingJob, NewJob
+from workerctl.supervisor.admission import Admission, ExistingJob, LimitsPolicy, NewJob
 from workerctl.supervisor.pool import JobPool
+
+POLICY = LimitsPolicy(timeout_seconds=60.0, longest_timeout_seconds=600.0, memory_bytes=2**30, cpus=1.0,
+                      processes=1024)
 
 
 def admission(max_queued=10, recorded=()):
     by_key = {(record.owner, record.idempotency_key): record for record in recorded}
-    return Admission(JobPool(max_running=1, max_per_user=1), max_queued, lambda owner, key: by_key.get((owner, key)))
+    return Admission(JobPool(max_running=1, max_per_user=1), max_queued, lambda owner, key: by_key.get((owner, key)),
+                     POLICY)
 
 
-def start(user="alice", command="true", key=None, request_id=1):
-    return StartJob(request_id, user, command, key)
+def start(user="alice", command="true", key=None, request_id=1, limits=None):
+    return StartJob(request_id, user, command, key, limits)
 
 
 def test_a_start_becomes_a_new_created_job():
@@ -85,3 +91,23 @@ def test_pool_respects_both_limits_and_withdraws_waiting_jobs():
     assert pool.take_runnable() == ["dave-4"]
 
 
+
+
+def test_a_new_job_gets_the_servers_limits_unless_it_asks_for_others_within_them():
+    [default] = admission().decide([start()])
+    assert (default.record.timeout_seconds, default.record.memory_bytes, default.record.cpus,
+            default.record.processes) == (60.0, 2**30, 1.0, 1024)
+    [asked] = admission().decide([start(limits=LimitsRequest(timeout_seconds=300, memory_bytes=2**28, cpus=0.5))])
+    assert (asked.record.timeout_seconds, asked.record.memory_bytes, asked.record.cpus) == (300, 2**28, 0.5)
+
+
+@pytest.mark.parametrize("limits, message", [
+    (LimitsRequest(timeout_seconds=601),
+     "limits.timeoutSeconds may be at most 600 on this server (its --max-job-timeout)"),
+    (LimitsRequest(memory_bytes=2**31),
+     "limits.memoryBytes may be at most 1073741824 on this server (its --job-memory)"),
+    (LimitsRequest(cpus=1.5), "limits.cpus may be at most 1 on this server (its --job-cpus)"),
+])
+def test_asking_for_more_than_the_server_allows_is_refused(limits, message):
+    [verdict] = admission().decide([start(limits=limits)])
+    assert isinstance(verdict, ApiError) and verdict.kind is ErrorKind.BAD_REQUEST and verdict.message == message

@@ -27,7 +27,14 @@ def test_the_summary_names_the_signal_and_shows_times_in_utc():
     shown = to_wire(summary(record(JobStatus.STOPPED, signal=signal.SIGTERM, ended_at=1_700_000_001.5)))
     assert shown == {"jobID": "jaaaaaaaaaaaaaaaaaaaaaaaaaa", "status": "stopped", "command": "echo hi",
                      "exitCode": None, "signal": "SIGTERM", "reason": None, "createdAt": "2023-11-14T22:13:20.250Z",
-                     "startedAt": None, "endedAt": "2023-11-14T22:13:21.500Z"}
+                     "startedAt": None, "endedAt": "2023-11-14T22:13:21.500Z", "limits": None, "usage": None}
+
+
+def test_limits_and_usage_are_shown_where_recorded():
+    shown = to_wire(summary(record(JobStatus.RUNNING, timeout_seconds=30.0, memory_bytes=2**28, cpus=0.5,
+                                   processes=64, cpu_seconds=1.25, peak_memory_bytes=2**20)))
+    assert shown["limits"] == {"timeoutSeconds": 30.0, "memoryBytes": 2**28, "cpus": 0.5, "processes": 64}
+    assert shown["usage"] == {"cpuSeconds": 1.25, "peakMemoryBytes": 2**20}
 
 
 def test_while_a_job_runs_a_cut_character_waits_for_the_next_read():

@@ -8,6 +8,7 @@ import pytest
 from workerctl.protocol.actions import (
     ACTIONS,
     Action,
+    LimitsRequest,
     ListRequest,
     StartRequest,
     StatusRequest,
@@ -28,7 +29,7 @@ from workerctl.protocol.messages import (
     decode,
     encode,
 )
-from workerctl.protocol.replies import JobDetail, JobList, JobSummary
+from workerctl.protocol.replies import JobDetail, JobLimits, JobList, JobSummary, JobUsage
 from workerctl.protocol.wire import from_wire, to_wire
 
 
@@ -90,10 +91,31 @@ def test_replies_carry_their_json_names_and_come_back_the_same():
     detail = JobDetail(**dataclasses.asdict(summary), output="hi\n", output_bytes=3, next_offset=3)
     wired = to_wire(detail)
     assert list(wired) == ["jobID", "status", "command", "exitCode", "signal", "reason", "createdAt", "startedAt",
-                           "endedAt", "output", "outputBytes", "outputDropped", "nextOffset"]
+                           "endedAt", "limits", "usage", "output", "outputBytes", "outputDropped", "nextOffset"]
     assert from_wire(JobDetail, wired) == detail
     listed = JobList((summary, summary))
     assert from_wire(JobList, to_wire(listed)) == listed
+    limited = JobSummary("j", JobStatus.RUNNING, "true", None, None, None, "t0", "t1", None,
+                         JobLimits(30.0, 2**28, 0.5, 64), JobUsage(0.25, 2**20))
+    assert to_wire(limited)["limits"]["memoryBytes"] == 2**28 and from_wire(JobSummary, to_wire(limited)) == limited
+
+
+def test_a_start_may_ask_for_limits_of_its_own():
+    request = parse_request({"action": "start", "command": "x", "limits": {"timeoutSeconds": 30, "cpus": 0.5}})
+    assert request.limits == LimitsRequest(timeout_seconds=30, cpus=0.5)
+    assert decode(encode(StartJob(1, "a", "x", None, request.limits))).limits == request.limits
+
+
+@pytest.mark.parametrize("limits, message", [
+    ([1], "limits must be an object with any of timeoutSeconds, memoryBytes, cpus"),
+    ({"memory": 5}, "unknown field in limits: memory"),
+    ({"timeoutSeconds": 0}, "limits.timeoutSeconds must be a positive number"),
+    ({"cpus": "1"}, "limits.cpus must be a positive number"),
+    ({"memoryBytes": 1.5}, "limits.memoryBytes must be a positive whole number of bytes"),
+    ({"memoryBytes": True}, "limits.memoryBytes must be a positive whole number of bytes"),
+])
+def test_limits_that_make_no_sense_are_refused(limits, message):
+    assert refusal({"action": "start", "command": "x", "limits": limits}) == message
 
 
 @pytest.mark.parametrize("message", [
