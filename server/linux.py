@@ -1,5 +1,5 @@
 """The few Linux process controls Python does not expose: child subreaper, parent-death signal, pipe size,
-and the open-files limit. Each degrades to a logged warning where the kernel refuses."""
+the open-files limit and the OOM score. Each degrades to a logged warning where the kernel refuses."""
 
 from __future__ import annotations
 
@@ -52,6 +52,21 @@ def enlarge_pipe(fd: int, size: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
     except OSError:
         pass
+
+
+SERVER_OOM_SCORE_ADJ = -800
+"""The server's processes are among the last the OOM killer picks (-1000 would exempt them altogether)."""
+JOB_OOM_SCORE_ADJ = 500
+"""A job's processes are among the first: past its limits, a job dies, not the server or the host's services."""
+
+
+def protect_from_oom_killer() -> None:
+    """Make this process, and the processes it starts, unlikely victims of the OOM killer (jobs set their own)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adjustment:
+            adjustment.write(str(SERVER_OOM_SCORE_ADJ))
+    except OSError as error:
+        log.warning("cannot lower the server's OOM score (%s): the OOM killer may pick it before a job", error)
 
 
 def raise_open_files_limit() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
-from workerctl.server.linux import become_subreaper
+from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
@@ -149,6 +149,7 @@ def run_server(settings: ServerSettings) -> int:
     settings, containment, job_uids = check_settings(settings)
     try:
         become_subreaper()
+        protect_from_oom_killer()  # the front end and the supervisor inherit it
         listening = _listen(settings.host, settings.port)
         host, port = listening.getsockname()[:2]
         announce.info("listening on https://%s:%d with certificate %s, users file %s, data directory %s; "

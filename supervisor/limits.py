@@ -24,6 +24,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CFS_PERIOD_US = 100_000
+JOBS_CPU_SHARES = 256  # of a task's 1024
+JOBS_CPU_WEIGHT = 25  # of a cgroup's 100
 _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 _V2_CONTROLLERS = ("memory", "cpu", "pids")
 
@@ -169,6 +171,8 @@ class CgroupV1Limits(_CgroupTree):
                 raise OSError(f"no cgroup v1 hierarchy has the {controller} controller")
             roots[controller] = mounts[controller] / own.get(controller, "").lstrip("/") / f"workerctl-{instance}"
             roots[controller].mkdir(exist_ok=True)
+        # Every job together weighs a quarter of one of the server's own processes: busy jobs cannot starve it.
+        (roots["cpu"] / "cpu.shares").write_text(str(JOBS_CPU_SHARES))
         return cls(roots, user_limits)
 
     def _limit(self, controller: str, directory: Path, memory: int, cpus: float, processes: int) -> None:
@@ -208,6 +212,7 @@ class CgroupV2Limits(_CgroupTree):
                           "in a delegated cgroup (systemd: Delegate=yes) or in a container's own root cgroup")
         root.mkdir(exist_ok=True)
         _enable_controllers(root)
+        (root / "cpu.weight").write_text(str(JOBS_CPU_WEIGHT))
         return cls({controller: root for controller in _V2_CONTROLLERS}, user_limits)
 
     def place(self, owner: str, job_id: str, limits: JobLimits) -> tuple[Path, ...]:

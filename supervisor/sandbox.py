@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from workerctl.server.linux import JOB_OOM_SCORE_ADJ
 from workerctl.server.settings import ServerSettings
 from workerctl.supervisor.accounts import JobUser
 
@@ -33,10 +34,11 @@ NETWORK_CHOICES = ("none", "host")
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 HOMES_INSIDE = Path("/home")
 
-# Joins the cgroups named before "--", then becomes the rest of the command line: the fallback when the helper
-# is missing. It runs as root, before anything of the job, so the job is a member before it can fork.
-_JOIN_THEN_EXEC = ('while [ "$1" != -- ]; do echo 0 > "$1" || { echo "workerctl: the job cannot join its cgroup" >&2; '
-                   'exit 125; }; shift; done; shift; exec "$@"')
+# Sets the OOM score adjustment at $1 to $2, joins the cgroups named after it up to "--", then becomes the rest
+# of the command line: the fallback when the helper is missing. It runs as root, before anything of the job, so
+# the job is a member before it can fork.
+_JOIN_THEN_EXEC = ('echo "$2" > "$1"; shift 2; while [ "$1" != -- ]; do echo 0 > "$1" || { '
+                   'echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; shift; done; shift; exec "$@"')
 _PROBE_SECONDS = 10.0
 
 
@@ -91,7 +93,7 @@ class Sandbox:
         job = [SHELL, "-c", plan.command]
         if self.helper is None:
             return self._fallback(plan, job)
-        argv = [str(self.helper)]
+        argv = [str(self.helper), "-a", str(JOB_OOM_SCORE_ADJ)]
         for cgroup in plan.cgroups:
             argv += ["-j", str(cgroup)]
         if self.namespaces:
@@ -113,9 +115,8 @@ class Sandbox:
             if SETPRIV is None:
                 raise OSError("neither the sandbox helper nor util-linux's setpriv is installed to switch users")
             job = [SETPRIV, f"--reuid={plan.user.uid}", f"--regid={plan.user.gid}", "--clear-groups", "--", *job]
-        if plan.cgroups:
-            job = [SHELL, "-c", _JOIN_THEN_EXEC, SHELL, *map(str, plan.cgroups), "--", *job]
-        return job
+        return [SHELL, "-c", _JOIN_THEN_EXEC, SHELL, "/proc/self/oom_score_adj", str(JOB_OOM_SCORE_ADJ),
+                *map(str, plan.cgroups), "--", *job]
 
 
 def unavailable(problem: str) -> str:

@@ -14,6 +14,7 @@
  *
  * Options, in the order they take effect:
  *   -j FILE      write "0" to FILE, a cgroup.procs file: join that cgroup (repeatable)
+ *   -a SCORE     the job's OOM score adjustment (the supervisor's own is low; a job's should not be)
  *   -n           new PID, mount, IPC and UTS namespaces
  *   -N           and a new network namespace with only a loopback (with -n)
  *   -o NAME      the namespace's host name (with -n)
@@ -61,6 +62,7 @@ struct bind {
 struct options {
     const char *joins[MAX_ITEMS];
     int join_count;
+    const char *oom_score_adj;
     int namespaces, network, read_only;
     const char *hostname;
     struct bind binds[MAX_ITEMS];
@@ -114,9 +116,10 @@ static long number(const char *text, const char *what) {
 
 static void parse(int argc, char **argv, struct options *options) {
     int option;
-    while ((option = getopt(argc, argv, "+j:nNo:b:rH:t:u:g:d:")) != -1) {
+    while ((option = getopt(argc, argv, "+j:a:nNo:b:rH:t:u:g:d:")) != -1) {
         switch (option) {
         case 'j': add(options->joins, &options->join_count, optarg); break;
+        case 'a': options->oom_score_adj = optarg; break;
         case 'n': options->namespaces = 1; break;
         case 'N': options->network = 1; break;
         case 'o': options->hostname = optarg; break;
@@ -281,6 +284,7 @@ int main(int argc, char **argv) {
     struct options options = {0};
     parse(argc, argv, &options);
     for (int i = 0; i < options.join_count; i++) write_file(options.joins[i], "0");
+    if (options.oom_score_adj) write_file("/proc/self/oom_score_adj", options.oom_score_adj);
     if (!options.namespaces) run_program(&options);
 
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (options.network ? CLONE_NEWNET : 0);

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -208,3 +209,11 @@ def test_two_servers_on_one_host_give_their_jobs_different_user_ids(server_facto
         assert low <= uid <= high
         ranges.append(range(low, high + 1))
     assert not set(ranges[0]) & set(ranges[1])  # neither hands out, nor sweeps as strays, the other's IDs
+
+
+def test_the_oom_killer_picks_jobs_before_the_server(server_factory):
+    server = server_factory()
+    assert server.wait_final(server.start("cat /proc/self/oom_score_adj"))["output"] == "500\n"
+    for name in ("web", "supervisor"):
+        # -800 where the server may lower its own score (CAP_SYS_RESOURCE); else it stays 0, and says so.
+        assert int(Path(f"/proc/{server.child_pid(name)}/oom_score_adj").read_text()) in (-800, 0)
