@@ -70,7 +70,7 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
         prepare(layout)
         hold_lock(layout.serve_lock)  # held until this process exits
         accounts = JobAccounts.resolve(settings.job_user)
-        job_uids = claim_id_block()[0] if accounts.dynamic else NO_IDS  # its lock is held until exit
+        job_uids = claim_id_block(layout)[0] if accounts.dynamic else NO_IDS  # its lock is held until exit
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
         containment = choose_containment(settings.containment, layout.instance, job_uids)

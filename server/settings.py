@@ -126,6 +126,8 @@ class ServerSettings:
                                _positive, metavar="N")
     job_processes: int = _setting(1024, "processes and threads one job may have at once", _at_least(1),
                                   metavar="N", aliases=("max_job_processes",))
+    home_size: int = _size_setting(1024**3, "the size of each user's home, kept between their jobs (where the host "
+                                   "can mount one file system per home)")
     user_memory: int = _size_setting(host_memory_bytes() // 2, "memory one user's jobs may use together",
                                      shown_default="half the host's memory")
     user_cpus: float = _setting(float(os.cpu_count() or 1), "cores of CPU time one user's jobs may use together",

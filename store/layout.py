@@ -3,7 +3,10 @@ locks that keep two servers (or two supervisors) from owning the same jobs.
 
     jobs.sqlite3     job records (see records.py)
     output/<job>/    each job's output (see output_log.py)
-    work/<job>/      each job's private working directory, owned by the job user, removed when the job ends
+    homes/<user>/    each user's home, kept between their jobs (homes/<user>.img: its file system, if bounded)
+    work/<job>/      each job's private temporary directory where it has no /tmp of its own, removed when it ends
+    id-block         which block of job user IDs this directory's server holds
+    job-users.json   which ID of that block each user's jobs run as
     reserve          1 MiB kept free for the records: if the disk fills up, it is deleted so that the jobs
                      running then can still be recorded as they end
     serve.lock       held by the serve process, so one server at a time uses the directory
@@ -44,6 +47,24 @@ class DataLayout:
         return self.output_root / job_id
 
     @property
+    def homes_root(self) -> Path:
+        return self.root / "homes"
+
+    def home(self, owner: str) -> Path:
+        return self.homes_root / owner
+
+    def home_image(self, owner: str) -> Path:
+        return self.homes_root / f"{owner}.img"
+
+    @property
+    def id_block(self) -> Path:
+        return self.root / "id-block"
+
+    @property
+    def job_users(self) -> Path:
+        return self.root / "job-users.json"
+
+    @property
     def work_root(self) -> Path:
         return self.root / "work"
 
@@ -74,6 +95,7 @@ class DataLayout:
         # everything else in it is private to the server's user.
         self.root.chmod(0o711)
         self.output_root.mkdir(mode=0o700, exist_ok=True)
+        self.homes_root.mkdir(mode=0o711, exist_ok=True)
         self.work_root.mkdir(mode=0o711, exist_ok=True)
         if not self.reserve.exists() or self.reserve.stat().st_size < RESERVE_BYTES:
             self.reserve.write_bytes(bytes(RESERVE_BYTES))

@@ -84,8 +84,7 @@ class CgroupContainment(Containment):
             cgroup.rmdir()  # nothing was started in it
             raise
 
-    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
-              uid: int | None) -> JobScope:
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool]) -> JobScope:
         return _CgroupScope(self.job_cgroup(job_id, owner), main_pid, main_unreaped)
 
     def leftovers(self) -> JobScope:

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,18 +84,17 @@ class Containment(ABC):
         yield ()
 
     @abstractmethod
-    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
-              uid: int | None) -> JobScope:
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool]) -> JobScope:
         """The scope of `owner`'s job whose first process is `main_pid`; `main_unreaped` says whether that pid
-        is held; `uid` is the job's own user ID, if it has one."""
+        is held."""
 
     def leftovers(self) -> JobScope:
         """Every process an earlier run of this server instance left behind."""
         return TaggedLeftovers(self.instance)
 
-    def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
-        """Processes that escaped every job's scope, given the live jobs and their own user IDs; none where the
-        kernel tracks membership."""
+    def strays(self, live_jobs: Collection[str], live_uids: Collection[int]) -> list[psutil.Process]:
+        """Processes of this server's that escaped every job's scope, given the live jobs and the user IDs
+        their jobs run as; none where the kernel tracks membership."""
         return []
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 
 from workerctl.store.interface import JobWriter, StoreError
 from workerctl.supervisor.containment import Containment, signal_all
@@ -39,11 +39,13 @@ async def prune_forever(store: JobWriter, max_age_days: float, keep_per_user: in
         await asyncio.sleep(_PRUNE_BATCH_SECONDS)
 
 
-async def sweep_strays_forever(containment: Containment, live_jobs: Callable[[], Mapping[str, int | None]]) -> None:
-    """Kill processes that escaped every job's scope (only containment by process trees has any)."""
+async def sweep_strays_forever(containment: Containment,
+                               live: Callable[[], tuple[Collection[str], Collection[int]]]) -> None:
+    """Kill processes that escaped every job's scope (only containment by process trees has any), given the
+    live jobs and the user IDs they run as."""
     while True:
         await asyncio.sleep(_STRAY_SWEEP_SECONDS)
-        strays = containment.strays(live_jobs())
+        strays = containment.strays(*live())
         if strays:
             log.warning("killing %d processes that escaped their jobs: %s", len(strays),
                         [process.pid for process in strays])

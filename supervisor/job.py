@@ -64,7 +64,7 @@ class Launched:
 
     pid: int
     user: JobUser
-    workdir: Path
+    temporary: Path | None  # its own temporary directory, where it has no /tmp of its own
     output: OutputSink
     output_fd: int | None  # the read end of its output pipe, until every writer has closed it
     scope: JobScope

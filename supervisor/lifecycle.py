@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from workerctl.protocol.jobs import JobStatus
@@ -21,9 +22,10 @@ from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobRecord, OutputWriteError
 from workerctl.store.layout import DataLayout
 from workerctl.store.remover import TreeRemover
-from workerctl.supervisor.accounts import JobAccounts
+from workerctl.supervisor.accounts import JobAccounts, JobUser
 from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import ChildExits, pidfds_work, reap_exited, watch_exit
+from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.limits import Limits, Usage
@@ -39,10 +41,13 @@ _READ_CHUNK = 1024 * 1024
 
 class JobLifecycle:
     def __init__(self, settings: ServerSettings, layout: DataLayout, pool: JobPool, publisher: Publisher,
-                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox, limits: Limits) -> None:
+                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox, limits: Limits,
+                 homes: Homes) -> None:
         self.settings = settings
         self.sandbox = sandbox
         self.limits = limits
+        self.homes = homes
+        self._homes_preparing: dict[str, asyncio.Future[Path]] = {}
         self.layout = layout
         self.pool = pool
         self.publisher = publisher
@@ -62,10 +67,9 @@ class JobLifecycle:
         self.jobs[record.id] = Job(record)
         self.pool.add(record.id, record.owner)
 
-    def own_uids(self) -> dict[str, int | None]:
-        """Each running job's own user ID, where it has one."""
-        return {job.id: self.accounts.own_uid(job.launched.user if job.launched else None)
-                for job in self.jobs.values()}
+    def live(self) -> tuple[set[str], set[int]]:
+        """The jobs not yet settled, and the user IDs they run as (what the stray sweep must spare)."""
+        return set(self.jobs), self.accounts.uids_of({job.owner for job in self.jobs.values()})
 
     # --- launching ----------------------------------------------------------------------------------------
 
@@ -90,28 +94,31 @@ class JobLifecycle:
 
     def _launch(self, job: Job) -> None:
         try:
+            user = self.accounts.user_for(job.owner)
+            if not self.homes.ready(job.owner):
+                self._prepare_home(job, user)
+                return
             with contextlib.ExitStack() as undo:  # hands back what was acquired if a later step fails
-                user = self.accounts.acquire()
-                undo.callback(self.accounts.release, user)
-                workdir = make_private_directory(self.layout.workdir(job.id), user)
-                undo.callback(self._remover.remove, workdir)
+                temporary = None
+                if not self.sandbox.namespaces:  # no /tmp of its own: a directory of its own instead
+                    temporary = make_private_directory(self.layout.workdir(job.id), user)
+                    undo.callback(self._remover.remove, temporary)
                 output = self.publisher.store.open_output(job.id)
                 undo.callback(output.close)
                 limit_cgroups = self.limits.place(job.owner, job.id, job.limits)
                 undo.callback(self.limits.release, job.owner, job.id)
                 with self.containment.spawning(job.id, job.owner) as cgroups:
-                    plan = JobPlan(job.record.command, job.owner, user, workdir, cgroups + limit_cgroups)
-                    environment = job_environment(job.id, self.containment.instance, plan, self.sandbox, workdir)
+                    plan = JobPlan(job.record.command, job.owner, user, self.layout.home(job.owner),
+                                   cgroups + limit_cgroups)
+                    environment = job_environment(job.id, self.containment.instance, plan, self.sandbox,
+                                                  temporary)
                     spawned = spawn(plan, self.sandbox, environment)
                 undo.pop_all()
         except (OSError, subprocess.SubprocessError) as error:
-            log.error("job %s could not start: %s", job.id, error)
-            self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
-            asyncio.get_running_loop().call_soon(self.start_runnable)
+            self._could_not_start(job, error)
             return
-        scope = self.containment.scope(job.id, job.owner, spawned.pid, lambda: job.main_unreaped,
-                                       self.accounts.own_uid(user))
-        launched = Launched(spawned.pid, user, workdir, output, spawned.output_fd, scope)
+        scope = self.containment.scope(job.id, job.owner, spawned.pid, lambda: job.main_unreaped)
+        launched = Launched(spawned.pid, user, temporary, output, spawned.output_fd, scope)
         job.start_running(launched)
         self._jobs_by_pid[spawned.pid] = job
         if pidfds_work():
@@ -120,6 +127,31 @@ class JobLifecycle:
         loop.add_reader(spawned.output_fd, self._drain_output, job)
         launched.deadline = loop.call_later(job.limits.timeout_seconds, self._time_limit_reached, job)
         self.publisher.save(job.record)
+
+    def _could_not_start(self, job: Job, error: BaseException) -> None:
+        log.error("job %s could not start: %s", job.id, error)
+        self._settle(job, JobStatus.ERROR, reason=f"could not start: {getattr(error, 'strerror', None) or error}")
+        asyncio.get_running_loop().call_soon(self.start_runnable)
+
+    def _prepare_home(self, job: Job, user: JobUser) -> None:
+        """Make and mount the owner's home in a worker thread (once for all their jobs waiting on it), then
+        launch the job, unless it was stopped meanwhile."""
+        preparing = self._homes_preparing.get(job.owner)
+        if preparing is None:
+            preparing = asyncio.get_running_loop().run_in_executor(None, self.homes.prepare, job.owner, user)
+            self._homes_preparing[job.owner] = preparing
+            preparing.add_done_callback(lambda _: self._homes_preparing.pop(job.owner, None))
+
+        def prepared(done: asyncio.Future[Path]) -> None:
+            if job.phase is not Phase.QUEUED:
+                return
+            if done.exception() is not None:
+                self._could_not_start(job, done.exception())  # type: ignore[arg-type]
+                return
+            self._to_launch.appendleft(job)
+            if self._launch_handle is None:
+                self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+        preparing.add_done_callback(prepared)
 
     # --- output ---------------------------------------------------------------------------------------------
 
@@ -244,8 +276,8 @@ class JobLifecycle:
         if job.launched is not None:
             changes["output_bytes"] = job.launched.output.total
             job.launched.output.close()
-            self._remover.remove(job.launched.workdir)
-            self.accounts.release(job.launched.user)
+            if job.launched.temporary is not None:
+                self._remover.remove(job.launched.temporary)
         job.settle(status, **changes)
         self.publisher.save(job.record)
         del self.jobs[job.id]

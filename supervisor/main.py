@@ -21,6 +21,7 @@ from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.cgroups import CgroupContainment
 from workerctl.supervisor.containment import choose_containment
+from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.limits import UserLimits, choose_limits
 from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable, hidden_from_jobs
 from workerctl.supervisor.service import Supervisor
@@ -48,7 +49,7 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
     except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    accounts = JobAccounts.resolve(settings.job_user, job_uids)
+    accounts = JobAccounts.resolve(settings.job_user, job_uids, layout.job_users)
     if accounts.dynamic:
         limit_processes_per_user(settings.job_processes)
     try:
@@ -58,5 +59,6 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         sys.exit(UNUSABLE_SETTINGS_EXIT)
     limits = choose_limits(layout.instance, containment.root if isinstance(containment, CgroupContainment) else None,
                            UserLimits(settings.user_memory, settings.user_cpus, settings.user_processes))
-    supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, link_address, authkey)
+    homes = Homes.choose(layout, settings.home_size)
+    supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, homes, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

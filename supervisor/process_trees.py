@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import psutil
@@ -77,18 +77,18 @@ class ProcessContainment(Containment):
 
     def __init__(self, instance: str, job_uids: range) -> None:
         super().__init__(instance)
-        self.job_uids = job_uids  # the user IDs this server gives its jobs, if each gets its own
+        self.job_uids = job_uids  # the user IDs this server's jobs run as, where each user has their own
 
-    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool],
-              uid: int | None) -> JobScope:
-        return _ProcessTreeScope(job_id, psutil.Process(main_pid), main_unreaped, uid)
+    def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool]) -> JobScope:
+        return _ProcessTreeScope(job_id, psutil.Process(main_pid), main_unreaped)
 
-    def strays(self, live: Mapping[str, int | None]) -> list[psutil.Process]:
+    def strays(self, live_jobs: Collection[str], live_uids: Collection[int]) -> list[psutil.Process]:
+        """Orphans re-parented to the supervisor that belong to no live job, and processes running as one of
+        this server's job user IDs whose user has no live job: only ever this server's own."""
         reading = _ProcessTable.current()
-        live_uids = {uid for uid in live.values() if uid is not None}
         strays: dict[int, psutil.Process] = {}
         for orphan in reading.children.get(os.getpid(), ()):
-            if orphan.info["uids"].real not in live_uids and environ_of(orphan).get(JOB_ENV) not in live:
+            if orphan.info["uids"].real not in live_uids and environ_of(orphan).get(JOB_ENV) not in live_jobs:
                 strays.update((process.pid, process) for process in _with_descendants(orphan, reading.children))
         for uid, processes in reading.by_uid.items():
             if uid in self.job_uids and uid not in live_uids:
@@ -97,25 +97,19 @@ class ProcessContainment(Containment):
 
 
 class _ProcessTreeScope(JobScope):
-    """A job's processes: with a user ID of its own, every process with that real user ID (no process can
-    shed it without privilege); otherwise its process tree and the orphans that carry its tag, process group
-    or session."""
+    """A job's processes: its process tree, and the orphans that carry its tag, process group or session."""
 
     confirm_empty_after = 0.02
 
-    def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool],
-                 uid: int | None) -> None:
+    def __init__(self, job_id: str, main: psutil.Process, main_unreaped: Callable[[], bool]) -> None:
         self.job_id = job_id
         self.main = main
         self.main_pid = main.pid
         self.main_unreaped = main_unreaped
-        self.uid = uid
         self._fresh_after = 0.0
 
     def processes(self) -> list[psutil.Process]:
         reading = _ProcessTable.current(self._fresh_after)
-        if self.uid is not None:
-            return list(reading.by_uid.get(self.uid, ()))
         found: dict[int, psutil.Process] = {}
         main = reading.by_pid.get(self.main.pid)
         if main is not None and main == self.main:

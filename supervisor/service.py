@@ -24,6 +24,7 @@ from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verdict
 from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import pidfds_work
+from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest
 from workerctl.supervisor.killing import terminate
@@ -43,7 +44,7 @@ _LAST_SAVE_SECONDS = 5.0
 
 class Supervisor:
     def __init__(self, settings: ServerSettings, store: JobWriter, containment: Containment,
-                 accounts: JobAccounts, sandbox: Sandbox, limits: Limits, link_address: Path,
+                 accounts: JobAccounts, sandbox: Sandbox, limits: Limits, homes: Homes, link_address: Path,
                  authkey: bytes) -> None:
         self.settings = settings
         self.store = store
@@ -56,8 +57,9 @@ class Supervisor:
         policy = LimitsPolicy(settings.job_timeout, settings.longest_job_timeout, settings.job_memory,
                               settings.job_cpus, settings.job_processes)
         self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key, policy)
+        self.homes = homes
         self.lifecycle = JobLifecycle(settings, DataLayout(settings.data_dir), pool, self.publisher, containment,
-                                      accounts, sandbox, limits)
+                                      accounts, sandbox, limits, homes)
         self._shutdown_requested = asyncio.Event()
 
     async def run(self, restart_reason: str) -> None:
@@ -76,7 +78,7 @@ class Supervisor:
             asyncio.create_task(self._sample_usage_forever()),
             asyncio.create_task(prune_forever(self.store, self.settings.retention_days, self.settings.retention_jobs,
                                               self.lifecycle.jobs_settled)),
-            asyncio.create_task(sweep_strays_forever(self.containment, self.lifecycle.own_uids)),
+            asyncio.create_task(sweep_strays_forever(self.containment, self.lifecycle.live)),
         ]
         announce.info("supervisor ready: %d jobs at once, %d per user, time limit %g s, jobs run as %s",
                       self.settings.max_jobs, self.settings.max_jobs_per_user, self.settings.job_timeout,
@@ -127,6 +129,7 @@ class Supervisor:
             log.error("could not record the last job changes before stopping; the next start settles them")
         self.publisher.send_events()
         self.lifecycle.close()
+        self.homes.close()
         self.limits.close()
         self.containment.close()
         self.link.close()

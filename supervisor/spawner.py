@@ -41,13 +41,15 @@ def make_private_directory(path: Path, user: JobUser) -> Path:
     return path
 
 
-def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox, temporary: Path) -> dict[str, str]:
+def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
+                    temporary: Path | None) -> dict[str, str]:
+    """The job's whole environment; `temporary` is its own temporary directory where it has no /tmp."""
     home = str(sandbox.home_inside(plan))
     return {
         "PATH": _PATH,
         "HOME": home,
         "PWD": home,
-        "TMPDIR": "/tmp" if sandbox.namespaces else str(temporary),
+        "TMPDIR": str(temporary or "/tmp"),
         "USER": plan.user.name,
         "LOGNAME": plan.user.name,
         "SHELL": SHELL,
