@@ -119,6 +119,9 @@ class _CgroupScope(JobScope):
     def processes(self) -> list[psutil.Process]:
         return list(_existing(self._pids()))
 
+    def process_group(self) -> int | None:
+        return self.main_pid if self.main_pid and self.main_unreaped() else None
+
     def is_empty(self) -> bool:
         # Reading cgroup.procs, then finding a listed process dead, proves nothing: it may have forked just
         # before it died, and its child joined the list after it was read. The kernel's count cannot miss it.

@@ -37,7 +37,7 @@ class JobScope(ABC):
     """The processes of one job."""
 
     main_pid = 0
-    """The job's first process, where the scope is one job's (signalled first: see killing.py)."""
+    """The job's first process, where the scope is one job's."""
 
     confirm_empty_after: float | None = None
     """Where membership is pieced together from /proc rather than kept by the kernel: how long to wait before
@@ -46,6 +46,11 @@ class JobScope(ABC):
     @abstractmethod
     def processes(self) -> list[psutil.Process]:
         """Every live (not zombie) process of the job now."""
+
+    def process_group(self) -> int | None:
+        """The job's own process group (its first process's), while that process is unreaped and so the
+        group's ID cannot be another's; None where there is none to signal."""
+        return None
 
     def is_empty(self) -> bool:
         """Whether the job has no process left. Where the kernel keeps count, it answers, which also covers a

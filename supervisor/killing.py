@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -32,10 +33,17 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         """SIGTERM whatever has joined the job since the last look (a child forked just before its parent
         died, say), so that it too gets the grace period rather than a SIGKILL."""
         newcomers = [process for process in processes if process not in terminated]
-        # The job's shell first: were a child of it to die first, the shell could wake and print "Terminated"
-        # into the job's output before its own SIGTERM arrived.
-        newcomers.sort(key=lambda process: process.pid != scope.main_pid)
-        signal_all(newcomers, signal.SIGTERM)
+        group = scope.process_group() if not terminated else None
+        if group is not None:
+            # The job's own process group all at once: signalled one by one, a child could die first and its
+            # parent (a shell) wake and carry on, past its `wait` or printing "Terminated", before its own
+            # SIGTERM arrived. Who left the group (setsid) is signalled on its own, parents first.
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                group = None
+        signal_all(sorted((process for process in newcomers if group is None or _group_of(process) != group),
+                          key=lambda process: process.pid), signal.SIGTERM)
         terminated.update(newcomers)
 
     if await _emptied(scope, 0, child_exits):
@@ -50,6 +58,13 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         rounds += 1
         log.warning("processes survive SIGKILL after %d rounds: %s", rounds,
                     [process.pid for process in scope.processes()])
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
 
 
 async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,

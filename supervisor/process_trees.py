@@ -120,6 +120,9 @@ class _ProcessTreeScope(JobScope):
                 found.update((p.pid, p) for p in _with_descendants(orphan, reading.children))
         return list(found.values())
 
+    def process_group(self) -> int | None:
+        return self.main_pid if self.main_unreaped() else None
+
     def kill_all(self) -> None:
         # While the main process is unreaped its pid cannot be reused, so its process group is still the job's.
         if self.main_unreaped():
