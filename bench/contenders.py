@@ -40,6 +40,7 @@ class Contenders:
     credentials: Credentials
     settings: Settings
     workerctl: WorkerctlServer
+    workerctl_unsandboxed: WorkerctlServer  # the same with --sandbox off: what the sandbox costs
     floor_https: FloorHttpsServer
     tsp: TaskSpooler
     supervisord: Supervisord
@@ -50,6 +51,8 @@ def start_contenders(stack: ExitStack, directory: Path, credentials: Credentials
     return Contenders(
         directory, credentials, settings,
         workerctl=stack.enter_context(WorkerctlServer(credentials, directory / "workerctl")),
+        workerctl_unsandboxed=stack.enter_context(WorkerctlServer(credentials, directory / "workerctl-unsandboxed",
+                                                                  extra=("--sandbox", "off"))),
         floor_https=stack.enter_context(FloorHttpsServer(credentials)),
         tsp=stack.enter_context(TaskSpooler(directory / "tsp", slots=MAX_CLIENTS)),
         supervisord=stack.enter_context(Supervisord(directory / "supervisord", [

@@ -56,6 +56,7 @@ def measure_trivial_jobs(contenders: Contenders, round_: Round) -> None:
         operations: dict[str, OperationFactory] = {
             "floor": spawn_operation(contenders.directory / "spawn-floor", TRIVIAL_COMMAND),
             "workerctl": _workerctl_job(contenders.workerctl),
+            "unsandboxed": _workerctl_job(contenders.workerctl_unsandboxed),
             "tsp": contenders.tsp.run_operation(TRIVIAL_COMMAND),
             "supervisord": contenders.supervisord.run_operation("trivial"),
         }

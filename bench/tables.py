@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from bench.rounds import Round
 
-CONTENDER_NAMES = {"floor": "floor", "cgroupfloor": "floor+cgroup", "workerctl": "workerctl", "tsp": "task-spooler",
+CONTENDER_NAMES = {"floor": "floor", "cgroupfloor": "floor+cgroup", "workerctl": "workerctl",
+                   "unsandboxed": "workerctl --sandbox off", "tsp": "task-spooler",
                    "supervisord": "supervisord"}
 
 
@@ -36,9 +37,10 @@ TABLES = (
           "Each client starts a job and waits until it has finished, then starts the next. Floor: spawn and reap "
           "as the supervisor does, no server; floor+cgroup: the same, each job in a cgroup of its own made as the "
           "supervisor makes it. workerctl: `start`, then `status` long polls over one kept-alive "
-          "HTTPS connection. task-spooler: `tsp -f` (16 slots). supervisord: XML-RPC `startProcess`, then "
+          "HTTPS connection, in the sandbox (the default) and with `--sandbox off`. task-spooler: `tsp -f` "
+          "(16 slots). supervisord: XML-RPC `startProcess`, then "
           "`getProcessInfo` until EXITED.",
-          ("floor", "cgroupfloor", "workerctl", "tsp", "supervisord"),
+          ("floor", "cgroupfloor", "unsandboxed", "workerctl", "tsp", "supervisord"),
           (Row("job.p50_ms", "latency p50, 1 client", "ms"),
            Row("job.p99_ms", "latency p99, 1 client", "ms"),
            Row("job.rate_c1", "jobs/s, 1 client", "/s"),
@@ -159,4 +161,9 @@ TARGETS = (
     Target("`workerctl status ID` wall ÷ stdlib floor script",
            _ratio("cli.wall_ms.workerctl", "cli.wall_ms.floor"), 1.5, at_least=False),
     Target("the same, less Fire's import time (measured alone)", _cli_without_fire, 1.5, at_least=False),
+    Target("start→finished p50, sandbox on − off",
+           lambda round_: round_.get("job.p50_ms.workerctl") - round_.get("job.p50_ms.unsandboxed"), 3,
+           at_least=False, unit="ms"),
+    Target("jobs/s at 16 clients, sandbox on ÷ off",
+           _ratio("job.rate_c16.workerctl", "job.rate_c16.unsandboxed"), 0.7, at_least=True),
 )

@@ -30,14 +30,16 @@ class WorkerctlServer:
     """One running `workerctl serve`; use as a context manager, or call start() and stop()."""
 
     def __init__(self, credentials: Credentials, directory: Path, *, job_timeout: float = 60.0,
-                 max_jobs: int = 2000) -> None:
+                 max_jobs: int = 2000, extra: tuple[str, ...] = ()) -> None:
         self.credentials = credentials
         self.directory = directory
         self.log_path = directory / "serve.log"
         self.command = [sys.executable, "-m", "workerctl", "serve", "--port", "0", "--data-dir",
                         str(directory / "data"), "--users", str(credentials.users), "--cert", str(credentials.cert),
                         "--key", str(credentials.key), "--job-timeout", f"{job_timeout:g}", "--max-jobs",
-                        str(max_jobs), "--max-jobs-per-user", str(max_jobs), "--log-level", "WARNING"]
+                        str(max_jobs), "--max-jobs-per-user", str(max_jobs), "--log-level", "WARNING",
+                        # One user runs every job: room for 1,000 sleeping jobs of four processes each.
+                        "--user-processes", "100000", *extra]
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -56,6 +58,10 @@ class WorkerctlServer:
         found = wait_for_log(self.log_path, r"serving https://127\.0\.0\.1:(\d+)", _READY_SECONDS,
                              lambda: self.process is not None and self.process.poll() is None)
         self.port = int(found.group(1))
+        # The user's first job makes and mounts their home, once per server: not what a job costs.
+        api = self.connect()
+        api.wait_status(api.start("true"), FINAL_STATUSES)
+        api.close()
 
     def stop(self) -> float:
         """SIGTERM the server (it ends every job first); the seconds it took to exit."""
