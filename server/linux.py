@@ -81,6 +81,7 @@ def limit_processes_per_user(limit: int) -> None:
     """Let each user started from this process run at most `limit` processes and threads.
 
     Root, which this process runs as, is exempt from the limit itself; the jobs it starts inherit it and are
-    counted by their own user ID, so with a user ID per job this bounds each job: a fork bomb stops there.
+    counted by their own user ID, one per workerctl user: a backstop for the pids cgroups, and the only cap
+    where there are none.
     """
     resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))

@@ -51,7 +51,7 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         sys.exit(UNUSABLE_SETTINGS_EXIT)
     accounts = JobAccounts.resolve(settings.job_user, job_uids, layout.job_users)
     if accounts.dynamic:
-        limit_processes_per_user(settings.job_processes)
+        limit_processes_per_user(settings.user_processes)
     try:
         sandbox = Sandbox.choose(settings.sandbox, settings.network, hidden_from_jobs(settings))
     except SandboxUnavailable as error:

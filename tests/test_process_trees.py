@@ -163,3 +163,13 @@ def test_a_child_forked_as_its_parent_dies_is_ended_too(server):
         job_id = server.start(f"(setsid sh -c 'sleep {mark} &' &); exit 5")
         assert server.wait_final(job_id)["exitCode"] == 5
         assert_none_left(mark)
+
+
+def test_the_job_process_cap_is_per_job_though_a_users_jobs_share_an_id(server_factory):
+    server = server_factory("--job-processes", "10")
+    mark = marker()
+    jobs = [server.start(f"for i in 1 2 3 4 5; do sleep {mark} & done; echo ready; wait") for _ in range(3)]
+    for job_id in jobs:
+        poll_until(lambda: server.status(job_id)["output"] == "ready\n", message="each job's five processes")
+    for job_id in jobs:
+        server.call("stop", jobID=job_id)
