@@ -84,4 +84,9 @@ def limit_processes_per_user(limit: int) -> None:
     counted by their own user ID, one per workerctl user: a backstop for the pids cgroups, and the only cap
     where there are none.
     """
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY and limit > hard:
+        log.warning("the processes one user may run are capped at %d here (the hard RLIMIT_NPROC), not %d", hard,
+                    limit)
+        limit = hard
     resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))

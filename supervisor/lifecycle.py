@@ -28,7 +28,7 @@ from workerctl.supervisor.exits import ChildExits, pidfds_work, reap_exited, wat
 from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.killing import terminate
-from workerctl.supervisor.limits import Limits, Usage
+from workerctl.supervisor.limits import Limits
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
 from workerctl.supervisor.sandbox import JobPlan, Sandbox
@@ -242,10 +242,11 @@ class JobLifecycle:
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
         launched.scope.release()
-        usage = self._record_usage(job)
+        self._record_usage(job)
+        memory_kills = self.limits.memory_kills(job.owner, job.id)
         self.limits.release(job.owner, job.id)
         ended = job.end_request or EndRequest(JobStatus.FINISHED)
-        if usage.memory_kills and job.main_exit.code != 0 and ended.status is JobStatus.FINISHED:
+        if memory_kills and job.main_exit.code != 0 and ended.status is JobStatus.FINISHED:
             ended = EndRequest(JobStatus.ERROR, f"memory limit of {format_size(job.limits.memory_bytes)} exceeded: "
                                                 "the kernel killed a process of the job")
         reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
@@ -254,12 +255,11 @@ class JobLifecycle:
                      reason="; ".join(reasons) or None)
         self.start_runnable()
 
-    def _record_usage(self, job: Job) -> Usage:
+    def _record_usage(self, job: Job) -> None:
         """Read what the job has used so far into its record."""
         usage = self.limits.usage(job.owner, job.id)
         job.record.cpu_seconds = usage.cpu_seconds
         job.record.peak_memory_bytes = usage.peak_memory_bytes
-        return usage
 
     def sample_usage(self) -> None:
         """Record the usage of every running job whose usage has changed, so status shows it live."""

@@ -49,7 +49,6 @@ class UserLimits:
 class Usage:
     cpu_seconds: float | None
     peak_memory_bytes: int | None
-    memory_kills: int = 0  # processes the memory limit killed
 
 
 def user_dir_name(owner: str) -> str:
@@ -66,6 +65,10 @@ class Limits(ABC):
 
     @abstractmethod
     def usage(self, owner: str, job_id: str) -> Usage: ...
+
+    def memory_kills(self, owner: str, job_id: str) -> int:
+        """How many of the job's processes its memory limit killed."""
+        return 0
 
     def release(self, owner: str, job_id: str) -> None:
         """Remove the job's cgroups, once none of its processes is left."""
@@ -191,8 +194,10 @@ class CgroupV1Limits(_CgroupTree):
         dirs = self._dirs(owner, job_id)
         nanoseconds = _read(dirs["cpuacct"] / "cpuacct.usage")
         peak = _read(dirs["memory"] / "memory.max_usage_in_bytes")
-        kills = _field(_read(dirs["memory"] / "memory.oom_control"), "oom_kill") or 0
-        return Usage(int(nanoseconds) / 1e9 if nanoseconds else None, int(peak) if peak else None, kills)
+        return Usage(int(nanoseconds) / 1e9 if nanoseconds else None, int(peak) if peak else None)
+
+    def memory_kills(self, owner: str, job_id: str) -> int:
+        return _field(_read(self._dirs(owner, job_id)["memory"] / "memory.oom_control"), "oom_kill") or 0
 
 
 class CgroupV2Limits(_CgroupTree):
@@ -236,8 +241,10 @@ class CgroupV2Limits(_CgroupTree):
         directory = self._dirs(owner, job_id)["memory"]
         microseconds = _field(_read(directory / "cpu.stat"), "usage_usec")
         peak = _read(directory / "memory.peak")
-        kills = _field(_read(directory / "memory.events"), "oom_kill") or 0
-        return Usage(microseconds / 1e6 if microseconds is not None else None, int(peak) if peak else None, kills)
+        return Usage(microseconds / 1e6 if microseconds is not None else None, int(peak) if peak else None)
+
+    def memory_kills(self, owner: str, job_id: str) -> int:
+        return _field(_read(self._dirs(owner, job_id)["memory"] / "memory.events"), "oom_kill") or 0
 
 
 def _enable_controllers(directory: Path, create: bool = False) -> None:
