@@ -108,6 +108,10 @@ class ServerSettings:
         default_data_dir(), "job records, output and working directories; jobs must be able to reach it",
         shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or ~/.local/state/workerctl",
         metavar="DIR")
+    handshake_timeout: float = _setting(10.0, "seconds a client has to finish its TLS handshake", _positive,
+                                        metavar="SECONDS")
+    max_connections_per_client: int = _setting(64, "connections one client address may hold open at once",
+                                               _at_least(1), metavar="N")
     job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it, unless its start asks "
                                   "for less or (up to --max-job-timeout) more", _positive, metavar="SECONDS")
     max_job_timeout: float | None = _setting(None, "the most seconds a start may ask for", _positive,

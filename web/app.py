@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from pathlib import Path
-from typing import Any
 
 import tornado.httpserver
 import tornado.iostream
 import tornado.web
 from workerctl.web.auth import Authenticator
-from workerctl.web.handler import HARD_BODY_LIMIT_BYTES, ApiHandler, log_request
+from workerctl.web.connections import GuardedHTTPServer
+from workerctl.web.handler import ApiHandler, log_request
 from workerctl.web.job_api import JobApi
 
 # Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
-MAX_HEADER_BYTES = 16 * 1024
-IDLE_CONNECTION_SECONDS = 30.0  # also bounds the TLS handshake and the headers of a new request
+MAX_HEADER_BYTES = 16 * 1024  # past it: 431
+IDLE_CONNECTION_SECONDS = 30.0  # between requests on a kept-alive connection, and for a new request's headers
 BODY_SECONDS = 10.0
-_WARNING_INTERVAL_SECONDS = 10.0
+# Tornado refuses a body past this with a bare 400; below it the handler reads (and drops) what is past the
+# API's limit and answers 413. Content-Length past HARD_BODY_LIMIT_BYTES is refused before any of it is read.
+_TORNADO_BODY_LIMIT_BYTES = 1024**3
 
 log = logging.getLogger(__name__)
 
@@ -32,39 +33,23 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-class CappedHTTPServer(tornado.httpserver.HTTPServer):
-    """An HTTPServer that closes connections past `max_connections` at once, so that a flood of idle
-    connections cannot use up the process's descriptors and lock everyone else out."""
-
-    max_connections = 10_000
-    _last_warning = 0.0
-
-    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
-        if len(self._connections) >= self.max_connections:  # Tornado's own set of open connections
-            stream.close()
-            now = time.monotonic()
-            if now - self._last_warning > _WARNING_INTERVAL_SECONDS:
-                self._last_warning = now
-                log.warning("refusing connections: %d are open already", len(self._connections))
-            return
-        super().handle_stream(stream, address)
-
-
-def build_server(api: JobApi, auth: Authenticator, tls: ssl.SSLContext,
-                 max_connections: int) -> tornado.httpserver.HTTPServer:
+def build_server(api: JobApi, auth: Authenticator, tls: ssl.SSLContext, max_connections: int,
+                 max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
         [(r".*", ApiHandler, {"api": api, "auth": auth})],
         log_function=log_request,
         serve_traceback=False,
     )
-    server = CappedHTTPServer(
+    server = GuardedHTTPServer(
         application,
         ssl_options=tls,
         max_header_size=MAX_HEADER_BYTES,
-        max_body_size=HARD_BODY_LIMIT_BYTES,
+        max_body_size=_TORNADO_BODY_LIMIT_BYTES,
         idle_connection_timeout=IDLE_CONNECTION_SECONDS,
         body_timeout=BODY_SECONDS,
         decompress_request=False,
     )
     server.max_connections = max_connections
+    server.max_per_client = max_per_client
+    server.handshake_seconds = handshake_seconds
     return server

@@ -114,6 +114,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish()
 
     def on_connection_close(self) -> None:
+        # Tornado's own fails a body still being streamed in; without it, the handler of a truncated request
+        # would wait for the rest forever, and hold its memory.
+        super().on_connection_close()
         self._client_gone = True
         if self._following is not None:  # wake the follower, so it notices now rather than at its next recheck
             self.api.link.watchers.notify([self._following])

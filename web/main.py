@@ -44,7 +44,9 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     api = JobApi(link, jobs, settings.kill_grace)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
-    asyncio.run(_serve(build_server(api, auth, tls, max_connections), listening, link))
+    server = build_server(api, auth, tls, max_connections, settings.max_connections_per_client,
+                          settings.handshake_timeout)
+    asyncio.run(_serve(server, listening, link))
 
 
 async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink) -> None:

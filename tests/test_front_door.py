@@ -1,0 +1,94 @@
+"""The front door as an attacker and a careless client try it, with raw sockets: resources freed whatever the
+client does, every refusal answered in JSON, and no address able to take the slots others need."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+from support import poll_until
+
+MIB = 1024 * 1024
+
+
+def tls_socket(server) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    return server.tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def exchange(server, data: bytes) -> tuple[int, dict]:
+    """Send `data` on a new connection; the status and JSON body of the answer."""
+    with tls_socket(server) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                head, _, body = answer.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), None)
+                if length is not None and len(body) >= length:
+                    break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def truncated_request(server) -> None:
+    with tls_socket(server) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n" + b"x" * 60000)
+
+
+def test_truncated_requests_leave_nothing_behind(server):
+    web = psutil.Process(server.child_pid("web"))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: truncated_request(server), range(200)))  # warm up allocators
+    before = web.memory_info().rss
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: truncated_request(server), range(3000)))
+    # Wait until the front end has closed them all (it learns of each close a moment after the client's).
+    poll_until(lambda: len([c for c in web.net_connections("tcp") if c.status == "ESTABLISHED"]) <= 2,
+               message="the truncated connections to close")
+    assert web.memory_info().rss - before < 20 * MIB
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"".join(b"8000\r\n" + b"x" * 0x8000 + b"\r\n" for _ in range(4)) + b"0\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"zz\r\nxx\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404),
+])
+def test_every_refusal_is_json(server, request_bytes, status):
+    answer_status, body = exchange(server, request_bytes)
+    assert answer_status == status and set(body) == {"error"} and body["error"]
+
+
+def test_one_address_cannot_take_the_slots_others_need(server_factory):
+    server = server_factory("--max-connections-per-client", "20")
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]  # twice its share
+    try:
+        held[-1].settimeout(30)
+        assert held[-1].recv(1) == b""  # past the share: closed at once
+        other = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0), timeout=30)
+        with server.tls.client_context().wrap_socket(other, server_hostname="127.0.0.1") as connection:
+            connection.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            assert connection.recv(12) == b"HTTP/1.1 401"  # served (no token), not refused
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_handshake_that_never_finishes_is_dropped(server_factory):
+    server = server_factory("--handshake-timeout", "0.5")
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    silent.settimeout(30)
+    assert silent.recv(1) == b""  # closed by the server, not by this timeout
+    silent.close()
