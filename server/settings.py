@@ -112,6 +112,8 @@ class ServerSettings:
                                         metavar="SECONDS")
     max_connections_per_client: int = _setting(64, "connections one client address may hold open at once",
                                                _at_least(1), metavar="N")
+    unavailable_wait: float = _setting(10.0, "seconds a request waits for the supervisor while it restarts after a "
+                                       "crash, before it is answered 503", _not_negative, metavar="SECONDS")
     job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it, unless its start asks "
                                   "for less or (up to --max-job-timeout) more", _positive, metavar="SECONDS")
     max_job_timeout: float | None = _setting(None, "the most seconds a start may ask for", _positive,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,8 +87,8 @@ class CgroupContainment(Containment):
     def scope(self, job_id: str, owner: str, main_pid: int, main_unreaped: Callable[[], bool]) -> JobScope:
         return _CgroupScope(self.job_cgroup(job_id, owner), main_pid, main_unreaped)
 
-    def leftovers(self) -> JobScope:
-        return _CgroupLeftovers(self.root, TaggedLeftovers(self.instance))
+    def leftovers(self, job_ids: Collection[str] | None = None) -> JobScope:
+        return _CgroupLeftovers(self.root, TaggedLeftovers(self.instance, job_ids), job_ids)
 
     def close(self) -> None:
         for directory in [*(path for path in self.root.glob("*") if path.is_dir()), self.root]:
@@ -149,19 +149,24 @@ class _CgroupScope(JobScope):
 
 
 class _CgroupLeftovers(JobScope):
-    """Every job cgroup left under this instance's root, and any tagged process outside them."""
+    """The job cgroups left under this instance's root (of the jobs `job_ids`, if given), and any tagged
+    process outside them."""
 
-    def __init__(self, root: Path, tagged: JobScope) -> None:
+    def __init__(self, root: Path, tagged: JobScope, job_ids: Collection[str] | None) -> None:
         self.root = root
         self.tagged = tagged
+        self.job_ids = job_ids
 
     def _scopes(self) -> list[_CgroupScope]:
-        """Every cgroup under the root, the users' and their jobs' (jobs first, so that removing works)."""
+        """The cgroups under the root: those jobs', or every user's and job's (jobs first, so that removing
+        works)."""
         try:
             users = [path for path in self.root.iterdir() if path.is_dir()]
             jobs = [path for user in users for path in user.iterdir() if path.is_dir()]
         except FileNotFoundError:  # removed when the last supervisor stopped cleanly
             return []
+        if self.job_ids is not None:
+            return [_CgroupScope(path) for path in jobs if path.name in self.job_ids]
         return [_CgroupScope(path) for path in jobs + users]
 
     def processes(self) -> list[psutil.Process]:

@@ -93,9 +93,10 @@ class Containment(ABC):
         """The scope of `owner`'s job whose first process is `main_pid`; `main_unreaped` says whether that pid
         is held."""
 
-    def leftovers(self) -> JobScope:
-        """Every process an earlier run of this server instance left behind."""
-        return TaggedLeftovers(self.instance)
+    def leftovers(self, job_ids: Collection[str] | None = None) -> JobScope:
+        """The processes an earlier run of this server instance left behind: of these jobs, or of every job
+        (only while no supervisor runs: jobs started since carry the same instance tag)."""
+        return TaggedLeftovers(self.instance, job_ids)
 
     def strays(self, live_jobs: Collection[str], live_uids: Collection[int]) -> list[psutil.Process]:
         """Processes of this server's that escaped every job's scope, given the live jobs and the user IDs
@@ -107,15 +108,23 @@ class Containment(ABC):
 
 
 class TaggedLeftovers(JobScope):
-    """Processes of this server instance found by the tag in their environment."""
+    """Processes of this server instance, of the jobs `job_ids` if given, found by the tags in their
+    environment."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, job_ids: Collection[str] | None = None) -> None:
         self.instance = instance
+        self.job_ids = job_ids
 
     def processes(self) -> list[psutil.Process]:
-        return [process for process in psutil.process_iter(["status"])
-                if process.info["status"] != psutil.STATUS_ZOMBIE and process.pid != os.getpid()
-                and environ_of(process).get(INSTANCE_ENV) == self.instance]
+        found = []
+        for process in psutil.process_iter(["status"]):
+            if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+                continue
+            environment = environ_of(process)
+            if environment.get(INSTANCE_ENV) == self.instance and (
+                    self.job_ids is None or environment.get(JOB_ENV) in self.job_ids):
+                found.append(process)
+        return found
 
     def kill_all(self) -> None:
         signal_all(self.processes(), signal.SIGKILL)

@@ -92,13 +92,17 @@ class Homes:
         partial.rename(image)
 
     def close(self) -> None:
-        """Unmount every home mounted under the data directory, this run's and any a crashed one left (every
-        job has ended)."""
-        for home in _mounts_under(self.layout.homes_root):
-            try:
-                _run("umount", str(home))
-            except HomeError as error:
-                log.warning("cannot unmount the home %s: %s", home, error)
+        unmount_homes(self.layout)
+
+
+def unmount_homes(layout: DataLayout) -> None:
+    """Unmount every home mounted under the data directory, this run's and any a crashed one left (once every
+    job has ended)."""
+    for home in _mounts_under(layout.homes_root):
+        try:
+            _run("umount", str(home))
+        except HomeError as error:
+            log.warning("cannot unmount the home %s: %s", home, error)
 
 
 def _mounts_under(directory: Path) -> list[Path]:

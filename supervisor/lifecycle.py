@@ -283,5 +283,9 @@ class JobLifecycle:
         del self.jobs[job.id]
         self.jobs_settled.set()
 
+    async def homes_prepared(self) -> None:
+        """Return once no home is being made or mounted (at shutdown, before the homes are unmounted)."""
+        await asyncio.gather(*self._homes_preparing.values(), return_exceptions=True)
+
     def close(self) -> None:
         self._remover.close()

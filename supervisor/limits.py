@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,8 @@ class Limits(ABC):
     def close(self) -> None:
         """Remove the users' cgroups and this server's, once no job is left."""
 
-    def release_leftovers(self) -> None:
-        """Remove the (empty) cgroups an earlier run left, once its processes are ended."""
+    def release_leftovers(self, job_ids: Collection[str]) -> None:
+        """Remove the (empty) cgroups of these jobs an earlier run left, once their processes are ended."""
 
 
 class NoLimits(Limits):
@@ -149,12 +150,11 @@ class _CgroupTree(Limits):
         for root in set(self.roots.values()):
             _remove(root)
 
-    def release_leftovers(self) -> None:
+    def release_leftovers(self, job_ids: Collection[str]) -> None:
         for root in set(self.roots.values()):
             for user in [path for path in root.glob("user-*") if path.is_dir()]:
-                for job in [path for path in user.iterdir() if path.is_dir()]:
+                for job in [path for path in user.iterdir() if path.is_dir() and path.name in job_ids]:
                     _remove(job)
-                _remove(user)
 
     @abstractmethod
     def _limit(self, controller: str, directory: Path, memory: int, cpus: float, processes: int) -> None: ...

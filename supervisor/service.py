@@ -71,9 +71,10 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
         # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-        await self._settle_previous_run(restart_reason)
-        self.link.start()
+        left = self._settle_previous_run(restart_reason)
+        self.link.start()  # answering now: what a dead run left is ended meanwhile
         housekeeping = [
+            asyncio.create_task(self._end_leftovers(left)),
             asyncio.create_task(self._reap_forever()),
             asyncio.create_task(self._sample_usage_forever()),
             asyncio.create_task(prune_forever(self.store, self.settings.retention_days, self.settings.retention_jobs,
@@ -88,8 +89,8 @@ class Supervisor:
             task.cancel()
         await self._shut_down()
 
-    async def _settle_previous_run(self, reason: str) -> None:
-        """Mark every job an earlier run left unfinished as `error`, and end any process it left behind."""
+    def _settle_previous_run(self, reason: str) -> set[str]:
+        """Mark every job an earlier run left unfinished as `error`; their IDs."""
         unsettled = self.store.unsettled()
         for record in unsettled:
             record.status, record.reason, record.ended_at = JobStatus.ERROR, reason, now()
@@ -97,13 +98,17 @@ class Supervisor:
         self.store.commit()
         if unsettled:
             log.warning("settled %d jobs an earlier run left unfinished: %s", len(unsettled), reason)
-        leftovers = self.containment.leftovers()
+        return {record.id for record in unsettled}
+
+    async def _end_leftovers(self, job_ids: set[str]) -> None:
+        """End whatever processes of these jobs an earlier run left behind, and remove their cgroups."""
+        leftovers = self.containment.leftovers(job_ids)
         survivors = leftovers.processes()
         if survivors:
             log.warning("ending %d processes an earlier run left behind", len(survivors))
             await terminate(leftovers, self.settings.kill_grace, self.lifecycle.child_exits)
         leftovers.release()
-        self.limits.release_leftovers()
+        self.limits.release_leftovers(job_ids)
 
     async def _reap_forever(self) -> None:
         """Reap now and then in any case: orphans re-parented to the supervisor have no pidfd watched."""
@@ -128,6 +133,7 @@ class Supervisor:
         except asyncio.TimeoutError:
             log.error("could not record the last job changes before stopping; the next start settles them")
         self.publisher.send_events()
+        await self.lifecycle.homes_prepared()
         self.lifecycle.close()
         self.homes.close()
         self.limits.close()

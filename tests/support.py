@@ -171,7 +171,7 @@ def processes_with(mark: str) -> list[psutil.Process]:
     """Live processes whose command line has `mark`, leaving out those already on their way out (killed, say,
     and not yet torn down by the kernel: they run nothing more)."""
     found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["cmdline", "status", "name"]):
         if process.info["status"] != psutil.STATUS_ZOMBIE and mark in " ".join(process.info["cmdline"] or ()) \
                 and not _exiting(process.pid):
             found.append(process)
@@ -192,7 +192,7 @@ def _exiting(pid: int) -> bool:
 
 def sleepers(mark: str) -> list[psutil.Process]:
     """The `sleep` processes started with `mark` (not the shells that started them)."""
-    return [process for process in processes_with(mark) if process.name() == "sleep"]
+    return [process for process in processes_with(mark) if process.info["name"] == "sleep"]
 
 
 def assert_none_left(mark: str) -> None:

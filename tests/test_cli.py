@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
-from support import connected_to, marker, poll_until
+import trustme
+from support import Tls, connected_to, marker, poll_until, start_server
 from workerctl.protocol.jobs import is_job_id
 
 
@@ -108,8 +110,18 @@ def test_wrong_token_exits_77(cli):
 
 
 def test_unreachable_server_exits_69(cli):
-    code, _, err = cli("list", "--server", "https://127.0.0.1:1")
+    code, _, err = cli("list", "--server", "https://127.0.0.1:1", "--retry", "0")
     assert code == 69 and "cannot reach" in one_line(err)
+
+
+def test_a_request_safe_to_repeat_is_retried_for_retry_seconds(cli):
+    began = time.monotonic()
+    code, _, err = cli("status", "jaaaaaaaaaaaaaaaaaaaaaaaaaa", "--server", "https://127.0.0.1:1", "--retry", "1")
+    assert code == 69 and "cannot reach" in one_line(err)
+    assert time.monotonic() - began >= 0.5  # it asked again, for about --retry seconds
+    began = time.monotonic()
+    assert cli("start", "true", "--server", "https://127.0.0.1:1", "--retry", "30")[0] == 69  # no --key: once
+    assert time.monotonic() - began < 30
 
 
 def test_a_certificate_from_another_ca_exits_69(cli, tmp_path):
@@ -120,9 +132,19 @@ def test_a_certificate_from_another_ca_exits_69(cli, tmp_path):
     assert code == 69 and "certificate" in one_line(err)
 
 
-def test_a_wrong_host_name_is_refused(cli, server):
-    code, _, err = cli("list", "--server", f"https://127.0.0.2:{server.port}")
-    assert code == 69
+def test_a_wrong_host_name_is_refused(cli, tmp_path, users):
+    ca = trustme.CA()
+    issued = ca.issue_cert("example.test")  # not the address the client asks for
+    tls = Tls(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    ca.cert_pem.write_to_path(str(tls.ca))
+    issued.cert_chain_pems[0].write_to_path(str(tls.cert))
+    issued.private_key_pem.write_to_path(str(tls.key))
+    other = start_server(tmp_path, tls, users)
+    try:
+        code, _, err = cli("list", "--server", other.url, "--ca", str(tls.ca))
+        assert code == 69 and "certificate" in one_line(err)
+    finally:
+        other.stop()
 
 
 def test_an_invalid_request_exits_65(cli):
@@ -192,9 +214,10 @@ def test_flags_beat_environment_beat_settings_file(cli, server, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('server = "https://127.0.0.1:1"\n')
     env = {"WORKERCTL_CONFIG": str(config), "WORKERCTL_SERVER": ""}
-    assert cli("list", env=env)[0] == 69  # the file's server
+    assert cli("list", "--retry", "0", env=env)[0] == 69  # the file's server
     assert cli("list", env={**env, "WORKERCTL_SERVER": server.url})[0] == 0  # the environment beats the file
-    assert cli("list", "--server", "https://127.0.0.1:1", env={**env, "WORKERCTL_SERVER": server.url})[0] == 69
+    assert cli("list", "--server", "https://127.0.0.1:1", "--retry", "0",
+               env={**env, "WORKERCTL_SERVER": server.url})[0] == 69
     code, _, err = cli("list", "--token", "wrong", env={"WORKERCTL_TOKEN": server.users.tokens["alice"]})
     assert code == 77
 

@@ -4,6 +4,7 @@ client does, every refusal answered in JSON, and no address able to take the slo
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -92,3 +93,13 @@ def test_a_handshake_that_never_finishes_is_dropped(server_factory):
     silent.settimeout(30)
     assert silent.recv(1) == b""  # closed by the server, not by this timeout
     silent.close()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_start_right_after_the_port_accepts_is_answered_200(server_factory, attempt):
+    server = server_factory(ready=False)
+    port = poll_until(lambda: (lambda found: int(found.group(1)) if found else None)(
+        re.search(r"listening on https://127\.0\.0\.1:(\d+)", server.log())), message="the port to be bound")
+    server.port = port
+    answer = server.call("start", command="true")  # the connection waits in the backlog until it can be served
+    assert answer.status == 200, answer.body

@@ -62,7 +62,7 @@ class JobApi:
         return await self.link.stop(user, request.job_id, self.stop_timeout)
 
     async def list(self, user: str, request: ListRequest) -> JobList:
-        self.link.ensure_up()
+        await self.link.ensure_up()
         return JobList(tuple(summary(record) for record in self.jobs.list(user, request.status, request.limit)))
 
     async def status(self, user: str, request: StatusRequest) -> JobDetail:
@@ -72,7 +72,7 @@ class JobApi:
         first_status = None
         while True:
             with self.link.watchers.watching(request.job_id) as changed:
-                record = self._record(user, request.job_id)
+                record = await self._record(user, request.job_id)
                 chunk = self.jobs.read_output(record, request.offset, MAX_ANSWER_OUTPUT_BYTES)
                 first_status = first_status or record.status
                 remaining = deadline - loop.time()
@@ -88,7 +88,7 @@ class JobApi:
         offset = request.offset
         while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
-                record = self._record(user, request.job_id)
+                record = await self._record(user, request.job_id)
                 chunk = self.jobs.read_output(record, offset, _STREAM_CHUNK_BYTES)
                 for part in chunk.parts:
                     if part.skipped:
@@ -103,10 +103,13 @@ class JobApi:
                     return
                 await changed_within(changed, _FOLLOW_RECHECK_SECONDS)
 
-    def _record(self, user: str, job_id: str) -> JobRecord:
+    async def _record(self, user: str, job_id: str) -> JobRecord:
+        """The user's job; while it has not ended, read once the supervisor is connected (without it the
+        record may be stale: a new supervisor settles what a dead one left)."""
         record = self.jobs.get(job_id, user) if is_job_id(job_id) else None
         if record is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
-        if not record.status.is_final:
-            self.link.ensure_up()
+        if not record.status.is_final and not self.link.up.is_set():
+            await self.link.ensure_up()
+            return await self._record(user, job_id)
         return record

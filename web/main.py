@@ -40,7 +40,7 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    link = SupervisorLink(link_address, authkey, JobWatchers())
+    link = SupervisorLink(link_address, authkey, JobWatchers(), settings.unavailable_wait)
     api = JobApi(link, jobs, settings.kill_grace)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
@@ -55,11 +55,10 @@ async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorL
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C: the serve process decides
     listening.setblocking(False)  # Tornado accepts until the socket would block
-    server.add_sockets([listening])
     maintaining = asyncio.create_task(link.maintain())
-    announcing = asyncio.create_task(_announce_when_ready(link, listening))
+    accepting = asyncio.create_task(_accept_when_ready(server, link, listening))
     await stop.wait()
-    announcing.cancel()
+    accepting.cancel()
     server.stop()
     try:
         await asyncio.wait_for(server.close_all_connections(), _DRAIN_SECONDS)
@@ -68,7 +67,10 @@ async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorL
     maintaining.cancel()
 
 
-async def _announce_when_ready(link: SupervisorLink, listening: socket.socket) -> None:
-    await link.ready.wait()
+async def _accept_when_ready(server: HTTPServer, link: SupervisorLink, listening: socket.socket) -> None:
+    """Accept connections once they can be served: until the supervisor is first connected, clients wait in the
+    listening socket's backlog rather than get 503."""
+    await link.up.wait()
+    server.add_sockets([listening])
     host, port = listening.getsockname()[:2]
     announce.info("serving https://%s:%d", f"[{host}]" if ":" in host else host, port)

@@ -77,19 +77,25 @@ async def changed_within(future: asyncio.Future[None], timeout: float) -> None:
 
 
 class SupervisorLink:
-    def __init__(self, address: Path, authkey: bytes, watchers: JobWatchers) -> None:
+    def __init__(self, address: Path, authkey: bytes, watchers: JobWatchers, unavailable_wait: float) -> None:
         self.address = address
         self.authkey = authkey
         self.watchers = watchers
-        self.ready = asyncio.Event()
+        self.unavailable_wait = unavailable_wait
+        self.up = asyncio.Event()  # set while connected
         self._connection: Connection | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._pending: dict[int, asyncio.Future[JobRef]] = {}
         self._ids = itertools.count(1)
 
-    def ensure_up(self) -> None:
+    async def ensure_up(self) -> None:
+        """Return once the supervisor is connected: at once in normal operation; while it restarts after a
+        crash, as soon as it is back, up to `unavailable_wait` seconds; then UNAVAILABLE."""
         if self._connection is None:
-            raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
+            try:
+                await asyncio.wait_for(self.up.wait(), self.unavailable_wait)
+            except asyncio.TimeoutError:
+                raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE) from None
 
     async def start(self, user: str, command: str, idempotency_key: str | None, limits: LimitsRequest | None,
                     timeout: float) -> JobRef:
@@ -101,7 +107,7 @@ class SupervisorLink:
 
     async def _request(self, make: Callable[[int], SupervisorRequest], timeout: float) -> JobRef:
         """Send a request and return the job the supervisor answers with; ApiError for its refusals."""
-        self.ensure_up()
+        await self.ensure_up()
         assert self._connection is not None
         request_id = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
@@ -133,7 +139,7 @@ class SupervisorLink:
             self._connection = connection
             self._lost.clear()
             loop.add_reader(connection.fileno(), self._readable)
-            self.ready.set()
+            self.up.set()
             log.info("connected to the supervisor")
             self.watchers.notify_all()
             await self._lost.wait()
@@ -148,7 +154,7 @@ class SupervisorLink:
         try:
             messages = read_available(self._connection)
         except (EOFError, OSError, MalformedMessage) as error:
-            self._disconnect(f"lost the supervisor ({error or type(error).__name__})")
+            self._disconnect(f"lost the supervisor ({str(error) or type(error).__name__})")
             return
         for message in messages:
             match message:
@@ -174,7 +180,8 @@ class SupervisorLink:
         asyncio.get_running_loop().remove_reader(self._connection.fileno())
         self._connection.close()
         self._connection = None
-        log.warning("%s; answering 503 until it is back", why)
+        self.up.clear()
+        log.warning("%s; requests wait for it to be back", why)
         for answer in self._pending.values():
             if not answer.done():
                 answer.set_exception(ApiError(ErrorKind.UNAVAILABLE, "the job supervisor stopped while handling "

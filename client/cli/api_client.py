@@ -11,6 +11,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,12 +19,16 @@ from workerctl.cli.exit_status import CliError, ExitStatus, for_http_status
 from workerctl.cli.settings import ClientSettings
 
 _TIMEOUT_SECONDS = 30.0
+_FIRST_RETRY_PAUSE = 0.1
+_LONGEST_RETRY_PAUSE = 2.0
 
 
 class ApiClient:
-    def __init__(self, settings: ClientSettings, timeout: float = _TIMEOUT_SECONDS) -> None:
+    def __init__(self, settings: ClientSettings, timeout: float = _TIMEOUT_SECONDS,
+                 retry_seconds: float = 0.0) -> None:
         self.settings = settings
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         parts = urlsplit(settings.server)
         self._host = parts.hostname or ""
         self._port = parts.port or 443
@@ -38,8 +43,21 @@ class ApiClient:
             raise CliError(ExitStatus.CONFIG, f"cannot use the CA certificate {self.settings.ca}: "
                                               f"{getattr(error, 'strerror', None) or error}") from None
 
-    def call(self, action: str, **fields: Any) -> dict[str, Any]:
-        """Send one API request; the answer's JSON object, or CliError."""
+    def call(self, action: str, *, safe_to_repeat: bool = False, **fields: Any) -> dict[str, Any]:
+        """Send one API request; the answer's JSON object, or CliError. A request `safe_to_repeat` is sent again,
+        with growing pauses, while the server is unreachable or unavailable, up to `retry_seconds`."""
+        deadline = time.monotonic() + (self.retry_seconds if safe_to_repeat else 0.0)
+        pause = _FIRST_RETRY_PAUSE
+        while True:
+            try:
+                return self._call_once(action, fields)
+            except CliError as error:
+                if not error.retryable or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_RETRY_PAUSE)
+
+    def _call_once(self, action: str, fields: dict[str, Any]) -> dict[str, Any]:
         response = self._send(action, fields, extra_seconds=float(fields.get("wait") or 0))
         body = self._read(response.read)
         if response.status != 200:
@@ -92,7 +110,7 @@ class ApiClient:
             message = json.loads(body)["error"]
         except (ValueError, KeyError, TypeError):
             message = f"the server answered HTTP {status}"
-        return CliError(for_http_status(status), str(message))
+        return CliError(for_http_status(status), str(message), retryable=status == 503)
 
     def _unreachable(self, error: BaseException) -> CliError:
         where = self.settings.server
@@ -102,7 +120,7 @@ class ApiClient:
         if isinstance(error, socket.timeout):
             return CliError(ExitStatus.UNAVAILABLE, f"{where} did not answer in time")
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        return CliError(ExitStatus.UNAVAILABLE, f"cannot reach {where}: {reason}")
+        return CliError(ExitStatus.UNAVAILABLE, f"cannot reach {where}: {reason}", retryable=True)
 
     def close(self) -> None:
         if self._connection is not None:

@@ -52,7 +52,8 @@ def for_job(status: str, exit_code: int | None) -> ExitStatus:
 class CliError(Exception):
     """The command cannot do what was asked: a one-line message and the exit status to end with."""
 
-    def __init__(self, status: ExitStatus, message: str) -> None:
+    def __init__(self, status: ExitStatus, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retryable = retryable  # the server was unreachable or unavailable: asking again may succeed

@@ -31,6 +31,8 @@ CONNECTION_OPTIONS = (
     Option("config", "the settings file (default: WORKERCTL_CONFIG, ~/.config/workerctl/config.toml)",
            metavar="FILE"),
     Option("json", "print the API's JSON answer instead", kind=bool, default=False),
+    Option("retry", "while the server is unreachable or restarting, ask again for up to this many seconds "
+           "(status, logs, wait, list, stop, and start with --key)", kind=float, default=10.0, metavar="SECONDS"),
 )
 
 _JOB_ID = Argument("job_id", "the job's ID, as start printed it")
@@ -51,7 +53,9 @@ def start(client: ApiClient, as_json: bool, command: str, key: str | None, timeo
           memory: str | None, cpus: float | None) -> ExitStatus:
     limits = {name: value for name, value in (("timeoutSeconds", timeout), ("memoryBytes", _size(memory)),
                                               ("cpus", cpus)) if value is not None}
-    answer = client.call("start", command=command, idempotencyKey=key, limits=limits or None)
+    # With a key, asking again cannot start a second job.
+    answer = client.call("start", safe_to_repeat=key is not None, command=command, idempotencyKey=key,
+                         limits=limits or None)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
 
@@ -66,7 +70,7 @@ def _size(text: str | None) -> int | None:
 
 
 def stop(client: ApiClient, as_json: bool, job_id: str) -> ExitStatus:
-    answer = client.call("stop", jobID=job_id)
+    answer = client.call("stop", safe_to_repeat=True, jobID=job_id)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
 
@@ -92,7 +96,7 @@ def logs(client: ApiClient, as_json: bool, job_id: str, follow: bool) -> ExitSta
 
 
 def list_jobs(client: ApiClient, as_json: bool, status: str | None, limit: int) -> ExitStatus:
-    answer = client.call("list", status=status, limit=limit)
+    answer = client.call("list", safe_to_repeat=True, status=status, limit=limit)
     _out(render.as_json(answer) if as_json else render.job_table(answer["jobs"]))
     return ExitStatus.OK
 
@@ -102,7 +106,8 @@ def _output_answers(client: ApiClient, job_id: str, follow: bool) -> Iterator[di
     `follow`, long polls until the job has ended and all of its output is read."""
     offset = 0
     while True:
-        answer = client.call("status", jobID=job_id, offset=offset, wait=MAX_WAIT_SECONDS if follow else 0)
+        answer = client.call("status", safe_to_repeat=True, jobID=job_id, offset=offset,
+                             wait=MAX_WAIT_SECONDS if follow else 0)
         offset = answer["nextOffset"]
         yield answer
         if offset >= answer["outputBytes"] and (not follow or answer["status"] in FINAL_STATUSES):
@@ -113,7 +118,8 @@ def _wait_until_final(client: ApiClient, job_id: str, timeout: float | None) -> 
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         remaining = MAX_WAIT_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
-        answer = client.call("status", jobID=job_id, offset=_NO_OUTPUT, wait=min(remaining, MAX_WAIT_SECONDS))
+        answer = client.call("status", safe_to_repeat=True, jobID=job_id, offset=_NO_OUTPUT,
+                             wait=min(remaining, MAX_WAIT_SECONDS))
         if answer["status"] in FINAL_STATUSES or remaining <= 0:
             return answer
 
@@ -121,8 +127,8 @@ def _wait_until_final(client: ApiClient, job_id: str, timeout: float | None) -> 
 def _connected(run: JobRun) -> Callable[..., ExitStatus]:
     """`run`, given a client made from the connection options in place of them."""
     def call(server: str | None, token: str | None, token_file: str | None, ca: str | None, config: str | None,
-             json: bool, **values: Any) -> ExitStatus:
-        client = ApiClient(resolve(server, token, token_file, ca, config))
+             json: bool, retry: float, **values: Any) -> ExitStatus:
+        client = ApiClient(resolve(server, token, token_file, ca, config), retry_seconds=retry)
         try:
             return run(client, json, **values)
         finally:
