@@ -65,6 +65,12 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     except (OSError, ssl.SSLError) as error:
         raise ServeError(f"cannot use the certificate {settings.cert} with the key {settings.key}: "
                          f"{getattr(error, 'strerror', None) or error}") from None
+    if settings.audit_log is not None:
+        try:
+            with open(settings.audit_log, "a"):
+                pass
+        except OSError as error:
+            raise ServeError(f"cannot write the audit log {settings.audit_log}: {error.strerror or error}") from None
     try:
         load_users(settings.users)
         layout = DataLayout(settings.data_dir)
@@ -77,6 +83,7 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
         containment = choose_containment(settings.containment, layout.instance, job_uids)
         if settings.sandbox == "on" and (problem := namespaces_problem(settings.network)) is not None:
             raise ServeError(unavailable(problem))
+
     except (UsersFileError, DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:

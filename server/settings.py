@@ -114,6 +114,10 @@ class ServerSettings:
                                                _at_least(1), metavar="N")
     unavailable_wait: float = _setting(10.0, "seconds a request waits for the supervisor while it restarts after a "
                                        "crash, before it is answered 503", _not_negative, metavar="SECONDS")
+    rate_limit: float = _setting(200.0, "requests per second one user may send (bursts of twice as many); past it, "
+                                 "429 with Retry-After; 0: no limit", _not_negative, metavar="N")
+    audit_log: Path | None = _setting(None, "a file to append one JSON line to per request that starts or stops a job "
+                                      "or is refused", shown_default="none", metavar="FILE")
     job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it, unless its start asks "
                                   "for less or (up to --max-job-timeout) more", _positive, metavar="SECONDS")
     max_job_timeout: float | None = _setting(None, "the most seconds a start may ask for", _positive,

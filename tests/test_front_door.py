@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
-from support import poll_until
+from support import marker, poll_until
 
 MIB = 1024 * 1024
 
@@ -103,3 +103,27 @@ def test_a_start_right_after_the_port_accepts_is_answered_200(server_factory, at
     server.port = port
     answer = server.call("start", command="true")  # the connection waits in the backlog until it can be served
     assert answer.status == 200, answer.body
+
+
+def test_past_its_rate_a_user_gets_429_and_others_are_served(server_factory):
+    server = server_factory("--rate-limit", "5")
+    answers = [server.call("list") for _ in range(30)]  # a burst of ten, then five a second
+    refused = [answer for answer in answers if answer.status == 429]
+    assert refused and all(answer.status in (200, 429) for answer in answers)
+    assert "requests a second" in refused[0].body["error"] and int(refused[0].headers["Retry-After"]) >= 1
+    assert server.call("list", user="bob").status == 200
+
+
+def test_the_audit_log_has_a_line_for_each_act_and_refusal(server_factory, tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    server = server_factory("--audit-log", str(audit))
+    job_id = server.start(f"sleep {marker()}")
+    server.status(job_id)  # a read: no line
+    server.call("stop", jobID=job_id)
+    refused = server.raw(body=json.dumps({"action": "list", "token": "not-a-token"}).encode())
+    assert refused.status == 401
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(line["user"], line["action"], line["jobID"], line["status"]) for line in lines] == [
+        ("alice", "start", job_id, 200), ("alice", "stop", job_id, 200), ("-", "list", None, 401)]
+    assert all(line["client"] == "127.0.0.1" and line["time"].endswith("Z") for line in lines)
+    assert server.users.tokens["alice"] not in audit.read_text() and "not-a-token" not in audit.read_text()

@@ -20,7 +20,7 @@ SECONDS = 8.0
 
 @pytest.fixture(scope="module")
 def server_flags():
-    return "--log-level", "WARNING", "--retention-jobs", "100000"
+    return "--log-level", "WARNING", "--retention-jobs", "100000", "--rate-limit", "0"
 
 
 def footprint(server):

@@ -154,6 +154,8 @@ def one_line_error(result):
     (["--users", "/nonexistent/users.toml"], 78, "users"),
     (["--job-user", "no-such-user-here"], 78, "no user named"),
     (["--config", "/nonexistent/server.toml"], 64, "cannot read settings file"),
+    (["--audit-log", "/nonexistent/audit.jsonl"], 78, "cannot write the audit log"),
+    (["--rate-limit", "-1"], 64, "rate-limit must be zero or more"),
 ])
 def test_bad_settings_fail_at_start_with_one_line(tmp_path, flags, status, contains):
     result = run_serve("--data-dir", str(tmp_path / "data"), "--port", "0", *flags)

@@ -9,10 +9,12 @@ from pathlib import Path
 import tornado.httpserver
 import tornado.iostream
 import tornado.web
+from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.connections import GuardedHTTPServer
 from workerctl.web.handler import ApiHandler, log_request
 from workerctl.web.job_api import JobApi
+from workerctl.web.rate_limit import RateLimiter
 
 # Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
 MAX_HEADER_BYTES = 16 * 1024  # past it: 431
@@ -33,10 +35,10 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def build_server(api: JobApi, auth: Authenticator, tls: ssl.SSLContext, max_connections: int,
-                 max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
+def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None, tls: ssl.SSLContext,
+                 max_connections: int, max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
-        [(r".*", ApiHandler, {"api": api, "auth": auth})],
+        [(r".*", ApiHandler, {"api": api, "auth": auth, "limiter": limiter, "audit": audit})],
         log_function=log_request,
         serve_traceback=False,
     )

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
 import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
-from workerctl.protocol.actions import Request, parse_body, parse_request
+from workerctl.protocol.actions import ACTIONS, Request, parse_body, parse_request
 from workerctl.protocol.errors import ApiError, ErrorKind
-from workerctl.protocol.jobs import MAX_BODY_BYTES
+from workerctl.protocol.jobs import MAX_BODY_BYTES, is_job_id
 from workerctl.protocol.wire import to_wire
+from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator, token_from
 from workerctl.web.job_api import JobApi
+from workerctl.web.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.CONFLICT: 409,
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.QUEUE_FULL: 429,
+    ErrorKind.RATE_LIMITED: 429,
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.STORAGE_FULL: 507,
 }
@@ -49,11 +53,14 @@ class ClientGone(Exception):
 
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
-    def initialize(self, api: JobApi, auth: Authenticator) -> None:
+    def initialize(self, api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None) -> None:
         self.api = api
         self.auth = auth
-        self.log_action = "-"
-        self.log_user = "-"
+        self.limiter = limiter
+        self.audit = audit
+        self.log_action: str | None = None
+        self.log_user: str | None = None
+        self.log_job: str | None = None
         self._body = bytearray()
         self._too_large = False
         self._streaming = False
@@ -85,14 +92,19 @@ class ApiHandler(tornado.web.RequestHandler):
         if self._too_large:
             raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)
         body = parse_body(bytes(self._body))
+        # What the request asked for, as far as it is one of ours: the logs never carry what a client made up.
+        self.log_action = body.get("action") if body.get("action") in ACTIONS else None
+        self.log_job = body.get("jobID") if isinstance(body.get("jobID"), str) and is_job_id(body["jobID"]) else None
         user = self.auth.user_for(token_from(body, self.request.headers.get("Authorization")))
         self.log_user = user
+        self.limiter.take(user)
         request = parse_request(body)
-        self.log_action = request.action.value
         if request.answer is None:
             await self._stream(user, request)
         else:
-            self._finish_json(to_wire(await self.api.answer(user, request)))
+            answer = to_wire(await self.api.answer(user, request))
+            self.log_job = self.log_job or answer.get("jobID")
+            self._finish_json(answer)
 
     async def _stream(self, user: str, request: Request) -> None:
         async def send(data: bytes) -> None:
@@ -143,6 +155,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(status_code)
         if status_code == 405:
             self.set_header("Allow", "POST")
+        if isinstance(error, ApiError) and error.retry_after is not None:
+            self.set_header("Retry-After", str(math.ceil(error.retry_after)))
         self._finish_json({"error": message})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -166,6 +180,12 @@ def _declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """One line per request: action, user, status, duration. Never the body, so never a token."""
-    log.info("request action=%s user=%s status=%d duration_ms=%.1f", getattr(handler, "log_action", "-"),
-             getattr(handler, "log_user", "-"), handler.get_status(), handler.request.request_time() * 1000)
+    """One line per request: action, user, status, duration (and the audit log's line, if it keeps one). Never
+    the body, so never a token."""
+    action, user = getattr(handler, "log_action", None), getattr(handler, "log_user", None)
+    log.info("request action=%s user=%s status=%d duration_ms=%.1f", action or "-", user or "-",
+             handler.get_status(), handler.request.request_time() * 1000)
+    audit = getattr(handler, "audit", None)
+    if audit is not None:
+        audit.record(user, handler.request.remote_ip or "-", action, getattr(handler, "log_job", None),
+                     handler.get_status())

@@ -18,8 +18,10 @@ from workerctl.store.backends import open_reader
 from workerctl.store.interface import StoreError
 from workerctl.store.users import UsersFileError
 from workerctl.web.app import build_server, tls_context
+from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
+from workerctl.web.rate_limit import RateLimiter
 from workerctl.web.supervisor_link import JobWatchers, SupervisorLink
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
         auth = Authenticator(settings.users)
         tls = tls_context(settings.cert, settings.key)
         jobs = open_reader(settings.data_dir)
+        audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
@@ -44,8 +47,8 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     api = JobApi(link, jobs, settings.kill_grace)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
-    server = build_server(api, auth, tls, max_connections, settings.max_connections_per_client,
-                          settings.handshake_timeout)
+    server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
+                          settings.max_connections_per_client, settings.handshake_timeout)
     asyncio.run(_serve(server, listening, link))
 
 

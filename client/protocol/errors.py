@@ -17,6 +17,7 @@ class ErrorKind(StrEnum):
     CONFLICT = "conflict"  # an idempotency key already used for another command
     TOO_LARGE = "too_large"  # the request body is over the limit
     QUEUE_FULL = "queue_full"  # too many of this user's jobs wait already
+    RATE_LIMITED = "rate_limited"  # too many requests of this user in the last moments
     UNAVAILABLE = "unavailable"  # the supervisor is restarting, or the server is shutting down
     STORAGE_FULL = "storage_full"  # the job could not be recorded
 
@@ -24,10 +25,11 @@ class ErrorKind(StrEnum):
 class ApiError(Exception):
     """An answer the API gives instead of a result."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.retry_after = retry_after  # seconds after which asking again may succeed, where known
 
     def __repr__(self) -> str:
         return f"ApiError({self.kind!s}, {self.message!r})"
