@@ -1,7 +1,8 @@
-"""Minting a fresh certificate authority and a server certificate it signs (`workerctl certs`).
+"""Minting a certificate authority, the server certificate it signs, and client certificates naming users
+(`workerctl certs`).
 
-The CA's private key lives only in memory: once the server certificate is signed it is dropped, so nobody can
-sign another certificate with it, and re-minting makes a new CA that clients must be given again.
+The CA's private key is kept beside its certificate (mode 0600) to sign client certificates later; whoever
+holds it can sign any certificate this CA vouches for, so it can be moved offline between uses.
 """
 
 from __future__ import annotations
@@ -17,47 +18,56 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from workerctl.store.atomic_write import write_atomically
+from workerctl.store.users import USER_NAME_PATTERN
 
 CA_FILE = "ca.pem"
+CA_KEY_FILE = "ca-key.pem"
 SERVER_CERT_FILE = "server.pem"
 SERVER_KEY_FILE = "server-key.pem"
 
 # Starting the validity an hour back tolerates a client whose clock runs a little behind the minting host's.
 _BACKDATE = datetime.timedelta(hours=1)
+_ORGANIZATION = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "workerctl")
 
 
 @dataclass(frozen=True)
 class MintedCertificates:
-    """Where mint_certificates wrote the CA certificate, the server certificate and the server's private key."""
+    """Where mint_certificates wrote the CA's certificate and key and the server's certificate and key."""
 
     ca_cert: Path
+    ca_key: Path
     server_cert: Path
     server_key: Path
 
 
-def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> MintedCertificates:
-    """Write a new CA certificate and a server certificate for `hosts` (names or IP addresses) into `out_dir`.
+@dataclass(frozen=True)
+class MintedClientCertificate:
+    """Where mint_client_certificate wrote a user's certificate and its private key."""
 
-    The server's key is written unencrypted with mode 0600; the CA's key is not written at all.
-    """
+    cert: Path
+    key: Path
+
+
+def _validity(days: int) -> tuple[datetime.datetime, datetime.datetime]:
+    if days < 1:
+        raise ValueError(f"A certificate must be valid for at least 1 day, not {days}.")
+    not_before = datetime.datetime.now(datetime.timezone.utc) - _BACKDATE
+    return not_before, not_before + _BACKDATE + datetime.timedelta(days=days)
+
+
+def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> MintedCertificates:
+    """Write a new CA and a server certificate for `hosts` (names or IP addresses) into `out_dir`, the keys
+    unencrypted with mode 0600."""
     if isinstance(hosts, str):
         raise TypeError("hosts must be a sequence of host names, not a single string")
     if not hosts:
         raise ValueError("A certificate needs at least one host name or IP address.")
     if any(not host.strip() for host in hosts):
         raise ValueError("A host name or IP address must not be empty.")
-    if days < 1:
-        raise ValueError(f"A certificate must be valid for at least 1 day, not {days}.")
-
-    not_before = datetime.datetime.now(datetime.timezone.utc) - _BACKDATE
-    not_after = not_before + _BACKDATE + datetime.timedelta(days=days)
+    not_before, not_after = _validity(days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "workerctl"),
-        x509.NameAttribute(NameOID.COMMON_NAME, "workerctl CA"),
-    ])
-    ca_key_id = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_name = x509.Name([_ORGANIZATION, x509.NameAttribute(NameOID.COMMON_NAME, "workerctl CA")])
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -68,47 +78,78 @@ def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> 
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
-        .add_extension(ca_key_id, critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
+    server_cert = _sign_leaf(
+        ca_cert, ca_key, server_key, "workerctl server",  # clients check the SAN, not the common name
+        _key_usage(digital_signature=True, key_encipherment=True), ExtendedKeyUsageOID.SERVER_AUTH,
+        not_before, not_after, x509.SubjectAlternativeName(_general_names(hosts)))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    minted = MintedCertificates(ca_cert=out_dir / CA_FILE, ca_key=out_dir / CA_KEY_FILE,
+                                server_cert=out_dir / SERVER_CERT_FILE, server_key=out_dir / SERVER_KEY_FILE)
+    # Each file is replaced atomically, but not the set: an interrupted re-mint must be run again.
+    _write_key(minted.server_key, server_key)
+    write_atomically(minted.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write_key(minted.ca_key, ca_key)
+    write_atomically(minted.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return minted
+
+
+def mint_client_certificate(ca_dir: Path, user: str, days: int = 365) -> MintedClientCertificate:
+    """Sign a certificate naming `user` (its common name) with the CA in `ca_dir`, and write it and its key there
+    as client-USER.pem and client-USER-key.pem. ValueError if the CA's key is not there or `user` is not a valid
+    user name; OSError if the files cannot be read or written."""
+    if not USER_NAME_PATTERN.fullmatch(user):
+        raise ValueError(f"{user!r} is not a user name: use 1 to 64 letters, digits, '_', '.' or '-', starting "
+                         "with a letter or digit.")
+    not_before, not_after = _validity(days)
+    ca_dir = Path(ca_dir)
+    if not (ca_dir / CA_KEY_FILE).exists():
+        raise ValueError(f"{ca_dir} has no {CA_KEY_FILE}, the key of the CA that signs client certificates: "
+                         f"mint one with `workerctl certs --out {ca_dir}`.")
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_FILE).read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY_FILE).read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca_dir / CA_KEY_FILE} is not the key of a workerctl CA.")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = _sign_leaf(ca_cert, ca_key, client_key, user, _key_usage(digital_signature=True),
+                             ExtendedKeyUsageOID.CLIENT_AUTH, not_before, min(not_after, ca_cert.not_valid_after_utc))
+    minted = MintedClientCertificate(cert=ca_dir / f"client-{user}.pem", key=ca_dir / f"client-{user}-key.pem")
+    _write_key(minted.key, client_key)
+    write_atomically(minted.cert, client_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return minted
+
+
+def _sign_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey,
+               common_name: str, usage: x509.KeyUsage, purpose: x509.ObjectIdentifier, not_before: datetime.datetime,
+               not_after: datetime.datetime, *extensions: x509.ExtensionType) -> x509.Certificate:
+    """A certificate for `key`, naming `common_name`, for one `purpose` (server or client), signed by the CA."""
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "workerctl"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "workerctl server"),  # clients check the SAN, not this
-        ]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
+        .subject_name(x509.Name([_ORGANIZATION, x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_general_names(hosts)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    minted = MintedCertificates(
-        ca_cert=out_dir / CA_FILE, server_cert=out_dir / SERVER_CERT_FILE, server_key=out_dir / SERVER_KEY_FILE
-    )
-    # Each file is replaced atomically, but not the three together: an interrupted re-mint must be run again.
-    write_atomically(
-        minted.server_key,
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-        mode=0o600,
-    )
-    write_atomically(minted.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    write_atomically(minted.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return minted
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    write_atomically(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), mode=0o600)
 
 
 def _key_usage(**usages: bool) -> x509.KeyUsage:

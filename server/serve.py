@@ -65,6 +65,12 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
     except (OSError, ssl.SSLError) as error:
         raise ServeError(f"cannot use the certificate {settings.cert} with the key {settings.key}: "
                          f"{getattr(error, 'strerror', None) or error}") from None
+    if settings.client_ca is not None:
+        try:
+            tls_context(settings.cert, settings.key, settings.client_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise ServeError(f"cannot use the client CA certificate {settings.client_ca}: "
+                             f"{getattr(error, 'strerror', None) or error}") from None
     if settings.audit_log is not None:
         try:
             with open(settings.audit_log, "a"):

@@ -104,6 +104,11 @@ class ServerSettings:
                          shown_default="certs/server-key.pem", metavar="FILE")
     users: Path = _setting(DEV_USERS, "the users file (re-read when it changes)",
                            shown_default="certs/dev-users.toml", metavar="FILE")
+    client_ca: Path | None = _setting(None, "a CA certificate (PEM): a client certificate it signed whose common name "
+                                      "is a user authenticates that user without a token", shown_default="none",
+                                      metavar="FILE")
+    require_client_cert: bool = _setting(False, "refuse connections without a client certificate signed by "
+                                         "--client-ca", shown_default="off")
     data_dir: Path = _setting(
         default_data_dir(), "job records, output and working directories; jobs must be able to reach it",
         shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or ~/.local/state/workerctl",
@@ -164,6 +169,8 @@ class ServerSettings:
         for setting in SETTINGS:
             if setting.check is not None and getattr(self, setting.name) is not None:
                 setting.check(setting.flag_name, getattr(self, setting.name))
+        if self.require_client_cert and self.client_ca is None:
+            raise SettingsError("require-client-cert needs --client-ca, the CA that signs the client certificates")
         if self.max_job_timeout is not None and self.max_job_timeout < self.job_timeout:
             raise SettingsError(f"max-job-timeout must be at least job-timeout ({self.job_timeout:g})")
         return self
@@ -203,8 +210,10 @@ class Setting:
     def convert(self, value: Any) -> Any:
         """A flag's or the settings file's value as this setting's type; SettingsError if it does not fit."""
         try:
-            if isinstance(value, bool):
+            if isinstance(value, bool) != (self.kind is bool):
                 raise TypeError
+            if self.kind is bool:
+                return value
             if self.parse is not None:
                 return self.parse(value)
             if self.kind is Path:

@@ -1,10 +1,12 @@
-"""The users file: who may use the server, as one TOML table per user holding only the SHA-256 of their token.
+"""The users file: who may use the server, as one TOML table per user holding only the SHA-256 of their token
+and, if it has one, when that token expires.
 
     [users.alice]
     token_sha256 = "<64 lowercase hex characters>"
+    expires = 2027-03-01T12:00:00Z
 
 Tokens are 256 random bits, so their unsalted hashes cannot be reversed; the file never holds a token, and the
-token add_user returns is shown once. The file is written atomically and kept at mode 0600.
+token add_user or rotate_token returns is shown once. The file is written atomically and kept at mode 0600.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import re
 import secrets
 import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from workerctl.store.atomic_write import write_atomically
@@ -20,7 +24,7 @@ from workerctl.store.atomic_write import write_atomically
 USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 _BARE_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # a TOML bare key; other names (with a "") need quotes
-_USER_KEYS = frozenset({"token_sha256"})
+_USER_KEYS = frozenset({"token_sha256", "expires"})
 
 DEFAULT_HEADER = (
     "# workerctl users: one [users.NAME] table per user, holding only the SHA-256 of that user's token.\n"
@@ -32,6 +36,17 @@ class UsersFileError(Exception):
     """The users file is missing, unreadable or malformed, or a change to it makes no sense."""
 
 
+@dataclass(frozen=True)
+class User:
+    """One user's entry: their token's SHA-256 and when the token stops working (None: never)."""
+
+    token_sha256: str
+    expires: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
 def hash_token(token: str) -> str:
     """The hex SHA-256 of a token's UTF-8 bytes: what the users file stores for it."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -41,17 +56,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def load_users(path: Path) -> dict[str, str]:
-    """Map each user's name to their token's SHA-256, checking the whole file; UsersFileError if anything is off."""
+def load_users(path: Path) -> dict[str, User]:
+    """Map each user's name to their entry, checking the whole file; UsersFileError if anything is off."""
     return _parse(_read(path), path)
 
 
-def list_users(path: Path) -> list[str]:
-    return sorted(load_users(path))
+def list_users(path: Path) -> list[tuple[str, User]]:
+    """The users and their entries, sorted by name."""
+    return sorted(load_users(path).items())
 
 
-def add_user(path: Path, name: str) -> str:
-    """Add a user with a fresh token and return the token; create the file if it is missing.
+def add_user(path: Path, name: str, expires: datetime | None = None) -> str:
+    """Add a user with a fresh token, valid until `expires` if given, and return the token; create the file if
+    it is missing.
 
     The new table is appended, so the existing text and its comments stay as they were.
     """
@@ -63,11 +80,11 @@ def add_user(path: Path, name: str) -> str:
     if name in _parse(text, path):
         raise UsersFileError(f"there is already a user {name!r} in the users file {path}")
     token = new_token()
-    token_sha256 = hash_token(token)
-    new_text = text + ("" if text.endswith("\n") else "\n") + "\n" + _user_table(name, token_sha256)
+    user = User(hash_token(token), _whole_seconds(expires))
+    new_text = text + ("" if text.endswith("\n") else "\n") + "\n" + _user_table(name, user)
     # Appending a table is valid TOML unless the file wrote its users as inline tables; parse to be sure.
     try:
-        appended = _parse(new_text, path).get(name) == token_sha256
+        appended = _parse(new_text, path).get(name) == user
     except UsersFileError:
         appended = False
     if not appended:
@@ -80,16 +97,40 @@ def add_user(path: Path, name: str) -> str:
 
 def remove_user(path: Path, name: str) -> None:
     """Remove a user, rewriting the file with the remaining users and the file's leading comment."""
-    path = Path(path)
+    text, users = _read_user(path, name)
+    del users[name]
+    _rewrite(path, text, users)
+
+
+def rotate_token(path: Path, name: str, expires: datetime | None = None) -> str:
+    """Give a user a fresh token and return it; their old token stops working as soon as the server sees the
+    file change. The new token expires at `expires` if given, and otherwise when the old one would have."""
+    text, users = _read_user(path, name)
+    token = new_token()
+    users[name] = User(hash_token(token), _whole_seconds(expires) if expires else users[name].expires)
+    _rewrite(path, text, users)
+    return token
+
+
+def _read_user(path: Path, name: str) -> tuple[str, dict[str, User]]:
     text = _read(path)
     users = _parse(text, path)
     if name not in users:
         raise UsersFileError(f"there is no user {name!r} in the users file {path}")
-    del users[name]
+    return text, users
+
+
+def _rewrite(path: Path, text: str, users: dict[str, User]) -> None:
+    """Replace the file with `users`, keeping the leading comment of its current `text`."""
     new_text = (_leading_comment(text) or DEFAULT_HEADER) + "\n[users]\n"
-    for other_name, token_sha256 in users.items():
-        new_text += "\n" + _user_table(other_name, token_sha256)
+    for name, user in users.items():
+        new_text += "\n" + _user_table(name, user)
     _write_atomically(path, new_text)
+
+
+def _whole_seconds(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC to the second: what the file can hold, and all a token's lifetime needs."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0) if moment else None
 
 
 def _read(path: Path) -> str:
@@ -103,7 +144,7 @@ def _read(path: Path) -> str:
         raise UsersFileError(f"the users file {path} is not valid UTF-8 text") from None
 
 
-def _parse(text: str, path: Path) -> dict[str, str]:
+def _parse(text: str, path: Path) -> dict[str, User]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -118,6 +159,7 @@ def _parse(text: str, path: Path) -> dict[str, str]:
         raise UsersFileError(f"the users file {path} defines `users` as a value, not as a [users] table")
 
     names_by_hash: dict[str, str] = {}
+    users_by_name: dict[str, User] = {}
     for name, entry in users.items():
         _check_name(name, path)
         if not isinstance(entry, dict):
@@ -137,7 +179,12 @@ def _parse(text: str, path: Path) -> dict[str, str]:
                 f"users {names_by_hash[token_sha256]!r} and {name!r} in the users file {path} have the same token"
             )
         names_by_hash[token_sha256] = name
-    return {name: token_sha256 for token_sha256, name in names_by_hash.items()}
+        expires = entry.get("expires")
+        if expires is not None and not (isinstance(expires, datetime) and expires.tzinfo is not None):
+            raise UsersFileError(f"user {name!r} in the users file {path} has an expires that is not a date and "
+                                 "time with its offset, such as 2027-03-01T12:00:00Z")
+        users_by_name[name] = User(token_sha256, expires)
+    return users_by_name
 
 
 def _check_name(name: str, path: Path) -> None:
@@ -148,9 +195,17 @@ def _check_name(name: str, path: Path) -> None:
         )
 
 
-def _user_table(name: str, token_sha256: str) -> str:
+def _user_table(name: str, user: User) -> str:
     key = name if _BARE_KEY_PATTERN.fullmatch(name) else f'"{name}"'  # a valid name never needs escaping
-    return f'[users.{key}]\ntoken_sha256 = "{token_sha256}"\n'
+    table = f'[users.{key}]\ntoken_sha256 = "{user.token_sha256}"\n'
+    if user.expires:
+        table += f"expires = {format_time(user.expires)}\n"
+    return table
+
+
+def format_time(moment: datetime) -> str:
+    """A moment as TOML and ISO 8601 write it, in UTC: 2027-03-01T12:00:00Z."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _leading_comment(text: str) -> str:

@@ -41,6 +41,8 @@ def test_bodies_that_are_not_json_objects(server, body, contains):
     ({}, 'missing field "action"'),
     ({"action": "launch"}, "unknown action"),
     ({"action": 5}, "unknown action"),
+    ({"action": {"start": 1}}, "unknown action"),
+    ({"action": ["start"]}, "unknown action"),
     ({"action": "start"}, "command must be a non-empty string"),
     ({"action": "start", "command": ""}, "command must be a non-empty string"),
     ({"action": "start", "command": 42}, "command must be a non-empty string"),

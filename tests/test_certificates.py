@@ -16,10 +16,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from workerctl import dev_material
-from workerctl.server.certificates import MintedCertificates, mint_certificates
+from workerctl.server.certificates import MintedCertificates, mint_certificates, mint_client_certificate
 
 HOSTS = ["localhost", "127.0.0.1", "::1"]
 
@@ -75,14 +75,15 @@ def extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Ex
     return cert.extensions.get_extension_for_class(kind)
 
 
-def test_writes_the_three_files_and_no_ca_key(minted: MintedCertificates) -> None:
+def test_writes_the_four_files_keys_private(minted: MintedCertificates) -> None:
     directory = minted.ca_cert.parent
     assert minted == MintedCertificates(
-        directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+        directory / "ca.pem", directory / "ca-key.pem", directory / "server.pem", directory / "server-key.pem"
     )
-    assert sorted(p.name for p in directory.iterdir()) == ["ca.pem", "server-key.pem", "server.pem"]
-    assert stat.S_IMODE(minted.server_key.stat().st_mode) == 0o600
-    assert minted.server_key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # unencrypted PKCS#8
+    assert sorted(p.name for p in directory.iterdir()) == ["ca-key.pem", "ca.pem", "server-key.pem", "server.pem"]
+    for key in (minted.server_key, minted.ca_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # unencrypted PKCS#8
     for public in (minted.ca_cert, minted.server_cert):
         assert "PRIVATE KEY" not in public.read_text()
         assert public.read_text().count("BEGIN CERTIFICATE") == 1
@@ -167,11 +168,12 @@ def test_re_minting_replaces_every_file_and_keeps_the_key_private(tmp_path: Path
     first = mint_certificates(tmp_path, ["localhost"])
     old_ca = first.ca_cert.read_bytes()
     first.server_key.chmod(0o644)
+    first.ca_key.chmod(0o644)
     second = mint_certificates(tmp_path, ["localhost"])
     assert second == first
     assert second.ca_cert.read_bytes() != old_ca
-    assert stat.S_IMODE(second.server_key.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "server-key.pem", "server.pem"]
+    assert stat.S_IMODE(second.server_key.stat().st_mode) == stat.S_IMODE(second.ca_key.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca-key.pem", "ca.pem", "server-key.pem", "server.pem"]
 
 
 @pytest.mark.parametrize(
@@ -195,6 +197,32 @@ def test_bad_arguments_raise_value_error_and_write_nothing(
 def test_a_single_string_is_not_taken_for_a_list_of_hosts(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         mint_certificates(tmp_path, "localhost")
+
+
+def test_a_client_certificate_names_the_user_for_client_authentication(minted: MintedCertificates) -> None:
+    client = mint_client_certificate(minted.ca_cert.parent, "alice.b", days=30)
+    assert (client.cert.name, client.key.name) == ("client-alice.b.pem", "client-alice.b-key.pem")
+    assert stat.S_IMODE(client.key.stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate(minted.ca_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(client.cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice.b"
+    assert list(extension(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not extension(cert, x509.BasicConstraints).value.ca
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == datetime.timedelta(days=30, hours=1)
+
+
+@pytest.mark.parametrize(("user", "message"), [("", "not a user name"), ("bad name", "not a user name"),
+                                               ("-x", "not a user name")])
+def test_a_client_certificate_needs_a_user_name(minted: MintedCertificates, user: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mint_client_certificate(minted.ca_cert.parent, user)
+
+
+def test_a_client_certificate_needs_the_ca_key(minted: MintedCertificates) -> None:
+    minted.ca_key.unlink()
+    with pytest.raises(ValueError, match="has no ca-key.pem"):
+        mint_client_certificate(minted.ca_cert.parent, "alice")
 
 
 # --- The committed development material: these guard the quick start. ---------------------------------------

@@ -156,6 +156,8 @@ def one_line_error(result):
     (["--config", "/nonexistent/server.toml"], 64, "cannot read settings file"),
     (["--audit-log", "/nonexistent/audit.jsonl"], 78, "cannot write the audit log"),
     (["--rate-limit", "-1"], 64, "rate-limit must be zero or more"),
+    (["--require-client-cert"], 64, "require-client-cert needs --client-ca"),
+    (["--client-ca", "/nonexistent/ca.pem"], 78, "cannot use the client CA certificate"),
 ])
 def test_bad_settings_fail_at_start_with_one_line(tmp_path, flags, status, contains):
     result = run_serve("--data-dir", str(tmp_path / "data"), "--port", "0", *flags)

@@ -21,6 +21,10 @@ HASH_A = "a" * 64
 HASH_B = "b" * 64
 
 
+def hashes(path: Path) -> dict[str, str]:
+    return {name: user.token_sha256 for name, user in load_users(path).items()}
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -47,14 +51,14 @@ def test_new_tokens_are_long_url_safe_and_distinct() -> None:
 def test_an_empty_users_table_is_allowed(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     path.write_text("# nobody yet\n[users]\n")
-    assert load_users(path) == {}
-    assert list_users(path) == []
+    assert hashes(path) == {}
+    assert [name for name, _ in list_users(path)] == []
 
 
 def test_load_users_reads_names_and_hashes(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     path.write_text(f'[users.alice]\ntoken_sha256 = "{HASH_A}"\n\n[users."b.o-b_2"]\ntoken_sha256 = "{HASH_B}"\n')
-    assert load_users(path) == {"alice": HASH_A, "b.o-b_2": HASH_B}
+    assert hashes(path) == {"alice": HASH_A, "b.o-b_2": HASH_B}
 
 
 @pytest.mark.parametrize(
@@ -122,7 +126,7 @@ def test_add_user_creates_a_private_file_storing_only_the_hash(tmp_path: Path) -
     assert text.startswith("#")
     assert token not in text
     assert hash_token(token) in text
-    assert load_users(path) == {"alice": hash_token(token)}
+    assert hashes(path) == {"alice": hash_token(token)}
     assert sorted(p.name for p in path.parent.iterdir()) == ["users.toml"]  # no temporary file left
 
 
@@ -135,7 +139,7 @@ def test_add_user_keeps_the_existing_text_and_comments(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith(original + "\n")
     assert token not in text
-    assert load_users(path) == {"alice": HASH_A, "bob.smith": hash_token(token)}
+    assert hashes(path) == {"alice": HASH_A, "bob.smith": hash_token(token)}
     assert mode(path) == 0o600
 
 
@@ -143,7 +147,7 @@ def test_add_user_starts_an_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     path.touch()
     token = add_user(path, "alice")
-    assert load_users(path) == {"alice": hash_token(token)}
+    assert hashes(path) == {"alice": hash_token(token)}
 
 
 @pytest.mark.parametrize("name", ["", "-alice", ".alice", "_alice", "al ice", "al/ice", "élise", "a" * 65, 'a"b'])
@@ -159,7 +163,7 @@ def test_add_user_refuses_a_bad_name(tmp_path: Path, name: str) -> None:
 def test_add_user_accepts_a_good_name(tmp_path: Path, name: str) -> None:
     path = tmp_path / "users.toml"
     token = add_user(path, name)
-    assert load_users(path) == {name: hash_token(token)}
+    assert hashes(path) == {name: hash_token(token)}
 
 
 def test_add_user_refuses_an_existing_user_and_changes_nothing(tmp_path: Path) -> None:
@@ -184,7 +188,7 @@ def test_add_user_refuses_a_file_of_inline_tables(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     original = f'users = {{ alice = {{ token_sha256 = "{HASH_A}" }} }}\n'
     path.write_text(original)
-    assert load_users(path) == {"alice": HASH_A}
+    assert hashes(path) == {"alice": HASH_A}
     with pytest.raises(UsersFileError, match="cannot append user 'bob'") as caught:
         add_user(path, "bob")
     assert_one_sentence(caught.value, path)
@@ -208,8 +212,8 @@ def test_remove_user_keeps_the_others_and_the_header(tmp_path: Path) -> None:
     remove_user(path, "alice")
     text = path.read_text()
     assert text.startswith("# Our team's users.\n# Second line.\n")
-    assert load_users(path) == {"carol": hash_token(tokens["carol"]), "bob.b": hash_token(tokens["bob.b"])}
-    assert list_users(path) == ["bob.b", "carol"]
+    assert hashes(path) == {"carol": hash_token(tokens["carol"]), "bob.b": hash_token(tokens["bob.b"])}
+    assert [name for name, _ in list_users(path)] == ["bob.b", "carol"]
     assert not any(token in text for token in tokens.values())
     assert mode(path) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["users.toml"]
@@ -219,10 +223,10 @@ def test_removing_the_last_user_leaves_a_valid_empty_file(tmp_path: Path) -> Non
     path = tmp_path / "users.toml"
     add_user(path, "alice")
     remove_user(path, "alice")
-    assert load_users(path) == {}
+    assert hashes(path) == {}
     assert path.read_text().startswith("#")
     add_user(path, "bob")
-    assert list_users(path) == ["bob"]
+    assert [name for name, _ in list_users(path)] == ["bob"]
 
 
 def test_remove_user_refuses_an_unknown_user(tmp_path: Path) -> None:
@@ -244,7 +248,7 @@ def test_list_users_is_sorted(tmp_path: Path) -> None:
     path = tmp_path / "users.toml"
     for name in ("zed", "Alice", "bob", "0day"):
         add_user(path, name)
-    assert list_users(path) == ["0day", "Alice", "bob", "zed"]
+    assert [name for name, _ in list_users(path)] == ["0day", "Alice", "bob", "zed"]
 
 
 # --- The committed development material: these guard the quick start. ---------------------------------------
@@ -255,7 +259,7 @@ def test_the_committed_dev_token_matches_the_dev_user() -> None:
     assert token_text.endswith("\n") and token_text.count("\n") == 1
     token = token_text.strip()
     assert len(token) >= 43
-    assert load_users(dev_material.DEV_USERS) == {"dev": hash_token(token)}
+    assert hashes(dev_material.DEV_USERS) == {"dev": hash_token(token)}
     assert token not in dev_material.DEV_USERS.read_text()
 
 

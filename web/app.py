@@ -1,4 +1,4 @@
-"""The HTTPS server: TLS settings, Tornado's limits, and the one route."""
+"""The HTTPS server: TLS settings, Tornado's limits, and the routes: the API and its document."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import tornado.httpserver
 import tornado.iostream
 import tornado.web
+from workerctl.web.api_document import DocumentHandler
 from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.connections import GuardedHTTPServer
@@ -27,18 +28,24 @@ _TORNADO_BODY_LIMIT_BYTES = 1024**3
 log = logging.getLogger(__name__)
 
 
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """The standard library's server defaults, TLS 1.2 at least; ssl.SSLError or OSError if unusable."""
+def tls_context(cert: Path, key: Path, client_ca: Path | None = None,
+                require_client_cert: bool = False) -> ssl.SSLContext:
+    """The standard library's server defaults, TLS 1.2 at least; ssl.SSLError or OSError if unusable. With a
+    `client_ca`, clients are asked for a certificate it signed, and refused if they offer another."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return context
 
 
 def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None, tls: ssl.SSLContext,
                  max_connections: int, max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
-        [(r".*", ApiHandler, {"api": api, "auth": auth, "limiter": limiter, "audit": audit})],
+        [(r"/openapi\.json", DocumentHandler),
+         (r".*", ApiHandler, {"api": api, "auth": auth, "limiter": limiter, "audit": audit})],
         log_function=log_request,
         serve_traceback=False,
     )

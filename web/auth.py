@@ -1,4 +1,5 @@
-"""Who is calling: the token a request carries, checked against the users file's SHA-256 hashes.
+"""Who is calling: the token a request carries, checked against the users file's SHA-256 hashes and the
+token's expiry, or the user a verified client certificate names.
 
 The file is re-read when it changes, so `workerctl users add` takes effect without a restart; if the new
 version is broken, the last good one stays in force and the log says why. Tokens are compared by their hashes
@@ -10,11 +11,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from workerctl.protocol.errors import ApiError, ErrorKind
-from workerctl.store.users import UsersFileError, hash_token, load_users
+from workerctl.store.users import UsersFileError, format_time, hash_token, load_users
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,28 @@ class Authenticator:
         except UnicodeEncodeError:
             raise _unauthorized("invalid token") from None
         found = None
-        for name, expected in self._users.items():
-            if hmac.compare_digest(digest, expected):
+        for name, user in self._users.items():
+            if hmac.compare_digest(digest, user.token_sha256):
                 found = name
         if found is None:
             raise _unauthorized("invalid token")
+        expires = self._users[found].expires
+        if expires is not None and datetime.now(timezone.utc) >= expires:
+            raise _unauthorized(f"the token expired at {format_time(expires)}: ask for a new one")
         return found
+
+    def caller(self, certificate_name: str | None, body: dict[str, Any], authorization: str | None) -> str:
+        """The user a request comes from: the one its verified client certificate names, or else the one whose
+        token it carries. A token sent with a certificate must be the same user's."""
+        if certificate_name is None:
+            return self.user_for(token_from(body, authorization))
+        self._reload_if_changed()
+        if certificate_name not in self._users:
+            raise _unauthorized(f"the client certificate names {certificate_name!r}, who is not a user here")
+        if (authorization is not None or body.get("token") is not None) \
+                and self.user_for(token_from(body, authorization)) != certificate_name:
+            raise _unauthorized("the token is not for the user the client certificate names")
+        return certificate_name
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -1,17 +1,13 @@
 """The one HTTP endpoint, `POST /`: read the body, authenticate, dispatch the action, answer JSON.
 
-Every answer, errors included, is JSON: `{"error": "one clear sentence"}` with the fitting status. Tornado's
-HTML error pages and tracebacks never reach a client. The body is read as a stream so a body over the limit
-gets a 413 whether it announces its length or arrives chunked.
+Every answer, errors included, is JSON (see answers.py), but for the output that `logs` streams. The body is read
+as a stream so a body over the limit gets a 413 whether it announces its length or arrives chunked.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from http import HTTPStatus
-from typing import Any
+from asyncio import Future
 
 import tornado.httputil
 import tornado.web
@@ -20,26 +16,13 @@ from workerctl.protocol.actions import ACTIONS, Request, parse_body, parse_reque
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import MAX_BODY_BYTES, is_job_id
 from workerctl.protocol.wire import to_wire
+from workerctl.web.answers import JsonHandler
 from workerctl.web.audit import AuditLog
-from workerctl.web.auth import Authenticator, token_from
+from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
 from workerctl.web.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
-
-HTTP_STATUS: dict[ErrorKind, int] = {
-    ErrorKind.BAD_REQUEST: 400,
-    ErrorKind.UNAUTHORIZED: 401,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.METHOD_NOT_ALLOWED: 405,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.TOO_LARGE: 413,
-    ErrorKind.QUEUE_FULL: 429,
-    ErrorKind.RATE_LIMITED: 429,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.STORAGE_FULL: 507,
-}
-"""The one place an error kind becomes an HTTP status."""
 
 _TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
 HARD_BODY_LIMIT_BYTES = 256 * MAX_BODY_BYTES
@@ -52,7 +35,7 @@ class ClientGone(Exception):
 
 
 @tornado.web.stream_request_body
-class ApiHandler(tornado.web.RequestHandler):
+class ApiHandler(JsonHandler):
     def initialize(self, api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None) -> None:
         self.api = api
         self.auth = auth
@@ -66,6 +49,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self._streaming = False
         self._following: str | None = None
         self._client_gone = False
+        self._audited = False
 
     def prepare(self) -> None:
         if self.request.path != "/":
@@ -79,8 +63,13 @@ class ApiHandler(tornado.web.RequestHandler):
         # connection closes would see a broken connection instead of the answer.
         self._too_large = declared > MAX_BODY_BYTES
 
-    def set_default_headers(self) -> None:
-        self.clear_header("Server")  # no need to tell the world which server and version this is
+    def finish(self, chunk: str | bytes | dict | None = None) -> Future[None]:
+        # The audit line is written before the answer leaves: whoever reads the answer finds the line there.
+        if self.audit is not None and not self._audited:
+            self._audited = True
+            self.audit.record(self.log_user, self.request.remote_ip or "-", self.log_action, self.log_job,
+                              self.get_status())
+        return super().finish(chunk)
 
     def data_received(self, chunk: bytes) -> None:
         if len(self._body) + len(chunk) > MAX_BODY_BYTES:
@@ -93,9 +82,10 @@ class ApiHandler(tornado.web.RequestHandler):
             raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)
         body = parse_body(bytes(self._body))
         # What the request asked for, as far as it is one of ours: the logs never carry what a client made up.
-        self.log_action = body.get("action") if body.get("action") in ACTIONS else None
+        action = body.get("action")
+        self.log_action = action if isinstance(action, str) and action in ACTIONS else None  # a dict is unhashable
         self.log_job = body.get("jobID") if isinstance(body.get("jobID"), str) and is_job_id(body["jobID"]) else None
-        user = self.auth.user_for(token_from(body, self.request.headers.get("Authorization")))
+        user = self.auth.caller(_certificate_name(self.request), body, self.request.headers.get("Authorization"))
         self.log_user = user
         self.limiter.take(user)
         request = parse_request(body)
@@ -139,30 +129,14 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.set_header("X-Content-Type-Options", "nosniff")
 
-    def _finish_json(self, answer: dict[str, Any]) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, ApiError):
-            status_code, message = HTTP_STATUS[error.kind], error.message
-        elif status_code >= 500:
-            message = "internal server error; the server's log has the details"
-        else:
-            message = HTTPStatus(status_code).phrase.lower() if status_code in HTTPStatus._value2member_map_ \
-                else "the request was refused"
-        self.set_status(status_code)
-        if status_code == 405:
-            self.set_header("Allow", "POST")
-        if isinstance(error, ApiError) and error.retry_after is not None:
-            self.set_header("Retry-After", str(math.ceil(error.retry_after)))
-        self._finish_json({"error": message})
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError):
-            return  # an answer, not a fault
-        super().log_exception(typ, value, tb)
+def _certificate_name(request: tornado.httputil.HTTPServerRequest) -> str | None:
+    """The common name of the client certificate the connection verified, if it offered one."""
+    certificate = request.get_ssl_certificate()
+    if not certificate:
+        return None
+    subject = dict(attribute for names in certificate["subject"] for attribute in names)
+    return subject.get("commonName", "")
 
 
 def _declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
@@ -180,12 +154,7 @@ def _declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """One line per request: action, user, status, duration (and the audit log's line, if it keeps one). Never
-    the body, so never a token."""
+    """One line per request: action, user, status, duration. Never the body, so never a token."""
     action, user = getattr(handler, "log_action", None), getattr(handler, "log_user", None)
     log.info("request action=%s user=%s status=%d duration_ms=%.1f", action or "-", user or "-",
              handler.get_status(), handler.request.request_time() * 1000)
-    audit = getattr(handler, "audit", None)
-    if audit is not None:
-        audit.record(user, handler.request.remote_ip or "-", action, getattr(handler, "log_job", None),
-                     handler.get_status())

@@ -37,7 +37,7 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     die_with_parent(parent_pid)
     try:
         auth = Authenticator(settings.users)
-        tls = tls_context(settings.cert, settings.key)
+        tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
         jobs = open_reader(settings.data_dir)
         audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:

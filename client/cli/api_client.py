@@ -38,10 +38,18 @@ class ApiClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
-            return ssl.create_default_context(cafile=str(self.settings.ca))
+            context = ssl.create_default_context(cafile=str(self.settings.ca))
         except (OSError, ssl.SSLError) as error:
             raise CliError(ExitStatus.CONFIG, f"cannot use the CA certificate {self.settings.ca}: "
                                               f"{getattr(error, 'strerror', None) or error}") from None
+        if self.settings.cert is not None:
+            try:
+                context.load_cert_chain(self.settings.cert, self.settings.key)
+            except (OSError, ssl.SSLError) as error:
+                key = f" with the key {self.settings.key}" if self.settings.key else ""
+                raise CliError(ExitStatus.CONFIG, f"cannot use the client certificate {self.settings.cert}{key}: "
+                                                  f"{getattr(error, 'strerror', None) or error}") from None
+        return context
 
     def call(self, action: str, *, safe_to_repeat: bool = False, **fields: Any) -> dict[str, Any]:
         """Send one API request; the answer's JSON object, or CliError. A request `safe_to_repeat` is sent again,
@@ -73,7 +81,9 @@ class ApiClient:
 
     def _send(self, action: str, fields: dict[str, Any], extra_seconds: float) -> http.client.HTTPResponse:
         body = json.dumps({"action": action, **{k: v for k, v in fields.items() if v is not None}})
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.settings.token}"}
+        headers = {"Content-Type": "application/json"}
+        if self.settings.token is not None:
+            headers["Authorization"] = f"Bearer {self.settings.token}"
         for attempt in (1, 2):
             connection = self._connect(extra_seconds)
             try:

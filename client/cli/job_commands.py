@@ -28,6 +28,10 @@ CONNECTION_OPTIONS = (
            metavar="TOKEN"),
     Option("token-file", "a file holding your token, which keeps it out of process lists", metavar="FILE"),
     Option("ca", "the CA certificate to check the server's against (PEM)", metavar="FILE"),
+    Option("cert", "a client certificate naming you (PEM), in place of a token where the server accepts them",
+           metavar="FILE"),
+    Option("key", "the client certificate's private key (PEM), if it is not in the certificate's file",
+           metavar="FILE"),
     Option("config", "the settings file (default: WORKERCTL_CONFIG, ~/.config/workerctl/config.toml)",
            metavar="FILE"),
     Option("json", "print the API's JSON answer instead", kind=bool, default=False),
@@ -49,13 +53,13 @@ def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def start(client: ApiClient, as_json: bool, command: str, key: str | None, timeout: float | None,
+def start(client: ApiClient, as_json: bool, command: str, idempotency_key: str | None, timeout: float | None,
           memory: str | None, cpus: float | None) -> ExitStatus:
     limits = {name: value for name, value in (("timeoutSeconds", timeout), ("memoryBytes", _size(memory)),
                                               ("cpus", cpus)) if value is not None}
     # With a key, asking again cannot start a second job.
-    answer = client.call("start", safe_to_repeat=key is not None, command=command, idempotencyKey=key,
-                         limits=limits or None)
+    answer = client.call("start", safe_to_repeat=idempotency_key is not None, command=command,
+                         idempotencyKey=idempotency_key, limits=limits or None)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
 
@@ -126,9 +130,11 @@ def _wait_until_final(client: ApiClient, job_id: str, timeout: float | None) -> 
 
 def _connected(run: JobRun) -> Callable[..., ExitStatus]:
     """`run`, given a client made from the connection options in place of them."""
-    def call(server: str | None, token: str | None, token_file: str | None, ca: str | None, config: str | None,
-             json: bool, retry: float, **values: Any) -> ExitStatus:
-        client = ApiClient(resolve(server, token, token_file, ca, config), retry_seconds=retry)
+    def call(server: str | None, token: str | None, token_file: str | None, ca: str | None, cert: str | None,
+             key: str | None, config: str | None, json: bool, retry: float, **values: Any) -> ExitStatus:
+        if "idempotency_key" in values:
+            key, values["idempotency_key"] = _start_keys(cert, key, values["idempotency_key"])
+        client = ApiClient(resolve(server, token, token_file, ca, config, cert, key), retry_seconds=retry)
         try:
             return run(client, json, **values)
         finally:
@@ -136,16 +142,30 @@ def _connected(run: JobRun) -> Callable[..., ExitStatus]:
     return call
 
 
+def _start_keys(cert: str | None, key: str | None, idempotency_key: str | None) -> tuple[str | None, str | None]:
+    """The client key and the idempotency key of a start, whose --key (older than client certificates) is the
+    idempotency key unless --cert is beside it."""
+    if cert is not None or key is None:
+        return key, idempotency_key
+    if idempotency_key is not None:
+        raise usage_error("give the idempotency key once, as --key or as --idempotency-key")
+    return None, key
+
+
 def _job_command(name: str, summary: str, run: JobRun, arguments: tuple[Argument, ...] = (),
                  options: tuple[Option, ...] = (), details: str = "") -> Command:
-    return Command(name, summary, _connected(run), arguments, options + CONNECTION_OPTIONS, details)
+    own = {option.name for option in options}
+    return Command(name, summary, _connected(run), arguments,
+                   options + tuple(option for option in CONNECTION_OPTIONS if option.name not in own), details)
 
 
 JOB_COMMANDS = (
     _job_command(
         "start", "start a shell command; prints its job ID", start,
         (Argument("command", "the command, as one quoted argument: workerctl start \"ls -l\""),),
-        (Option("key", _api_help(StartRequest, "idempotency_key"), metavar="KEY"),
+        (Option("key", f"{_api_help(StartRequest, 'idempotency_key')}; beside --cert, the client certificate's "
+                "key (PEM) instead", metavar="KEY"),
+         Option("idempotency-key", "the same as --key without --cert", metavar="KEY"),
          Option("timeout", "end the job after this many seconds (the server's --job-timeout unless given, at most "
                 "its --max-job-timeout)", kind=float, metavar="SECONDS"),
          Option("memory", "the job's memory limit, in bytes or with K, M or G (at most the server's --job-memory)",

@@ -58,14 +58,19 @@ def check_key(name: str, value: Any) -> str:
     return key
 
 
-def _whole_number(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole_number(value: object) -> int | None:
+    """`value` as an int if it is a whole number, else None. JSON does not tell 5 from 5.0, nor does JSON Schema's
+    "integer": both are whole."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def check_offset(name: str, value: Any) -> int:
-    if not _whole_number(value) or value < 0:
+    offset = _whole_number(value)
+    if offset is None or offset < 0:
         raise _refuse(f"{name} must be a whole number of bytes, 0 or more")
-    return value
+    return offset
 
 
 def check_wait(name: str, value: Any) -> float:
@@ -75,9 +80,10 @@ def check_wait(name: str, value: Any) -> float:
 
 
 def check_limit(name: str, value: Any) -> int:
-    if not _whole_number(value) or not 1 <= value <= MAX_LIST_LIMIT:
+    limit = _whole_number(value)
+    if limit is None or not 1 <= limit <= MAX_LIST_LIMIT:
         raise _refuse(f"{name} must be a whole number from 1 to {MAX_LIST_LIMIT}")
-    return value
+    return limit
 
 
 def check_status(name: str, value: Any) -> JobStatus:
@@ -117,7 +123,9 @@ def check_limits(name: str, value: Any) -> LimitsRequest:
         if limit is None:
             continue
         whole = key == "memoryBytes"
-        if isinstance(limit, bool) or not isinstance(limit, int if whole else (int, float)) or not limit > 0:
+        if whole:
+            limit = _whole_number(limit)
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
             raise _refuse(f"{name}.{key} must be a positive {'whole number of bytes' if whole else 'number'}")
         given[attribute] = limit
     return LimitsRequest(**given)

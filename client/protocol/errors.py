@@ -10,16 +10,35 @@ from enum import StrEnum
 
 
 class ErrorKind(StrEnum):
-    BAD_REQUEST = "bad_request"  # the request is malformed or a field is wrong
-    UNAUTHORIZED = "unauthorized"  # no token, or a token that is nobody's
-    NOT_FOUND = "not_found"  # no such job for this user, or nothing at this path
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
-    CONFLICT = "conflict"  # an idempotency key already used for another command
-    TOO_LARGE = "too_large"  # the request body is over the limit
-    QUEUE_FULL = "queue_full"  # too many of this user's jobs wait already
-    RATE_LIMITED = "rate_limited"  # too many requests of this user in the last moments
-    UNAVAILABLE = "unavailable"  # the supervisor is restarting, or the server is shutting down
-    STORAGE_FULL = "storage_full"  # the job could not be recorded
+    CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
+    QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    STORAGE_FULL = "storage_full"
+
+    @property
+    def meaning(self) -> str:
+        """What went wrong, as the API document says it."""
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ErrorKind.BAD_REQUEST: "the request is malformed or a field is wrong",
+    ErrorKind.UNAUTHORIZED: "no token, or a token that is nobody's",
+    ErrorKind.NOT_FOUND: "no such job for this user, or nothing at this path",
+    ErrorKind.METHOD_NOT_ALLOWED: "a method this path does not answer",
+    ErrorKind.CONFLICT: "an idempotency key already used for another command",
+    ErrorKind.TOO_LARGE: "the request body is over the limit",
+    ErrorKind.QUEUE_FULL: "too many of this user's jobs wait already",
+    ErrorKind.RATE_LIMITED: "too many requests of this user in the last moments",
+    ErrorKind.UNAVAILABLE: "the supervisor is restarting, or the server is shutting down",
+    ErrorKind.STORAGE_FULL: "the job could not be recorded",
+}
 
 
 class ApiError(Exception):

@@ -17,6 +17,8 @@ MAX_ANSWER_OUTPUT_BYTES = 1024 * 1024
 
 
 class JobStatus(StrEnum):
+    """A job's status: created (waiting for a slot), running, then finished, stopped or error, which are final."""
+
     CREATED = "created"  # accepted, waiting for a slot
     RUNNING = "running"
     FINISHED = "finished"  # exited on its own; the exit code says how

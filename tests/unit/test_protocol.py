@@ -55,6 +55,13 @@ def test_a_request_parses_into_its_typed_request_with_defaults():
     assert parse_request({"action": "list", "status": "running"}) == ListRequest(JobStatus.RUNNING, 100)
 
 
+def test_a_whole_number_may_be_written_with_a_fraction_as_json_schema_allows():
+    assert parse_request({"action": "list", "limit": 5.0}) == ListRequest(None, 5)
+    assert type(parse_request({"action": "status", "jobID": "j", "offset": 1e3}).offset) is int
+    limits = parse_request({"action": "start", "command": "x", "limits": {"memoryBytes": 2.0**20}}).limits
+    assert limits is not None and type(limits.memory_bytes) is int
+
+
 def test_null_counts_as_not_given():
     assert parse_request({"action": "status", "jobID": "j", "offset": None, "wait": None}) == StatusRequest("j")
 

@@ -62,7 +62,7 @@ def test_a_bad_settings_file_is_one_sentence(tmp_path, content, message):
 def test_every_setting_is_declared_with_help_and_a_flag():
     assert [setting.name for setting in SETTINGS] == list(ServerSettings.__dataclass_fields__)
     for setting in SETTINGS:
-        assert setting.help and setting.kind in (str, int, float, Path) and setting.shown
+        assert setting.help and setting.kind in (str, int, float, bool, Path) and setting.shown
 
 
 def test_the_readme_shows_the_settings_as_declared():
