@@ -3,10 +3,12 @@ client does, every refusal answered in JSON, and no address able to take the slo
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -112,6 +114,36 @@ def test_past_its_rate_a_user_gets_429_and_others_are_served(server_factory):
     assert refused and all(answer.status in (200, 429) for answer in answers)
     assert "requests a second" in refused[0].body["error"] and int(refused[0].headers["Retry-After"]) >= 1
     assert server.call("list", user="bob").status == 200
+
+
+def test_an_address_that_goes_on_being_refused_is_answered_slowly(server_factory):
+    server = server_factory()
+    wrong = json.dumps({"action": "list", "token": "not-a-token"}).encode()
+
+    def refusals_from(address: str, most: int) -> float:
+        """Send a wrong token up to `most` times on one connection from `address`, until one 401 takes a second or
+        more; the longest it took."""
+        connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=server.tls.client_context(),
+                                                 timeout=60, source_address=(address, 0))
+        longest = 0.0
+        for _ in range(most):
+            began = time.monotonic()
+            connection.request("POST", "/", body=wrong)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 401
+            longest = max(longest, time.monotonic() - began)
+            if longest >= 1.0:
+                break
+        connection.close()
+        return longest
+
+    # Twenty at once are within the budget, and ten a second more; past them, a refusal is paused.
+    assert refusals_from("127.0.0.1", 400) >= 1.0
+    assert server.call("list").status == 200  # a good token is answered as ever
+    refusals_from("127.0.0.2", 1)
+    poll_until(lambda: "answering 127.0.0.1's refusals slowly" in server.log(), message="the log line")
+    assert "127.0.0.2's refusals" not in server.log()
 
 
 def test_the_audit_log_has_a_line_for_each_act_and_refusal(server_factory, tmp_path):

@@ -15,7 +15,7 @@ from workerctl.web.auth import Authenticator
 from workerctl.web.connections import GuardedHTTPServer
 from workerctl.web.handler import ApiHandler, log_request
 from workerctl.web.job_api import JobApi
-from workerctl.web.rate_limit import RateLimiter
+from workerctl.web.rate_limit import RateLimiter, RefusalBrake
 
 # Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
 MAX_HEADER_BYTES = 16 * 1024  # past it: 431
@@ -45,7 +45,8 @@ def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: 
                  max_connections: int, max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
         [(r"/openapi\.json", DocumentHandler),
-         (r".*", ApiHandler, {"api": api, "auth": auth, "limiter": limiter, "audit": audit})],
+         (r".*", ApiHandler,
+          {"api": api, "auth": auth, "limiter": limiter, "brake": RefusalBrake(), "audit": audit})],
         log_function=log_request,
         serve_traceback=False,
     )

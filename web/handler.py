@@ -6,6 +6,7 @@ as a stream so a body over the limit gets a 413 whether it announces its length 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from asyncio import Future
 
@@ -20,10 +21,12 @@ from workerctl.web.answers import JsonHandler
 from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
-from workerctl.web.rate_limit import RateLimiter
+from workerctl.web.rate_limit import RateLimiter, RefusalBrake
 
 log = logging.getLogger(__name__)
 
+_BRAKED = frozenset({ErrorKind.UNAUTHORIZED, ErrorKind.RATE_LIMITED})
+"""Refusals a client may go on asking for: past a budget per address, they are answered slowly (rate_limit.py)."""
 _TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes"
 HARD_BODY_LIMIT_BYTES = 256 * MAX_BODY_BYTES
 """Past this the connection is dropped without reading the body; up to it, a body too large is read and
@@ -36,10 +39,12 @@ class ClientGone(Exception):
 
 @tornado.web.stream_request_body
 class ApiHandler(JsonHandler):
-    def initialize(self, api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None) -> None:
+    def initialize(self, api: JobApi, auth: Authenticator, limiter: RateLimiter, brake: RefusalBrake,
+                   audit: AuditLog | None) -> None:
         self.api = api
         self.auth = auth
         self.limiter = limiter
+        self.brake = brake
         self.audit = audit
         self.log_action: str | None = None
         self.log_user: str | None = None
@@ -78,6 +83,16 @@ class ApiHandler(JsonHandler):
             self._body += chunk
 
     async def post(self) -> None:
+        try:
+            await self._act()
+        except ApiError as error:
+            if error.kind in _BRAKED:
+                pause = self.brake.pause_before_refusing(self.request.remote_ip or "-")
+                if pause:
+                    await asyncio.sleep(pause)
+            raise
+
+    async def _act(self) -> None:
         if self._too_large:
             raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)
         body = parse_body(bytes(self._body))
