@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.messages import JobReply, Message, Refusal, StartJob, StopJob
+from workerctl.protocol.messages import JobReply, Message, Refusal, StartJob, StopJob, SupervisorClosing
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobWriter, StoreError, now
@@ -124,6 +124,7 @@ class Supervisor:
     async def _shut_down(self) -> None:
         jobs = list(self.lifecycle.jobs.values())
         log.info("supervisor shutting down: ending %d jobs", len(jobs))
+        self.link.broadcast(SupervisorClosing())  # so the front end answers at once instead of waiting for us
         self.lifecycle.launching = False
         for job in jobs:
             self.lifecycle.end(job, EndRequest(JobStatus.ERROR, "server shut down"))
@@ -193,6 +194,8 @@ class Supervisor:
     async def _stop(self, connection: Connection, request: StopJob) -> None:
         job = self.lifecycle.jobs.get(request.job_id)
         if job is None or job.owner != request.user:
+            # A job settled a moment ago may not be committed yet: its record would still say it runs.
+            await self.publisher.saved()
             record = self.store.get(request.job_id, request.user)
             if record is None:
                 self._refuse(connection, request.request_id, ApiError(ErrorKind.NOT_FOUND, "no such job"))

@@ -41,6 +41,8 @@ def test_shutdown_ends_every_job_and_exits_cleanly(server_factory, sig):
     assert not processes_with(mark)
     assert not [pid for pid in processes if psutil.pid_exists(pid)]
     assert "Traceback" not in server.log()
+    assert "the supervisor stopped: the server is shutting down" in server.log()
+    assert "lost the supervisor" not in server.log()  # a shutdown is no crash
 
     restarted = server_factory(data_dir=server.data_dir)
     for job_id in running + [stubborn]:

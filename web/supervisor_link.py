@@ -1,8 +1,9 @@
 """The front end's end of its link with the supervisor: requests out, replies and change events back.
 
-The link reconnects by itself whenever the supervisor restarts. While it is down, every job request is
-answered at once with "unavailable" instead of hanging; a request in flight when the supervisor dies gets that
-answer too. Change events wake whoever waits on those jobs (long polls and followers).
+The link reconnects by itself whenever the supervisor restarts. While it is down after a crash, job requests
+wait for it to be back, up to a limit, then are answered "unavailable"; a request in flight when the supervisor
+dies is sent again to the next one. When the supervisor says it is shutting down with the server, requests are
+answered "shutting down" at once. Change events wake whoever waits on those jobs (long polls and followers).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection
@@ -24,6 +26,7 @@ from workerctl.protocol.messages import (
     Refusal,
     StartJob,
     StopJob,
+    SupervisorClosing,
     SupervisorRequest,
     encode,
 )
@@ -35,6 +38,13 @@ log = logging.getLogger(__name__)
 _RECONNECT_SECONDS = 0.1
 _SEND_TIMEOUT_SECONDS = 2.0
 _NOT_AVAILABLE = "the job supervisor is not available right now; try again in a moment"
+_SHUTTING_DOWN = "the server is shutting down; try again once it is back"
+_SENDS = 3  # a request the supervisor dies on three times over is not sent a fourth
+_RESEND_KEY_PREFIX = "workerctl-resend:"
+
+
+class _LinkBroken(Exception):
+    """The link broke before the supervisor answered a request."""
 
 
 class JobWatchers:
@@ -85,46 +95,58 @@ class SupervisorLink:
         self.up = asyncio.Event()  # set while connected
         self._connection: Connection | None = None
         self._lost: asyncio.Event = asyncio.Event()
+        self._closing = asyncio.Event()  # the supervisor is shutting down with the server
         self._pending: dict[int, asyncio.Future[JobRef]] = {}
         self._ids = itertools.count(1)
 
     async def ensure_up(self) -> None:
         """Return once the supervisor is connected: at once in normal operation; while it restarts after a
-        crash, as soon as it is back, up to `unavailable_wait` seconds; then UNAVAILABLE."""
+        crash, as soon as it is back, up to `unavailable_wait` seconds; then UNAVAILABLE. At shutdown,
+        UNAVAILABLE at once."""
+        if self._connection is None and not self._closing.is_set():
+            waits = [asyncio.ensure_future(self.up.wait()), asyncio.ensure_future(self._closing.wait())]
+            _, pending = await asyncio.wait(waits, timeout=self.unavailable_wait, return_when=asyncio.FIRST_COMPLETED)
+            for wait in pending:
+                wait.cancel()
+        if self._closing.is_set() and self._connection is None:
+            raise ApiError(ErrorKind.UNAVAILABLE, _SHUTTING_DOWN)
         if self._connection is None:
-            try:
-                await asyncio.wait_for(self.up.wait(), self.unavailable_wait)
-            except asyncio.TimeoutError:
-                raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE) from None
+            raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
 
     async def start(self, user: str, command: str, idempotency_key: str | None, limits: LimitsRequest | None,
                     timeout: float) -> JobRef:
-        return await self._request(lambda request_id: StartJob(request_id, user, command, idempotency_key, limits),
-                                   timeout)
+        # Every start carries a key, so that one sent again after the link broke cannot start a second job.
+        key = idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
+        return await self._request(lambda request_id: StartJob(request_id, user, command, key, limits), timeout)
 
     async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
         return await self._request(lambda request_id: StopJob(request_id, user, job_id), timeout)
 
     async def _request(self, make: Callable[[int], SupervisorRequest], timeout: float) -> JobRef:
-        """Send a request and return the job the supervisor answers with; ApiError for its refusals."""
-        await self.ensure_up()
-        assert self._connection is not None
-        request_id = next(self._ids)
-        answer = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = answer
-        try:
-            self._connection.send_bytes(encode(make(request_id)))
-        except OSError:
-            self._pending.pop(request_id, None)
-            self._disconnect("cannot send to the supervisor")
-            raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE) from None
-        try:
-            return await asyncio.wait_for(answer, timeout)
-        except asyncio.TimeoutError:
-            raise ApiError(ErrorKind.UNAVAILABLE, "the job supervisor did not answer in time; check with status "
-                                                  "or list whether the request took effect") from None
-        finally:
-            self._pending.pop(request_id, None)
+        """Send a request and return the job the supervisor answers with; ApiError for its refusals. If the link
+        breaks before the answer, the request is sent again to the next supervisor: a kill -9 is not seen at
+        once, and a request can reach a supervisor that is already dying. Starts and stops are safe to repeat."""
+        for _ in range(_SENDS):
+            await self.ensure_up()
+            assert self._connection is not None
+            request_id = next(self._ids)
+            answer = asyncio.get_running_loop().create_future()
+            self._pending[request_id] = answer
+            try:
+                self._connection.send_bytes(encode(make(request_id)))
+                return await asyncio.wait_for(answer, timeout)
+            except OSError:
+                self._pending.pop(request_id, None)  # so the disconnect has no answer of ours to fail
+                self._disconnect("cannot send to the supervisor")
+            except _LinkBroken:
+                pass
+            except asyncio.TimeoutError:
+                raise ApiError(ErrorKind.UNAVAILABLE, "the job supervisor did not answer in time; check with "
+                                                      "status or list whether the request took effect") from None
+            finally:
+                self._pending.pop(request_id, None)
+        raise ApiError(ErrorKind.UNAVAILABLE, "the job supervisor stopped while handling the request; check with "
+                                              "status or list whether it took effect")
 
     async def maintain(self) -> None:
         """Keep the link connected for as long as the front end runs."""
@@ -160,6 +182,8 @@ class SupervisorLink:
             match message:
                 case JobsChanged():
                     self.watchers.notify(message.job_ids)
+                case SupervisorClosing():
+                    self._closing.set()
                 case JobReply() | Refusal():
                     self._settle(message)
                 case _:
@@ -181,11 +205,13 @@ class SupervisorLink:
         self._connection.close()
         self._connection = None
         self.up.clear()
-        log.warning("%s; requests wait for it to be back", why)
+        if self._closing.is_set():
+            log.info("the supervisor stopped: the server is shutting down")
+        else:
+            log.warning("%s; requests wait for it to be back", why)
         for answer in self._pending.values():
             if not answer.done():
-                answer.set_exception(ApiError(ErrorKind.UNAVAILABLE, "the job supervisor stopped while handling "
-                                              "the request; check with status or list whether it took effect"))
+                answer.set_exception(_LinkBroken())
         self._pending.clear()
         self.watchers.notify_all()
         self._lost.set()

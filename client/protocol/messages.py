@@ -71,11 +71,19 @@ class JobsChanged:
     job_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SupervisorClosing:
+    """The supervisor is shutting down with the server: it takes no more requests and will not come back."""
+
+    type: ClassVar[str] = "closing"
+
+
 SupervisorRequest = StartJob | StopJob
 Reply = JobReply | Refusal
-Message = StartJob | StopJob | JobReply | Refusal | JobsChanged
+Message = StartJob | StopJob | JobReply | Refusal | JobsChanged | SupervisorClosing
 
-_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, JobReply, Refusal, JobsChanged)}
+_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, JobReply, Refusal, JobsChanged,
+                                                              SupervisorClosing)}
 
 
 class MalformedMessage(ValueError):

@@ -26,10 +26,17 @@ from workerctl.protocol.messages import (
     Refusal,
     StartJob,
     StopJob,
+    SupervisorClosing,
     decode,
     encode,
 )
-from workerctl.protocol.replies import JobDetail, JobLimits, JobList, JobSummary, JobUsage
+from workerctl.protocol.replies import (
+    JobDetail,
+    JobLimits,
+    JobList,
+    JobSummary,
+    JobUsage,
+)
 from workerctl.protocol.wire import from_wire, to_wire
 
 
@@ -127,7 +134,7 @@ def test_limits_that_make_no_sense_are_refused(limits, message):
 
 @pytest.mark.parametrize("message", [
     StartJob(1, "alice", "ls -l", "key"), StopJob(2, "bob", "j"), JobReply(3, "j", JobStatus.RUNNING),
-    Refusal(4, ErrorKind.QUEUE_FULL, "too many"), JobsChanged(("a", "b")),
+    Refusal(4, ErrorKind.QUEUE_FULL, "too many"), JobsChanged(("a", "b")), SupervisorClosing(),
 ])
 def test_link_messages_survive_their_codec(message):
     decoded = decode(encode(message))
