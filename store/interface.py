@@ -8,7 +8,7 @@ types in every back end.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from workerctl.protocol.jobs import JobStatus
@@ -38,6 +38,9 @@ class JobRecord:
     # What it used: live while it runs, final once it has ended.
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    # What its start gave it beside the command.
+    env: dict[str, str] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
 
 
 def now() -> float:
@@ -75,8 +78,8 @@ class JobReader(Protocol):
 
     def get(self, job_id: str, owner: str) -> JobRecord | None: ...
 
-    def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
-        """The owner's jobs, newest first."""
+    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
+        """The owner's jobs, newest first; only those in `status` and with `label`, where given."""
 
     def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
         """The job's kept output from stream offset `offset`, at most `limit` bytes of it."""

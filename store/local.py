@@ -36,8 +36,8 @@ class LocalJobReader:
     def get(self, job_id: str, owner: str) -> JobRecord | None:
         return self._records.get(job_id, owner)
 
-    def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
-        return self._records.list(owner, status, limit)
+    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
+        return self._records.list(owner, status, limit, label)
 
     def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
         # A final job's size is known, which lets the common case (all of it in one file) take one read.

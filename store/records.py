@@ -8,6 +8,7 @@ survives any process crash; only a power cut can lose the last moments of writes
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     cpus REAL,
     processes INTEGER,
     cpu_seconds REAL,
-    peak_memory_bytes INTEGER
+    peak_memory_bytes INTEGER,
+    env TEXT,
+    labels TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -48,7 +51,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
 
 # Columns added since the first version, and their types: a data directory of an earlier version gains them.
 _ADDED_COLUMNS = {"timeout_seconds": "REAL", "memory_bytes": "INTEGER", "cpus": "REAL", "processes": "INTEGER",
-                  "cpu_seconds": "REAL", "peak_memory_bytes": "INTEGER"}
+                  "cpu_seconds": "REAL", "peak_memory_bytes": "INTEGER", "env": "TEXT", "labels": "TEXT"}
+_JSON_COLUMNS = {"env": dict, "labels": tuple}  # kept as JSON text
 _COLUMNS = [field.name for field in fields(JobRecord)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
@@ -59,11 +63,17 @@ _FINAL = tuple(FINAL_STATUSES)
 def _record(row: tuple[Any, ...]) -> JobRecord:
     record = JobRecord(*row)
     record.status = JobStatus(record.status)
+    for name, kind in _JSON_COLUMNS.items():
+        text = getattr(record, name)
+        setattr(record, name, kind(json.loads(text)) if text else kind())
     return record
 
 
 def _values(record: JobRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in _COLUMNS}
+    values = {name: getattr(record, name) for name in _COLUMNS}
+    for name in _JSON_COLUMNS:
+        values[name] = json.dumps(values[name], ensure_ascii=False) if values[name] else None
+    return values
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -169,12 +179,16 @@ class RecordReader(_Queries):
             self._db = _connect(path)
             self._db.execute("PRAGMA query_only = ON")
 
-    def list(self, owner: str, status: JobStatus | None, limit: int) -> list[JobRecord]:
-        if status is None:
-            rows = self._db.execute(f"{_SELECT} WHERE owner = ? ORDER BY seq DESC LIMIT ?", (owner, limit))
-        else:
-            rows = self._db.execute(f"{_SELECT} WHERE owner = ? AND status = ? ORDER BY seq DESC LIMIT ?",
-                                    (owner, status, limit))
+    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
+        conditions, parameters = ["owner = ?"], [owner]
+        if status is not None:
+            conditions.append("status = ?")
+            parameters.append(status)
+        if label is not None:
+            conditions.append("EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE value = ?)")
+            parameters.append(label)
+        rows = self._db.execute(f"{_SELECT} WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT ?",
+                                (*parameters, limit))
         return [_record(row) for row in rows.fetchall()]
 
     def close(self) -> None:

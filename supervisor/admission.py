@@ -94,7 +94,8 @@ class Admission:
                 queued[request.user] += 1
                 record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
                                    idempotency_key=request.idempotency_key, timeout_seconds=limits.timeout_seconds,
-                                   memory_bytes=limits.memory_bytes, cpus=limits.cpus, processes=limits.processes)
+                                   memory_bytes=limits.memory_bytes, cpus=limits.cpus, processes=limits.processes,
+                                   env=dict(request.env or {}), labels=request.labels)
                 if key:
                     by_key[key] = record
                 verdicts.append(NewJob(record))

@@ -111,7 +111,7 @@ class JobLifecycle:
                     plan = JobPlan(job.record.command, job.owner, user, self.layout.home(job.owner),
                                    cgroups + limit_cgroups)
                     environment = job_environment(job.id, self.containment.instance, plan, self.sandbox,
-                                                  temporary)
+                                                  temporary, job.record.env)
                     spawned = spawn(plan, self.sandbox, environment)
                 undo.pop_all()
         except (OSError, subprocess.SubprocessError) as error:

@@ -42,8 +42,9 @@ def make_private_directory(path: Path, user: JobUser) -> Path:
 
 
 def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
-                    temporary: Path | None) -> dict[str, str]:
-    """The job's whole environment; `temporary` is its own temporary directory where it has no /tmp."""
+                    temporary: Path | None, given: dict[str, str]) -> dict[str, str]:
+    """The job's whole environment; `temporary` is its own temporary directory where it has no /tmp, `given`
+    what its start asked for, over the defaults (the protocol keeps the server's WORKERCTL_ names out of it)."""
     home = str(sandbox.home_inside(plan))
     return {
         "PATH": _PATH,
@@ -54,6 +55,7 @@ def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
         "LOGNAME": plan.user.name,
         "SHELL": SHELL,
         "LANG": "C.UTF-8",
+        **given,
         JOB_ENV: job_id,
         INSTANCE_ENV: instance,
     }

@@ -84,6 +84,52 @@ def test_job_runs_in_its_home_with_a_clean_environment(server):
                                      "WORKERCTL_INSTANCE", "WORKERCTL_JOB_ID", "OLDPWD", "SHLVL", "_"}
 
 
+def test_a_start_may_give_the_job_environment_variables(server):
+    job_id = server.start('echo "$GREETING|$EMPTY|$PATH"', env={"GREETING": "hello world", "EMPTY": "",
+                                                                 "PATH": "/usr/bin:/bin"})
+    status = server.wait_final(job_id)
+    assert status["output"] == "hello world||/usr/bin:/bin\n"
+    assert status["env"] == {"GREETING": "hello world", "EMPTY": "", "PATH": "/usr/bin:/bin"}
+    listed = server.call("list").body["jobs"][0]
+    assert "env" not in listed  # what a start gave its job is shown to its owner one job at a time
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"WORKERCTL_JOB_ID": "j"}, "names starting WORKERCTL_ are the server's"),
+    ({"1ABC": "x"}, "is not a variable name"),
+    ({"A-B": "x"}, "is not a variable name"),
+    ({"A": 1}, "env.A must be a string"),
+    ({"A": "x\u0000y"}, "env.A must be a string without NUL"),
+    (["A=1"], "env must be an object"),
+])
+def test_environment_variables_a_job_cannot_have_are_refused(server, env, says):
+    answer = server.call("start", command="true", env=env)
+    assert answer.status == 400 and says in answer.body["error"], answer.body
+
+
+def test_labels_are_shown_and_select_jobs_in_list(server):
+    mark = marker()
+    nightly = server.start("true", labels=[f"nightly-{mark}", "db"])
+    server.start("true", labels=[f"other-{mark}"])
+    server.start("true", user="bob", labels=[f"nightly-{mark}"])
+    assert server.status(nightly)["labels"] == [f"nightly-{mark}", "db"]
+    found = server.call("list", label=f"nightly-{mark}").body["jobs"]
+    assert [job["jobID"] for job in found] == [nightly] and found[0]["labels"] == [f"nightly-{mark}", "db"]
+    assert server.call("list", label="no such label").body["jobs"] == []
+
+
+@pytest.mark.parametrize("labels, says", [
+    ("db", "labels must be a list"),
+    ([""], "labels[0] must be a non-empty string"),
+    (["a\nb"], "none of them control characters"),
+    (["x" * 65], "at most 64 characters"),
+    ([str(number) for number in range(17)], "at most 16 labels"),
+])
+def test_labels_a_job_cannot_have_are_refused(server, labels, says):
+    answer = server.call("start", command="true", labels=labels)
+    assert answer.status == 400 and says in answer.body["error"], answer.body
+
+
 def test_stdin_is_empty(server):
     assert server.wait_final(server.start("cat; echo done"))["output"] == "done\n"
 

@@ -55,15 +55,15 @@ class JobApi:
         return await self.answers[type(request)](user, request)
 
     async def start(self, user: str, request: StartRequest) -> JobRef:
-        return await self.link.start(user, request.command, request.idempotency_key, request.limits,
-                                     _START_TIMEOUT_SECONDS)
+        return await self.link.start(user, request, _START_TIMEOUT_SECONDS)
 
     async def stop(self, user: str, request: StopRequest) -> JobRef:
         return await self.link.stop(user, request.job_id, self.stop_timeout)
 
     async def list(self, user: str, request: ListRequest) -> JobList:
         await self.link.ensure_up()
-        return JobList(tuple(summary(record) for record in self.jobs.list(user, request.status, request.limit)))
+        records = self.jobs.list(user, request.status, request.limit, request.label)
+        return JobList(tuple(summary(record) for record in records))
 
     async def status(self, user: str, request: StatusRequest) -> JobDetail:
         """The job and its output from `offset`; with `wait`, first wait for new output or a new status."""

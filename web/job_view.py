@@ -42,6 +42,7 @@ def _summary_fields(record: JobRecord) -> dict[str, Any]:
             record.timeout_seconds, record.memory_bytes, record.cpus, record.processes),
         "usage": None if record.cpu_seconds is None and record.peak_memory_bytes is None else JobUsage(
             record.cpu_seconds, record.peak_memory_bytes),
+        "labels": record.labels,
     }
 
 
@@ -76,5 +77,5 @@ def detail(record: JobRecord, chunk: OutputChunk) -> JobDetail:
             next_offset -= len(data) - kept
             data = data[:kept]
         pieces.append(data.decode("utf-8", "replace"))
-    return JobDetail(**_summary_fields(record), output="".join(pieces), output_bytes=chunk.total,
+    return JobDetail(**_summary_fields(record), env=record.env, output="".join(pieces), output_bytes=chunk.total,
                      output_dropped=chunk.dropped, next_offset=next_offset)

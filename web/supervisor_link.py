@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 
-from workerctl.protocol.actions import LimitsRequest
+from workerctl.protocol.actions import StartRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import (
     JobReply,
@@ -113,11 +113,11 @@ class SupervisorLink:
         if self._connection is None:
             raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
 
-    async def start(self, user: str, command: str, idempotency_key: str | None, limits: LimitsRequest | None,
-                    timeout: float) -> JobRef:
+    async def start(self, user: str, request: StartRequest, timeout: float) -> JobRef:
         # Every start carries a key, so that one sent again after the link broke cannot start a second job.
-        key = idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
-        return await self._request(lambda request_id: StartJob(request_id, user, command, key, limits), timeout)
+        key = request.idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
+        return await self._request(lambda request_id: StartJob(
+            request_id, user, request.command, key, request.limits, request.env, request.labels), timeout)
 
     async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
         return await self._request(lambda request_id: StopJob(request_id, user, job_id), timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -22,6 +23,12 @@ from workerctl.protocol.wire import wire_field
 MAX_LIST_LIMIT = 1000
 MAX_KEY_LENGTH = 200
 DEFAULT_LIST_LIMIT = 100
+MAX_LABELS = 16
+MAX_LABEL_LENGTH = 64
+MAX_ENV_VARIABLES = 256
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LABEL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")  # no control characters
+RESERVED_ENV_PREFIX = "WORKERCTL_"  # the server's own variables in every job
 
 Check = Callable[[str, Any], Any]
 """Turns a field's JSON value (never null) into the request's value, or raises a 400 naming the field."""
@@ -99,6 +106,38 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
+def check_label(name: str, value: Any) -> str:
+    label = check_text(name, value)
+    if len(label) > MAX_LABEL_LENGTH or not LABEL_TEXT.fullmatch(label):
+        raise _refuse(f"{name} must be at most {MAX_LABEL_LENGTH} characters, none of them control characters")
+    return label
+
+
+def check_labels(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_LABELS:
+        raise _refuse(f"{name} must be a list of at most {MAX_LABELS} labels")
+    return tuple(dict.fromkeys(check_label(f"{name}[{index}]", label) for index, label in enumerate(value)))
+
+
+def check_env(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_ENV_VARIABLES:
+        raise _refuse(f"{name} must be an object of at most {MAX_ENV_VARIABLES} variables, NAME: \"value\"")
+    for variable, text in value.items():
+        if not ENV_NAME.fullmatch(variable):
+            raise _refuse(f"{name}: {_shown(variable)} is not a variable name (letters, digits and _, not starting "
+                          "with a digit)")
+        if variable.startswith(RESERVED_ENV_PREFIX):
+            raise _refuse(f"{name}: {variable} is not allowed: names starting {RESERVED_ENV_PREFIX} are the "
+                          "server's")
+        if not isinstance(text, str) or "\x00" in text:
+            raise _refuse(f"{name}.{variable} must be a string without NUL characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _refuse(f"{name}.{variable} must be valid Unicode text") from None
+    return dict(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class LimitsRequest:
     """What a start may ask of its job's limits; each must be positive and within the server's maxima."""
@@ -168,6 +207,12 @@ class StartRequest:
     limits: LimitsRequest | None = api_field(
         "limits", check_limits, "the job's own limits, within the server's: timeoutSeconds, memoryBytes, cpus",
         default=None)
+    env: dict[str, str] | None = api_field(
+        "env", check_env, "environment variables for the job, NAME: value, over the server's defaults (PATH, "
+        f"LANG, ...); names are shell identifiers not starting {RESERVED_ENV_PREFIX}", default=None)
+    labels: tuple[str, ...] = api_field(
+        "labels", check_labels, f"labels to find the job by (at most {MAX_LABELS}, each at most "
+        f"{MAX_LABEL_LENGTH} characters)", default=())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +245,7 @@ class ListRequest:
     status: JobStatus | None = api_field("status", check_status, "only jobs in this status", default=None)
     limit: int = api_field("limit", check_limit, f"at most this many jobs (1 to {MAX_LIST_LIMIT})",
                            default=DEFAULT_LIST_LIMIT)
+    label: str | None = api_field("label", check_label, "only jobs with this label", default=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,8 @@ class StartJob:
     command: str
     idempotency_key: str | None = None
     limits: LimitsRequest | None = None
+    env: dict[str, str] | None = None
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

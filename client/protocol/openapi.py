@@ -18,15 +18,24 @@ from typing import Any
 
 from workerctl.protocol.actions import (
     ACTIONS,
+    ENV_NAME,
+    LABEL_TEXT,
+    MAX_ENV_VARIABLES,
     MAX_KEY_LENGTH,
+    MAX_LABEL_LENGTH,
+    MAX_LABELS,
     MAX_LIST_LIMIT,
+    RESERVED_ENV_PREFIX,
     Check,
     LimitsRequest,
     Request,
     answer_type,
     api_fields,
+    check_env,
     check_flag,
     check_key,
+    check_label,
+    check_labels,
     check_limit,
     check_limits,
     check_offset,
@@ -46,6 +55,9 @@ def _ref(cls: type) -> dict[str, Any]:
     return {"$ref": _COMPONENT + cls.__name__}
 
 
+_LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH, "pattern": f"^{LABEL_TEXT.pattern}$"}
+
+
 _ACCEPTED: dict[Check, dict[str, Any]] = {
     check_text: {"type": "string", "minLength": 1, "pattern": _NO_NUL},
     check_key: {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": _NO_NUL},
@@ -55,6 +67,12 @@ _ACCEPTED: dict[Check, dict[str, Any]] = {
     check_status: _ref(JobStatus),
     check_flag: {"type": "boolean"},
     check_limits: _ref(LimitsRequest),
+    check_label: _LABEL,
+    check_labels: {"type": "array", "items": _LABEL, "maxItems": MAX_LABELS},
+    check_env: {"type": "object", "maxProperties": MAX_ENV_VARIABLES,
+                "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$",
+                                  "not": {"pattern": f"^{RESERVED_ENV_PREFIX}"}},
+                "additionalProperties": {"type": "string", "pattern": _NO_NUL}},
 }
 """What each check of the action table lets through, as JSON Schema; a check missing here is a KeyError."""
 
@@ -108,6 +126,8 @@ class _Components:
             return _nullable(self.of(inner))
         if typing.get_origin(hint) is tuple:
             return {"type": "array", "items": self.of(arguments[0])}
+        if typing.get_origin(hint) is dict:
+            return {"type": "object", "additionalProperties": self.of(arguments[1])}
         if isinstance(hint, type) and (issubclass(hint, Enum) or dataclasses.is_dataclass(hint)):
             return self.named(hint)
         return {"type": _JSON_TYPES[hint]}

@@ -51,12 +51,15 @@ class JobSummary:
     ended_at: str | None = wire_field("endedAt")
     limits: JobLimits | None = wire_field("limits", default=None)
     usage: JobUsage | None = wire_field("usage", default=None)
+    labels: tuple[str, ...] = wire_field("labels", default=())
 
 
 @dataclass
 class JobDetail(JobSummary):
     """A job with its output from some offset: `nextOffset` is where to continue, `outputBytes` how much the
-    job has written, `outputDropped` how much of that is no longer kept."""
+    job has written, `outputDropped` how much of that is no longer kept; `env` the variables its start gave."""
+
+    env: dict[str, str] = wire_field("env", default_factory=dict)
 
     output: str = wire_field("output", default="")
     output_bytes: int = wire_field("outputBytes", default=0)
