@@ -42,12 +42,17 @@ def test_start_prints_the_job_id_and_created(cli):
     assert lines[0].startswith("jobID: ") and is_job_id(lines[0].removeprefix("jobID: "))
 
 
-def test_status_prints_the_designs_format(cli, server):
+def test_status_prints_the_designs_format_with_how_the_job_ended(cli, server):
     job_id = server.start("echo one; echo two >&2")
     server.wait_final(job_id)
     code, out, _ = cli("status", job_id)
     assert code == 0
-    assert out == f"jobID: {job_id}\nstatus: finished\noutput:\none\ntwo\n"
+    assert out == f"jobID: {job_id}\nstatus: finished\nexitCode: 0\noutput:\none\ntwo\n"
+    running = server.start(f"sleep {marker()}")
+    server.wait_running(running)
+    assert cli("status", running)[1] == f"jobID: {running}\nstatus: running\noutput:\n"
+    server.call("stop", jobID=running)
+    assert cli("status", running)[1] == f"jobID: {running}\nstatus: stopped\nsignal: SIGTERM\noutput:\n"
 
 
 def test_stop_prints_stopped(cli, server):
@@ -188,8 +193,72 @@ def test_list_prints_a_table(cli, server):
     job_id = server.start("echo listed")
     server.wait_final(job_id)
     code, out, _ = cli("list", "--status", "finished")
-    assert code == 0 and out.splitlines()[0].split() == ["JOB", "ID", "STATUS", "EXIT", "CREATED", "COMMAND"]
+    assert code == 0 and out.splitlines()[0].split() == ["JOB", "ID", "STATUS", "EXIT", "CREATED", "LABELS",
+                                                         "COMMAND"]
     assert job_id in out
+
+
+def started(out: str) -> str:
+    """The job ID start printed."""
+    assert out.startswith("jobID: "), out
+    return out.split()[1]
+
+
+def test_start_with_variables_and_labels_then_find_it_by_label_and_restart_it(cli, server):
+    label = f"nightly-{marker()}"
+    code, out, err = cli("start", 'echo "$GREETING $TARGET"', "--env", "GREETING=hello", "--env=TARGET=a=b",
+                         "--label", label, "--label", "db", "--timeout", "20")
+    assert code == 0, err
+    first = started(out)
+    assert server.wait_final(first)["output"] == "hello a=b\n"
+    assert "labels: " + label + ", db" in cli("status", first)[1]
+    listed = cli("list", "--label", label)[1].splitlines()
+    assert len(listed) == 2 and first in listed[1] and f"{label},db" in listed[1]
+
+    code, out, _ = cli("restart", first)
+    again = started(out)
+    assert code == 0 and again != first
+    rerun = server.wait_final(again)
+    assert (rerun["command"], rerun["output"], rerun["env"], rerun["labels"]) == (
+        'echo "$GREETING $TARGET"', "hello a=b\n", {"GREETING": "hello", "TARGET": "a=b"}, [label, "db"])
+    assert rerun["limits"]["timeoutSeconds"] == 20
+    assert [job["jobID"] for job in json.loads(cli("list", "--label", label, "--json")[1])["jobs"]] == [again, first]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--env", "GREETING"], "--env takes NAME=VALUE"),
+    (["--env", "WORKERCTL_JOB_ID=x"], "names starting WORKERCTL_ are the server's"),
+    (["--env"], "--env needs a value"),
+])
+def test_bad_variables_are_refused_in_one_line(cli, args, says):
+    code, out, err = cli("start", "true", *args)
+    assert code in (64, 65) and says in err and len(err.splitlines()) == 1 and out == "", err
+
+
+def test_words_after_a_double_dash_are_the_command_quoted_for_the_shell(cli, server):
+    code, out, err = cli("start", "--label", "words", "--", "printf", "%s|", "a b", "-h", "$HOME", "--debug")
+    assert code == 0, err
+    assert server.wait_final(started(out))["output"] == "a b|-h|$HOME|--debug|"
+    code, _, err = cli("start", "true", "--", "ls")
+    assert code == 64 and "either quoted or after --" in err
+    assert cli("status", "--", "x")[0] == 64
+
+
+def test_logs_tail_prints_the_last_lines(cli, server):
+    job_id = server.start("seq 1 100")
+    server.wait_final(job_id)
+    assert cli("logs", job_id, "--tail", "3") == (0, "98\n99\n100\n", "")
+    assert cli("logs", job_id, "--tail", "0") == (0, "", "")
+    assert cli("logs", job_id, "--tail", "500")[1] == "".join(f"{n}\n" for n in range(1, 101))
+    assert cli("logs", "-f", job_id, "--tail", "1") == (0, "100\n", "")
+
+
+def test_wait_json_shows_no_internal_values(cli, server):
+    job_id = server.start("exit 3")
+    code, out, _ = cli("wait", job_id, "--json")
+    answer = json.loads(out)
+    assert code == 1 and answer["exitCode"] == 3
+    assert "nextOffset" not in answer and "output" not in answer
 
 
 def test_idempotency_key_from_the_cli(cli):

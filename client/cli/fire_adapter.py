@@ -24,10 +24,70 @@ from workerctl.cli.table import PROGRAM, Command, usage_error
 
 def parse(commands: Sequence[Command], args: list[str]) -> tuple[Command, dict[str, Any]]:
     """The command `args` name and the values given for its arguments and options (None for an option not
-    given); a usage error if they name none or do not fit it."""
+    given, a list for one that may be repeated); a usage error if they name none or do not fit it."""
+    args, trailing = split_at_separator(args)
     args = _options_last(commands, args)
     command, rest = _command(commands, args)
-    return command, _bind(command, _spelled_out(command, rest))
+    rest, repeated = _take_repeated(command, rest)
+    spelled = _spelled_out(command, rest)
+    values = _bind(command, spelled + _trailing(command, spelled, trailing))
+    values.update(repeated)
+    return command, values
+
+
+def split_at_separator(args: list[str]) -> tuple[list[str], list[str] | None]:
+    """The words before `--`, and those after it (None without one): a command given as words of its own."""
+    if "--" not in args:
+        return args, None
+    at = args.index("--")
+    return args[:at], args[at + 1:]
+
+
+def _take_repeated(command: Command, rest: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Take the options that may be given more than once out of `rest`, with their values (Fire would keep
+    only the last)."""
+    kept: list[str] = []
+    repeated: dict[str, list[str]] = {}
+    words = iter(rest)
+    for word in words:
+        flag, equals, value = word.partition("=")
+        option = command.option(flag) if word.startswith("-") else None
+        if option is None or not option.repeatable:
+            kept.append(word)
+            continue
+        if not equals:
+            value = next(words, None)
+            if value is None:
+                raise usage_error(f"{option.flag} needs a value (see '{PROGRAM} {command.name} --help')")
+        repeated.setdefault(option.attribute, []).append(value)
+    return kept, repeated
+
+
+def _trailing(command: Command, spelled: list[str], words: list[str] | None) -> list[str]:
+    """The words after `--` as the command's trailing argument, quoted for the shell."""
+    if words is None:
+        return []
+    if command.trailing is None:
+        raise usage_error(f"{command.name} takes nothing after -- (see '{PROGRAM} {command.name} --help')")
+    if not words:
+        raise usage_error(f"nothing after -- (see '{PROGRAM} {command.name} --help')")
+    if _positionals(command, spelled):
+        raise usage_error(f"give the {command.trailing} either quoted or after --, not both")
+    import shlex  # here: only this form needs it
+
+    return [f"--{command.trailing}={shlex.join(words)}"]
+
+
+def _positionals(command: Command, spelled: list[str]) -> list[str]:
+    """The words of a spelled-out command line that are not options or their values."""
+    found: list[str] = []
+    words = iter(spelled)
+    for word in words:
+        if not word.startswith("-") or word == "-" or _is_number(word):
+            found.append(word)
+        elif "=" not in word:
+            next(words, None)  # an option's value follows it (switches are spelled --name=True)
+    return found
 
 
 def command_words(commands: Sequence[Command], args: list[str]) -> list[str]:

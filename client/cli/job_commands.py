@@ -1,24 +1,22 @@
-"""The commands that talk to the server: start, status, logs, wait, stop and list.
+"""The commands that talk to the server: start, status, logs, wait, stop, list and restart.
 
-Each takes the connection options (--server, --token, --token-file, --ca, --config) and --json, and gets an
-HTTPS client built from them. Their options that are API fields take their help from the protocol's table.
+Each takes the connection options (--server, --token, --token-file, --ca, --config, --cert, --key, --retry)
+and --json, and gets a Client (library.py) built from them. Their options that are API fields take their help
+from the protocol's table.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from workerctl.cli import render
-from workerctl.cli.api_client import ApiClient
 from workerctl.cli.exit_status import ExitStatus, for_job
-from workerctl.cli.settings import resolve
 from workerctl.cli.table import Argument, Command, Option, usage_error
+from workerctl.library import Client
 from workerctl.protocol.actions import ListRequest, StartRequest, api_fields
-from workerctl.protocol.jobs import FINAL_STATUSES, MAX_WAIT_SECONDS
 from workerctl.protocol.sizes import parse_size
 
 CONNECTION_OPTIONS = (
@@ -40,7 +38,6 @@ CONNECTION_OPTIONS = (
 )
 
 _JOB_ID = Argument("job_id", "the job's ID, as start printed it")
-_NO_OUTPUT = 2**62  # an offset past any output: a status answer without output, woken only by a new status
 
 JobRun = Callable[..., ExitStatus]
 
@@ -53,15 +50,23 @@ def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def start(client: ApiClient, as_json: bool, command: str, idempotency_key: str | None, timeout: float | None,
-          memory: str | None, cpus: float | None) -> ExitStatus:
-    limits = {name: value for name, value in (("timeoutSeconds", timeout), ("memoryBytes", _size(memory)),
-                                              ("cpus", cpus)) if value is not None}
-    # With a key, asking again cannot start a second job.
-    answer = client.call("start", safe_to_repeat=idempotency_key is not None, command=command,
-                         idempotencyKey=idempotency_key, limits=limits or None)
+def start(client: Client, as_json: bool, command: str, idempotency_key: str | None, timeout: float | None,
+          memory: str | None, cpus: float | None, env: tuple[str, ...], label: tuple[str, ...]) -> ExitStatus:
+    answer = client.start(command, env=_variables(env), labels=label, key=idempotency_key, timeout=timeout,
+                          memory_bytes=_size(memory), cpus=cpus)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
+
+
+def _variables(assignments: tuple[str, ...]) -> dict[str, str]:
+    """--env NAME=VALUE options as a dict; the server checks the names."""
+    variables = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or not name:
+            raise usage_error(f"--env takes NAME=VALUE, not {assignment!r}")
+        variables[name] = value
+    return variables
 
 
 def _size(text: str | None) -> int | None:
@@ -73,59 +78,63 @@ def _size(text: str | None) -> int | None:
         raise usage_error(f"--memory: {error}") from None
 
 
-def stop(client: ApiClient, as_json: bool, job_id: str) -> ExitStatus:
-    answer = client.call("stop", safe_to_repeat=True, jobID=job_id)
+def restart(client: Client, as_json: bool, job_id: str) -> ExitStatus:
+    job = client.wait(job_id, timeout=0)  # as it is now, without its output
+    limits = job.get("limits") or {}
+    answer = client.start(job["command"], env=job.get("env"), labels=job.get("labels") or (),
+                          timeout=limits.get("timeoutSeconds"), memory_bytes=limits.get("memoryBytes"),
+                          cpus=limits.get("cpus"))
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
 
 
-def status(client: ApiClient, as_json: bool, job_id: str) -> ExitStatus:
-    answers = list(_output_answers(client, job_id, follow=False))
-    answer = {**answers[-1], "output": "".join(part["output"] for part in answers)}
+def stop(client: Client, as_json: bool, job_id: str) -> ExitStatus:
+    answer = client.stop(job_id)
+    _out(render.as_json(answer) if as_json else render.job_lines(answer))
+    return ExitStatus.OK
+
+
+def status(client: Client, as_json: bool, job_id: str) -> ExitStatus:
+    answer = client.status(job_id)
     sys.stdout.write(render.as_json(answer) + "\n" if as_json else render.status_text(answer))
     return ExitStatus.OK
 
 
-def wait(client: ApiClient, as_json: bool, job_id: str, timeout: float | None) -> ExitStatus:
-    answer = _wait_until_final(client, job_id, timeout)
+def wait(client: Client, as_json: bool, job_id: str, timeout: float | None) -> ExitStatus:
+    answer = client.wait(job_id, timeout)
     _out(render.as_json(answer) if as_json else render.outcome_lines(answer))
     return for_job(answer["status"], answer["exitCode"])
 
 
-def logs(client: ApiClient, as_json: bool, job_id: str, follow: bool) -> ExitStatus:
-    for answer in _output_answers(client, job_id, follow=follow):
+def logs(client: Client, as_json: bool, job_id: str, follow: bool, tail: int | None) -> ExitStatus:
+    if tail is not None and tail < 0:
+        raise usage_error("--tail takes a number of lines, 0 or more")
+    answers = client.output_answers(job_id, follow)
+    if tail is not None:
+        answers = _from_tail(answers, tail)
+    for answer in answers:
         sys.stdout.write(json.dumps(answer, ensure_ascii=False) + "\n" if as_json else answer["output"])
         sys.stdout.flush()
     return for_job(answer["status"], answer["exitCode"]) if follow else ExitStatus.OK
 
 
-def list_jobs(client: ApiClient, as_json: bool, status: str | None, limit: int) -> ExitStatus:
-    answer = client.call("list", safe_to_repeat=True, status=status, limit=limit)
-    _out(render.as_json(answer) if as_json else render.job_table(answer["jobs"]))
+def _from_tail(answers: Iterator[dict[str, Any]], lines: int) -> Iterator[dict[str, Any]]:
+    """The answers with the output there is so far cut to its last `lines` lines, then the rest as they come."""
+    caught_up: list[dict[str, Any]] = []
+    for answer in answers:
+        caught_up.append(answer)
+        if answer["nextOffset"] >= answer["outputBytes"]:
+            break
+    text = "".join(answer["output"] for answer in caught_up)
+    kept = text.splitlines(keepends=True)[-lines:] if lines else []
+    yield {**caught_up[-1], "output": "".join(kept)}
+    yield from answers
+
+
+def list_jobs(client: Client, as_json: bool, status: str | None, label: str | None, limit: int) -> ExitStatus:
+    jobs = client.list(status=status, label=label, limit=limit)
+    _out(render.as_json({"jobs": jobs}) if as_json else render.job_table(jobs))
     return ExitStatus.OK
-
-
-def _output_answers(client: ApiClient, job_id: str, follow: bool) -> Iterator[dict[str, Any]]:
-    """Status answers that together carry all of a job's output, each from where the last one ended; with
-    `follow`, long polls until the job has ended and all of its output is read."""
-    offset = 0
-    while True:
-        answer = client.call("status", safe_to_repeat=True, jobID=job_id, offset=offset,
-                             wait=MAX_WAIT_SECONDS if follow else 0)
-        offset = answer["nextOffset"]
-        yield answer
-        if offset >= answer["outputBytes"] and (not follow or answer["status"] in FINAL_STATUSES):
-            return
-
-
-def _wait_until_final(client: ApiClient, job_id: str, timeout: float | None) -> dict[str, Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        remaining = MAX_WAIT_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
-        answer = client.call("status", safe_to_repeat=True, jobID=job_id, offset=_NO_OUTPUT,
-                             wait=min(remaining, MAX_WAIT_SECONDS))
-        if answer["status"] in FINAL_STATUSES or remaining <= 0:
-            return answer
 
 
 def _connected(run: JobRun) -> Callable[..., ExitStatus]:
@@ -134,11 +143,9 @@ def _connected(run: JobRun) -> Callable[..., ExitStatus]:
              key: str | None, config: str | None, json: bool, retry: float, **values: Any) -> ExitStatus:
         if "idempotency_key" in values:
             key, values["idempotency_key"] = _start_keys(cert, key, values["idempotency_key"])
-        client = ApiClient(resolve(server, token, token_file, ca, config, cert, key), retry_seconds=retry)
-        try:
+        with Client(server, token=token, token_file=token_file, ca=ca, cert=cert, key=key, config=config,
+                    retry=retry) as client:
             return run(client, json, **values)
-        finally:
-            client.close()
     return call
 
 
@@ -153,16 +160,18 @@ def _start_keys(cert: str | None, key: str | None, idempotency_key: str | None) 
 
 
 def _job_command(name: str, summary: str, run: JobRun, arguments: tuple[Argument, ...] = (),
-                 options: tuple[Option, ...] = (), details: str = "") -> Command:
+                 options: tuple[Option, ...] = (), details: str = "", trailing: str | None = None) -> Command:
     own = {option.name for option in options}
     return Command(name, summary, _connected(run), arguments,
-                   options + tuple(option for option in CONNECTION_OPTIONS if option.name not in own), details)
+                   options + tuple(option for option in CONNECTION_OPTIONS if option.name not in own), details,
+                   trailing)
 
 
 JOB_COMMANDS = (
     _job_command(
         "start", "start a shell command; prints its job ID", start,
-        (Argument("command", "the command, as one quoted argument: workerctl start \"ls -l\""),),
+        (Argument("command", "the command, as one quoted argument (workerctl start \"ls -l\"), or as words after "
+                  "-- (workerctl start -- ls -l)"),),
         (Option("key", f"{_api_help(StartRequest, 'idempotency_key')}; beside --cert, the client certificate's "
                 "key (PEM) instead", metavar="KEY"),
          Option("idempotency-key", "the same as --key without --cert", metavar="KEY"),
@@ -171,13 +180,22 @@ JOB_COMMANDS = (
          Option("memory", "the job's memory limit, in bytes or with K, M or G (at most the server's --job-memory)",
                 metavar="SIZE"),
          Option("cpus", "the cores of CPU time the job may use at once (at most the server's --job-cpus)",
-                kind=float, metavar="N")),
-        details="The command runs as /bin/sh -c COMMAND on the server, under its limits."),
+                kind=float, metavar="N"),
+         Option("env", "set a variable in the job's environment (repeatable); names starting WORKERCTL_ are the "
+                "server's", metavar="NAME=VALUE", repeatable=True, shown_default="none"),
+         Option("label", "give the job a label to find it by with list --label (repeatable)", metavar="LABEL",
+                repeatable=True, shown_default="none")),
+        details="The command runs as /bin/sh -c COMMAND on the server, under its limits. After --, the words "
+                "are quoted for the shell: workerctl start -- grep -r 'a b' /etc runs grep with 'a b' as one "
+                "argument.",
+        trailing="command"),
     _job_command("status", "a job's status and its output so far", status, (_JOB_ID,)),
     _job_command(
         "logs", "a job's output; with -f, follow it until the job ends", logs, (_JOB_ID,),
         (Option("follow", "follow the output live until the job ends, then exit with its outcome", kind=bool,
-                default=False, short="-f"),),
+                default=False, short="-f"),
+         Option("tail", "only the last N lines of the output so far (then, with -f, the rest as it comes)",
+                kind=int, shown_default="all", metavar="N")),
         details="With --json, each piece of output comes as one line: the status answer that carried it."),
     _job_command(
         "wait", "wait until a job ends and exit with its outcome", wait, (_JOB_ID,),
@@ -190,5 +208,8 @@ JOB_COMMANDS = (
     _job_command(
         "list", "your jobs, newest first", list_jobs, (),
         (Option("status", _api_help(ListRequest, "status"), metavar="STATUS"),
+         Option("label", _api_help(ListRequest, "label"), metavar="LABEL"),
          Option("limit", "at most this many jobs", kind=int, default=20, metavar="N"))),
+    _job_command("restart", "start a job again: the same command, environment, labels and limits; prints the new "
+                 "job's ID", restart, (_JOB_ID,)),
 )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from workerctl.cli import help
 from workerctl.cli.exit_status import CliError, ExitStatus
-from workerctl.cli.fire_adapter import command_words, parse
+from workerctl.cli.fire_adapter import command_words, parse, split_at_separator
 from workerctl.cli.table import PROGRAM, Command, find_command
 
 ABOUT = "run shell commands on a workerctl server, and follow them"
@@ -24,11 +24,14 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
 
         print(f"{PROGRAM} {importlib.metadata.version('workerctl')}")
         return ExitStatus.OK
-    debug = "--debug" in args
-    args = [arg for arg in args if arg != "--debug"]
+    # What follows `--` is a job's command, never ours: `workerctl start -- grep -h x` asks for no help.
+    ours, trailing = split_at_separator(args)
+    debug = "--debug" in ours
+    ours = [arg for arg in ours if arg != "--debug"]
+    args = ours if trailing is None else [*ours, "--", *trailing]
     try:
-        if not args or any(arg in _HELP_FLAGS for arg in args):
-            sys.stdout.write(_help(commands, [arg for arg in args if arg not in _HELP_FLAGS]))
+        if not args or any(arg in _HELP_FLAGS for arg in ours):
+            sys.stdout.write(_help(commands, [arg for arg in ours if arg not in _HELP_FLAGS]))
             return ExitStatus.OK if args else ExitStatus.USAGE
         command, values = parse(commands, args)
         return command.call(values)

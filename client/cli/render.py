@@ -16,15 +16,17 @@ def job_lines(answer: dict[str, Any]) -> str:
 
 
 def status_text(answer: dict[str, Any]) -> str:
-    """The job lines, then `output:` and the output, as status prints them; ends with a newline."""
+    """The job lines with how it ended and its labels, then `output:` and the output, as status prints them;
+    ends with a newline."""
     output = answer.get("output") or ""
     if output and not output.endswith("\n"):
         output += "\n"
-    return f"{job_lines(answer)}\noutput:\n{output}"
+    labels = [f"labels: {', '.join(answer['labels'])}"] if answer.get("labels") else []
+    return "\n".join([outcome_lines(answer), *labels, "output:", output])
 
 
 def outcome_lines(answer: dict[str, Any]) -> str:
-    """The job lines with how it ended, as wait prints them."""
+    """The job lines with how it ended (exit code, signal, reason), as wait prints them."""
     lines = [job_lines(answer)]
     if answer.get("exitCode") is not None:
         lines.append(f"exitCode: {answer['exitCode']}")
@@ -36,11 +38,16 @@ def outcome_lines(answer: dict[str, Any]) -> str:
 
 
 def job_table(jobs: list[dict[str, Any]]) -> str:
-    rows = [("JOB ID", "STATUS", "EXIT", "CREATED", "COMMAND")]
+    rows = [("JOB ID", "STATUS", "EXIT", "CREATED", "LABELS", "COMMAND")]
     for job in jobs:
         exit_text = job["signal"] or ("" if job["exitCode"] is None else str(job["exitCode"]))
-        command = "".join(char if char.isprintable() else "?" for char in " ".join(job["command"].split()))
-        rows.append((job["jobID"], job["status"], exit_text, job["createdAt"] or "", command[:60]))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+        labels = _printable(",".join(job.get("labels") or ())) or "-"
+        rows.append((job["jobID"], job["status"], exit_text, job["createdAt"] or "", labels[:30],
+                     _printable(" ".join(job["command"].split()))[:60]))
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5]
                      for row in rows)
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text)

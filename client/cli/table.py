@@ -31,6 +31,7 @@ class Option:
     short: str | None = None  # a one-letter alias, "-f"
     metavar: str | None = None
     required: bool = False
+    repeatable: bool = False  # may be given more than once; the command gets a tuple of the values
 
     @property
     def attribute(self) -> str:
@@ -46,6 +47,11 @@ class Option:
 
     def convert(self, value: Any) -> Any:
         """The value given on the command line, as this option's type; a usage error if it is not one."""
+        if self.repeatable:
+            return tuple(self._convert_one(each) for each in value or ())
+        return self._convert_one(value)
+
+    def _convert_one(self, value: Any) -> Any:
         if value is None:
             if self.required:
                 raise usage_error(f"{self.flag} is required")
@@ -86,6 +92,7 @@ class Command:
     arguments: tuple[Argument, ...] = ()
     options: tuple[Option, ...] = ()
     details: str = ""  # more text, for the command's own help
+    trailing: str | None = None  # the argument that may instead come as words after `--`, quoted for the shell
 
     @property
     def words(self) -> list[str]:
