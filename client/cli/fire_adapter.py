@@ -176,8 +176,9 @@ def _close_matches(word: str, candidates: list[str]) -> list[str]:
 
 def _bind(command: Command, rest: list[str]) -> dict[str, Any]:
     """Let Fire bind `rest` to the command's arguments and options."""
-    import fire  # here: it costs every command that never gets this far 70 ms
+    from workerctl.cli.fire_import import import_fire  # here: every command that never gets this far saves it
 
+    fire = import_fire()
     bound: dict[str, Any] = {}
     parameters = [inspect.Parameter(argument.name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                   for argument in command.arguments]
