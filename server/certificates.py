@@ -1,5 +1,6 @@
 """Minting a certificate authority, the server certificate it signs, and client certificates naming users
-(`workerctl certs`).
+(`workerctl certs`); renewing the server certificate from the same CA (`workerctl certs renew`), so clients
+keep their ca.pem.
 
 The CA's private key is kept beside its certificate (mode 0600) to sign client certificates later; whoever
 holds it can sign any certificate this CA vouches for, so it can be moved offline between uses.
@@ -58,12 +59,7 @@ def _validity(days: int) -> tuple[datetime.datetime, datetime.datetime]:
 def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> MintedCertificates:
     """Write a new CA and a server certificate for `hosts` (names or IP addresses) into `out_dir`, the keys
     unencrypted with mode 0600."""
-    if isinstance(hosts, str):
-        raise TypeError("hosts must be a sequence of host names, not a single string")
-    if not hosts:
-        raise ValueError("A certificate needs at least one host name or IP address.")
-    if any(not host.strip() for host in hosts):
-        raise ValueError("A host name or IP address must not be empty.")
+    _check_hosts(hosts)
     not_before, not_after = _validity(days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -81,22 +77,77 @@ def mint_certificates(out_dir: Path, hosts: Sequence[str], days: int = 7300) -> 
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _sign_leaf(
-        ca_cert, ca_key, server_key, "workerctl server",  # clients check the SAN, not the common name
-        _key_usage(digital_signature=True, key_encipherment=True), ExtendedKeyUsageOID.SERVER_AUTH,
-        not_before, not_after, x509.SubjectAlternativeName(_general_names(hosts)))
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     minted = MintedCertificates(ca_cert=out_dir / CA_FILE, ca_key=out_dir / CA_KEY_FILE,
                                 server_cert=out_dir / SERVER_CERT_FILE, server_key=out_dir / SERVER_KEY_FILE)
     # Each file is replaced atomically, but not the set: an interrupted re-mint must be run again.
-    _write_key(minted.server_key, server_key)
-    write_atomically(minted.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write_server_certificate(out_dir, ca_cert, ca_key, hosts, not_before, not_after)
     _write_key(minted.ca_key, ca_key)
     write_atomically(minted.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return minted
+
+
+def renew_server_certificate(ca_dir: Path, hosts: Sequence[str] | None = None, days: int = 7300) -> Path:
+    """Write a new server certificate and key into `ca_dir`, signed by the CA there, for `hosts` (by default
+    those of the certificate it replaces), valid for `days` but not past the CA; the path of the certificate.
+    ValueError if the CA's key is not there; OSError if the files cannot be read or written."""
+    ca_dir = Path(ca_dir)
+    ca_cert, ca_key = _load_ca(ca_dir)
+    if hosts is None:
+        hosts = _hosts_of(ca_dir / SERVER_CERT_FILE)
+    _check_hosts(hosts)
+    not_before, not_after = _validity(days)
+    return _write_server_certificate(ca_dir, ca_cert, ca_key, hosts, not_before,
+                                     min(not_after, ca_cert.not_valid_after_utc))
+
+
+def _write_server_certificate(out_dir: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+                              hosts: Sequence[str], not_before: datetime.datetime,
+                              not_after: datetime.datetime) -> Path:
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _sign_leaf(
+        ca_cert, ca_key, server_key, "workerctl server",  # clients check the SAN, not the common name
+        _key_usage(digital_signature=True, key_encipherment=True), ExtendedKeyUsageOID.SERVER_AUTH,
+        not_before, not_after, x509.SubjectAlternativeName(_general_names(hosts)))
+    # The key first: a server restarted between the two writes fails to start rather than serve a mismatch.
+    _write_key(out_dir / SERVER_KEY_FILE, server_key)
+    write_atomically(out_dir / SERVER_CERT_FILE, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return out_dir / SERVER_CERT_FILE
+
+
+def _check_hosts(hosts: Sequence[str]) -> None:
+    if isinstance(hosts, str):
+        raise TypeError("hosts must be a sequence of host names, not a single string")
+    if not hosts:
+        raise ValueError("A certificate needs at least one host name or IP address.")
+    if any(not host.strip() for host in hosts):
+        raise ValueError("A host name or IP address must not be empty.")
+    _general_names(hosts)  # each a name or an address, before anything is written
+
+
+def _hosts_of(server_cert: Path) -> list[str]:
+    """The host names and addresses a server certificate names."""
+    try:
+        certificate = x509.load_pem_x509_certificate(server_cert.read_bytes())
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except FileNotFoundError:
+        raise ValueError(f"there is no {server_cert} to renew: give the host names with --hosts") from None
+    except (ValueError, x509.ExtensionNotFound):
+        raise ValueError(f"{server_cert} names no hosts: give them with --hosts") from None
+    return [str(name.value) for name in names]
+
+
+def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA certificate and key in `ca_dir`; ValueError if the key is not there or not a workerctl CA's."""
+    if not (ca_dir / CA_KEY_FILE).exists():
+        raise ValueError(f"{ca_dir} has no {CA_KEY_FILE}, the key of the CA that signs certificates: "
+                         f"mint one with `workerctl certs --out {ca_dir}`.")
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_FILE).read_bytes())
+    ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY_FILE).read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca_dir / CA_KEY_FILE} is not the key of a workerctl CA.")
+    return ca_cert, ca_key
 
 
 def mint_client_certificate(ca_dir: Path, user: str, days: int = 365) -> MintedClientCertificate:
@@ -108,13 +159,7 @@ def mint_client_certificate(ca_dir: Path, user: str, days: int = 365) -> MintedC
                          "with a letter or digit.")
     not_before, not_after = _validity(days)
     ca_dir = Path(ca_dir)
-    if not (ca_dir / CA_KEY_FILE).exists():
-        raise ValueError(f"{ca_dir} has no {CA_KEY_FILE}, the key of the CA that signs client certificates: "
-                         f"mint one with `workerctl certs --out {ca_dir}`.")
-    ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_FILE).read_bytes())
-    ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY_FILE).read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{ca_dir / CA_KEY_FILE} is not the key of a workerctl CA.")
+    ca_cert, ca_key = _load_ca(ca_dir)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client_cert = _sign_leaf(ca_cert, ca_key, client_key, user, _key_usage(digital_signature=True),
                              ExtendedKeyUsageOID.CLIENT_AUTH, not_before, min(not_after, ca_cert.not_valid_after_utc))

@@ -106,19 +106,40 @@ def list_users(users: Path) -> ExitStatus:
 
 def certs(out: Path, hosts: str, days: int | None, client: str | None) -> ExitStatus:
     from workerctl.server.certificates import mint_certificates, mint_client_certificate
-    try:
+    with _minting(out):
         if client is not None:
             user = mint_client_certificate(out, client, days=days or _CLIENT_DAYS)
             print(f"client certificate: {user.cert}\nclient key:         {user.key}")
             return ExitStatus.OK
-        minted = mint_certificates(out, [host.strip() for host in hosts.split(",")], days=days or _SERVER_DAYS)
+        minted = mint_certificates(out, _host_list(hosts), days=days or _SERVER_DAYS)
+    print(f"CA certificate:     {minted.ca_cert}\nCA key:             {minted.ca_key}\n"
+          f"server certificate: {minted.server_cert}\nserver key:         {minted.server_key}")
+    return ExitStatus.OK
+
+
+def renew_certs(out: Path, hosts: str | None, days: int | None) -> ExitStatus:
+    from workerctl.server.certificates import SERVER_KEY_FILE, renew_server_certificate
+    with _minting(out):
+        server_cert = renew_server_certificate(out, None if hosts is None else _host_list(hosts),
+                                               days=days or _SERVER_DAYS)
+    print(f"server certificate: {server_cert}\nserver key:         {out / SERVER_KEY_FILE}\n"
+          "Restart the server to serve it; clients keep their ca.pem.")
+    return ExitStatus.OK
+
+
+def _host_list(hosts: str) -> list[str]:
+    return [host.strip() for host in hosts.split(",")]
+
+
+@contextmanager
+def _minting(out: Path) -> Iterator[None]:
+    """Certificate errors as the CLI's: a mistake in what was asked (64), or files it cannot use (78)."""
+    try:
+        yield
     except ValueError as error:
         raise usage_error(str(error)) from None
     except OSError as error:
         raise CliError(ExitStatus.CONFIG, f"cannot use {out}: {error.strerror or error}") from None
-    print(f"CA certificate:     {minted.ca_cert}\nCA key:             {minted.ca_key}\n"
-          f"server certificate: {minted.server_cert}\nserver key:         {minted.server_key}")
-    return ExitStatus.OK
 
 
 _SERVER_DAYS = 7300
@@ -164,5 +185,15 @@ SERVER_COMMANDS = (
                 "the CA in --out", metavar="NAME")),
         details="Keys are written with mode 0600; keep ca-key.pem private, or offline between uses. For mutual "
                 "TLS, serve with --client-ca DIR/ca.pem; a client then passes --cert and --key in place of a token. "
-                "Removing the user from the users file stops their certificate working."),
+                "Removing the user from the users file stops their certificate working. `workerctl certs renew` "
+                "issues a new server certificate from the same CA."),
+    Command(
+        "certs renew", "issue a new server certificate from the CA in --out; clients keep their ca.pem",
+        renew_certs, (),
+        (Option("out", "the directory of the CA (ca.pem, ca-key.pem) and of the server's pair, which is replaced",
+                kind=Path, metavar="DIR", required=True),
+         Option("hosts", "the server's host names and IP addresses, comma-separated",
+                shown_default="those of the certificate it replaces", metavar="H1,H2"),
+         Option("days", "how long the certificate is valid (never past the CA)", kind=int,
+                shown_default=str(_SERVER_DAYS), metavar="DAYS"))),
 )

@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 from workerctl import dev_material
-from workerctl.server.certificates import MintedCertificates, mint_certificates, mint_client_certificate
+from workerctl.server.certificates import (
+    MintedCertificates,
+    mint_certificates,
+    mint_client_certificate,
+    renew_server_certificate,
+)
 
 HOSTS = ["localhost", "127.0.0.1", "::1"]
 
@@ -140,6 +145,27 @@ def test_a_client_trusting_the_ca_completes_a_handshake(
 ) -> None:
     with tls_server(minted.server_cert, minted.server_key) as port:
         assert handshake(port, minted.ca_cert, server_hostname) == b"ok"
+
+
+def test_a_renewed_server_certificate_is_new_and_trusted_through_the_same_ca(minted: MintedCertificates) -> None:
+    old_cert, old_key, ca = minted.server_cert.read_bytes(), minted.server_key.read_bytes(), minted.ca_cert.read_bytes()
+    assert renew_server_certificate(minted.ca_cert.parent, days=30) == minted.server_cert
+    assert minted.server_cert.read_bytes() != old_cert and minted.server_key.read_bytes() != old_key
+    assert minted.ca_cert.read_bytes() == ca and stat.S_IMODE(minted.server_key.stat().st_mode) == 0o600
+    renewed = x509.load_pem_x509_certificate(minted.server_cert.read_bytes())
+    assert extension(renewed, x509.SubjectAlternativeName).value == extension(
+        x509.load_pem_x509_certificate(old_cert), x509.SubjectAlternativeName).value  # the same hosts
+    assert renewed.not_valid_after_utc - renewed.not_valid_before_utc == datetime.timedelta(days=30, hours=1)
+    with tls_server(minted.server_cert, minted.server_key) as port:
+        assert handshake(port, minted.ca_cert, "localhost") == b"ok"
+
+
+def test_renewing_with_other_hosts_and_without_a_ca_key(minted: MintedCertificates, tmp_path: Path) -> None:
+    renew_server_certificate(minted.ca_cert.parent, ["renewed.example"])
+    with tls_server(minted.server_cert, minted.server_key) as port:
+        assert handshake(port, minted.ca_cert, "renewed.example") == b"ok"
+    with pytest.raises(ValueError, match="has no ca-key.pem"):
+        renew_server_certificate(tmp_path)
 
 
 def test_a_strict_rfc_5280_verifier_accepts_the_chain(minted: MintedCertificates) -> None:

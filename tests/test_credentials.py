@@ -152,3 +152,15 @@ def test_a_duration_that_is_not_one_is_a_usage_error(tmp_path, duration):
     result = workerctl("users", "add", "frank", "--expires", duration, "--users", str(tmp_path / "users.toml"))
     assert result.returncode == 64 and "--expires must be a whole number" in result.stderr
     assert not (tmp_path / "users.toml").exists()
+
+
+def test_certs_renew_replaces_only_the_servers_pair(tmp_path: Path) -> None:
+    assert workerctl("certs", "--out", str(tmp_path), "--hosts", "127.0.0.1").returncode == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("ca.pem", "ca-key.pem", "server.pem")}
+    renewed = workerctl("certs", "renew", "--out", str(tmp_path))
+    assert renewed.returncode == 0 and "clients keep their ca.pem" in renewed.stdout, renewed.stderr
+    assert (tmp_path / "ca.pem").read_bytes() == before["ca.pem"]
+    assert (tmp_path / "ca-key.pem").read_bytes() == before["ca-key.pem"]
+    assert (tmp_path / "server.pem").read_bytes() != before["server.pem"]
+    missing = workerctl("certs", "renew", "--out", str(tmp_path / "elsewhere"))
+    assert missing.returncode == 64 and "has no ca-key.pem" in missing.stderr and len(missing.stderr.splitlines()) == 1

@@ -114,6 +114,9 @@ def _command(commands: Sequence[Command], args: list[str]) -> tuple[Command, lis
               for command in commands if len(command.words) > 1}
     if not args or args[0].startswith("-"):
         raise usage_error(f"no command given (see '{PROGRAM} --help')")
+    alone = next((command for command in commands if command.words == args[:1]), None)
+    if args[0] in groups and alone is not None and (len(args) < 2 or args[1].startswith("-")):
+        return alone, args[1:]  # a command that is also the name of a group: `certs` beside `certs renew`
     if args[0] in groups:
         members = groups[args[0]]
         if len(args) < 2 or args[1].startswith("-"):
