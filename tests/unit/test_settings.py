@@ -1,5 +1,5 @@
 """The server's settings: declared once, read from flags and a TOML file in that order, checked with one
-sentence each, and shown in the README exactly as declared."""
+sentence each, and shown in docs/configuration.md exactly as declared."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from workerctl.server.settings import (
     markdown_table,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_the_defaults_serve_the_development_material_on_8443():
@@ -65,5 +65,5 @@ def test_every_setting_is_declared_with_help_and_a_flag():
         assert setting.help and setting.kind in (str, int, float, bool, Path) and setting.shown
 
 
-def test_the_readme_shows_the_settings_as_declared():
-    assert markdown_table() in README.read_text()
+def test_the_configuration_page_shows_the_settings_as_declared():
+    assert markdown_table() in CONFIGURATION_PAGE.read_text()
