@@ -8,18 +8,42 @@ from enum import IntEnum
 
 
 class ExitStatus(IntEnum):
-    OK = 0  # done as asked; for wait and logs -f: the job finished with exit code 0
-    JOB_FAILED = 1  # the job finished with a non-zero exit code
-    JOB_STOPPED = 2  # the job was stopped by its owner
-    JOB_ERROR = 3  # the job could not start or was ended by the server (its time limit, a restart)
-    JOB_NOT_DONE = 4  # the job had not finished when `wait --timeout` ran out
-    USAGE = 64  # the command line is wrong
-    REFUSED = 65  # the server refused the request as invalid (400, 409, 413)
-    NO_SUCH_JOB = 66  # no such job for this user (404)
-    UNAVAILABLE = 69  # server unreachable, its certificate refused, or it answered 429, 503 or 507
-    SOFTWARE = 70  # the server failed (500) or answered something that is not the API
-    NO_PERMISSION = 77  # authentication failed (401)
-    CONFIG = 78  # a settings file, token file or CA file is missing or wrong
+    """What each status means is said once, in MEANINGS below: help shows that table."""
+
+    OK = 0
+    JOB_FAILED = 1
+    JOB_STOPPED = 2
+    JOB_ERROR = 3
+    JOB_NOT_DONE = 4
+    USAGE = 64
+    REFUSED = 65
+    NO_SUCH_JOB = 66
+    UNAVAILABLE = 69
+    SOFTWARE = 70
+    NO_PERMISSION = 77
+    CONFIG = 78
+    INTERRUPTED = 130
+
+
+MEANINGS = {
+    ExitStatus.OK: "done as asked; for wait and logs -f: the job finished with exit code 0",
+    ExitStatus.JOB_FAILED: "the job finished with another exit code",
+    ExitStatus.JOB_STOPPED: "the job was stopped by its owner",
+    ExitStatus.JOB_ERROR: "the job could not start, or the server ended it (its time limit, a restart)",
+    ExitStatus.JOB_NOT_DONE: "the job had not ended when wait --timeout ran out",
+    ExitStatus.USAGE: "the command line is wrong: an unknown command or option, a value that is not one, a user "
+                      "name that is not valid",
+    ExitStatus.REFUSED: "the request is not valid: the server refused it (400, 409, 413), or the user to add "
+                        "exists already, or the user to change does not",
+    ExitStatus.NO_SUCH_JOB: "you have no job with that ID (404)",
+    ExitStatus.UNAVAILABLE: "the server is unreachable, its certificate is refused, or it answered 429, 503 or 507",
+    ExitStatus.SOFTWARE: "the server failed (500) or answered something that is not the API, or workerctl itself "
+                         "failed",
+    ExitStatus.NO_PERMISSION: "the server does not accept your token or certificate (401)",
+    ExitStatus.CONFIG: "a settings, token, CA or certificate file, or the users file, is missing or wrong (for "
+                       "serve: anything else that keeps it from starting, too)",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 _FOR_HTTP_STATUS = {

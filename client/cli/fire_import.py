@@ -8,9 +8,9 @@ together. So while fire is imported:
 - asyncio, unless something imported it already, has a stand-in: Fire calls asyncio.iscoroutinefunction on
   every call, which the stand-in answers as asyncio would; for anything else it imports the real asyncio. It
   leaves sys.modules once fire is imported, so nothing but fire ever sees it.
-- Fire's help, completion, interactive and console modules are loaded lazily (importlib.util.LazyLoader): each
-  runs the first time anything of it is used, as when Fire explains a usage error (fire_adapter.py reads that
-  explanation), and never when the command line binds.
+- Fire's help, docstring, completion, interactive and console modules are loaded lazily
+  (importlib.util.LazyLoader): each runs the first time anything of it is used, as when Fire explains a usage
+  error (fire_adapter.py reads that explanation), and never when the command line binds.
 
 Either way Fire behaves as it would with a plain `import fire`; only when the cost is paid changes.
 """
@@ -24,8 +24,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
-_LOADED_WHEN_USED = frozenset({"fire.completion", "fire.formatting", "fire.helptext", "fire.interact",
-                               "fire.console.console_io"})
+_LOADED_WHEN_USED = frozenset({"fire.completion", "fire.console.console_io", "fire.docstrings", "fire.formatting",
+                               "fire.helptext", "fire.interact"})
 
 
 def import_fire() -> ModuleType:

@@ -14,23 +14,25 @@ from typing import Any
 
 from workerctl.cli import render
 from workerctl.cli.exit_status import ExitStatus, for_job
-from workerctl.cli.table import Argument, Command, Option, usage_error
+from workerctl.cli.table import ApiHelp, Argument, Command, Option, usage_error
 from workerctl.library import Client
-from workerctl.protocol.actions import ListRequest, StartRequest, api_fields
+from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.sizes import parse_size
 
 CONNECTION_OPTIONS = (
-    Option("server", "the server's URL (default: WORKERCTL_SERVER, the settings file, https://127.0.0.1:8443)",
+    Option("server", "the server's URL", shown_default="WORKERCTL_SERVER, the settings file, https://127.0.0.1:8443",
            metavar="URL"),
-    Option("token", "your token (default: WORKERCTL_TOKEN, the settings file, the development token)",
+    Option("token", "your token", shown_default="WORKERCTL_TOKEN, the settings file, the development token",
            metavar="TOKEN"),
-    Option("token-file", "a file holding your token, which keeps it out of process lists", metavar="FILE"),
-    Option("ca", "the CA certificate to check the server's against (PEM)", metavar="FILE"),
+    Option("token-file", "a file holding your token, which keeps it out of process lists",
+           shown_default="WORKERCTL_TOKEN_FILE, the settings file", metavar="FILE"),
+    Option("ca", "the CA certificate to check the server's against (PEM)",
+           shown_default="WORKERCTL_CA, the settings file, the development CA", metavar="FILE"),
     Option("cert", "a client certificate naming you (PEM), in place of a token where the server accepts them",
-           metavar="FILE"),
-    Option("key", "the client certificate's private key (PEM), if it is not in the certificate's file",
-           metavar="FILE"),
-    Option("config", "the settings file (default: WORKERCTL_CONFIG, ~/.config/workerctl/config.toml)",
+           shown_default="WORKERCTL_CERT, the settings file, none", metavar="FILE"),
+    Option("key", "the client certificate's private key (PEM)",
+           shown_default="WORKERCTL_KEY, the settings file, the certificate's own file", metavar="FILE"),
+    Option("config", "the settings file", shown_default="WORKERCTL_CONFIG, ~/.config/workerctl/config.toml",
            metavar="FILE"),
     Option("json", "print the API's JSON answer instead", kind=bool, default=False),
     Option("retry", "while the server is unreachable or restarting, ask again for up to this many seconds "
@@ -38,12 +40,9 @@ CONNECTION_OPTIONS = (
 )
 
 _JOB_ID = Argument("job_id", "the job's ID, as start printed it")
+_STATUSES = tuple(status.value for status in JobStatus)
 
 JobRun = Callable[..., ExitStatus]
-
-
-def _api_help(request: type, attribute: str) -> str:
-    return next(field.help for field in api_fields(request) if field.attribute == attribute)
 
 
 def _out(text: str) -> None:
@@ -172,15 +171,15 @@ JOB_COMMANDS = (
         "start", "start a shell command; prints its job ID", start,
         (Argument("command", "the command, as one quoted argument (workerctl start \"ls -l\"), or as words after "
                   "-- (workerctl start -- ls -l)"),),
-        (Option("key", f"{_api_help(StartRequest, 'idempotency_key')}; beside --cert, the client certificate's "
-                "key (PEM) instead", metavar="KEY"),
-         Option("idempotency-key", "the same as --key without --cert", metavar="KEY"),
-         Option("timeout", "end the job after this many seconds (the server's --job-timeout unless given, at most "
-                "its --max-job-timeout)", kind=float, metavar="SECONDS"),
-         Option("memory", "the job's memory limit, in bytes or with K, M or G (at most the server's --job-memory)",
-                metavar="SIZE"),
-         Option("cpus", "the cores of CPU time the job may use at once (at most the server's --job-cpus)",
-                kind=float, metavar="N"),
+        (Option("key", ApiHelp("start", "idempotency_key", "; beside --cert, the client certificate's key (PEM) "
+                "instead"), shown_default="none", metavar="KEY"),
+         Option("idempotency-key", "the same as --key without --cert", shown_default="none", metavar="KEY"),
+         Option("timeout", "end the job after this many seconds, at most the server's --max-job-timeout", kind=float,
+                shown_default="the server's --job-timeout", metavar="SECONDS"),
+         Option("memory", "the job's memory limit, in bytes or with K, M or G, at most the server's --job-memory",
+                shown_default="the server's --job-memory", metavar="SIZE"),
+         Option("cpus", "the cores of CPU time the job may use at once, at most the server's --job-cpus",
+                kind=float, shown_default="the server's --job-cpus", metavar="N"),
          Option("env", "set a variable in the job's environment (repeatable); names starting WORKERCTL_ are the "
                 "server's", metavar="NAME=VALUE", repeatable=True, shown_default="none"),
          Option("label", "give the job a label to find it by with list --label (repeatable)", metavar="LABEL",
@@ -207,8 +206,9 @@ JOB_COMMANDS = (
                  details="Answers once every process of the job is gone; a job that has ended stays as it is."),
     _job_command(
         "list", "your jobs, newest first", list_jobs, (),
-        (Option("status", _api_help(ListRequest, "status"), metavar="STATUS"),
-         Option("label", _api_help(ListRequest, "label"), metavar="LABEL"),
+        (Option("status", ApiHelp("list", "status", f": {', '.join(_STATUSES)}"), shown_default="any",
+                metavar="STATUS", choices=_STATUSES),
+         Option("label", ApiHelp("list", "label"), shown_default="any", metavar="LABEL"),
          Option("limit", "at most this many jobs", kind=int, default=20, metavar="N"))),
     _job_command("restart", "start a job again: the same command, environment, labels and limits; prints the new "
                  "job's ID", restart, (_JOB_ID,)),

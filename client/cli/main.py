@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
-from workerctl.cli import help
 from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.fire_adapter import command_words, parse, split_at_separator
 from workerctl.cli.table import PROGRAM, Command, find_command
@@ -39,12 +37,14 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
         print(f"{PROGRAM}: {error.message}", file=sys.stderr)
         return error.status
     except KeyboardInterrupt:
-        return 130
+        return ExitStatus.INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush is silent
         return ExitStatus.OK
     except Exception as error:  # a bug: say so in one line, with the traceback only on request
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"{PROGRAM}: internal error: {type(error).__name__}: {error} (run with --debug for details)",
               file=sys.stderr)
@@ -52,6 +52,8 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
 
 
 def _help(commands: Sequence[Command], args: list[str]) -> str:
+    from workerctl.cli import help  # here: a command that runs needs none of it
+
     words = command_words(commands, args)
     command = find_command(commands, words)
     if command is not None:

@@ -18,10 +18,8 @@ With a client certificate the token is optional: the development token is then n
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from workerctl.cli.exit_status import CliError, ExitStatus
@@ -30,8 +28,7 @@ from workerctl.dev_material import DEV_CA, DEV_SERVER_URL, DEV_TOKEN_FILE
 _FILE_KEYS = frozenset({"server", "token", "token_file", "ca", "cert", "key"})
 
 
-@dataclass(frozen=True)
-class ClientSettings:
+class ClientSettings(NamedTuple):  # not a dataclass: defining one would cost every command a millisecond
     server: str
     token: str | None  # None: the client certificate alone says who the caller is
     ca: Path
@@ -53,15 +50,18 @@ def _read_config(flag: str | None) -> dict[str, Any]:
     path = Path(explicit).expanduser() if explicit else default_config_file()
     try:
         with open(path, "rb") as file:
-            values = tomllib.load(file)
+            import tomllib  # here: most command lines have no settings file to read
+
+            try:
+                values = tomllib.load(file)
+            except tomllib.TOMLDecodeError as error:
+                raise _config_error(f"settings file {path} is not valid TOML: {error}") from None
     except FileNotFoundError:
         if explicit:
             raise _config_error(f"settings file {path} does not exist") from None
         return {}
     except OSError as error:
         raise _config_error(f"cannot read settings file {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise _config_error(f"settings file {path} is not valid TOML: {error}") from None
     unknown = set(values) - _FILE_KEYS
     if unknown:
         raise _config_error(f"settings file {path} has unknown settings: {', '.join(sorted(unknown))}")
