@@ -1,5 +1,5 @@
 """`python -m workerctl` and the `workerctl` command: the job commands, and where the server is installed, the
-server's own (serve, users, certs).
+server's own (serve, users, certs), and shell completion for all of them.
 
 This is the one module that puts the client's and the server's commands together. It stays tiny on purpose:
 the server's processes are started with multiprocessing's "spawn", which imports this module again in each
@@ -17,11 +17,13 @@ def main() -> None:
 
     args = sys.argv[1:]
     commands = JOB_COMMANDS
-    # A job command needs nothing of the server; anything else (serve, users, certs, help, a typo) sees all.
+    # A job command needs nothing of the server; anything else (serve, users, certs, completion, help, a typo)
+    # sees all.
     if find_command(JOB_COMMANDS, command_words(JOB_COMMANDS, args)) is None:
+        from workerctl.cli.completion import with_completion
         from workerctl.server.commands import SERVER_COMMANDS
 
-        commands += SERVER_COMMANDS
+        commands = with_completion(commands + SERVER_COMMANDS)
     sys.exit(run(args, commands))
 
 

@@ -20,9 +20,11 @@ from workerctl.server.settings import SETTINGS
 
 def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
     from workerctl.server.serve import ServeError, run_server
-    from workerctl.server.settings import SettingsError, load_settings
+    from workerctl.server.settings import SettingsError, SettingsFileError, load_settings
     try:
         settings = load_settings(Path(config) if config else None, **flags)
+    except SettingsFileError as error:
+        raise CliError(ExitStatus.CONFIG, str(error)) from None
     except SettingsError as error:
         raise usage_error(str(error)) from None
     try:
@@ -33,9 +35,15 @@ def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
 
 @contextmanager
 def _users_file_errors() -> Iterator[None]:
-    from workerctl.store.users import UsersFileError
+    """The users file's errors as the CLI's: a name that is not one (64), a user that is there already or is not
+    (65), and only what is wrong with the file itself a settings problem (78)."""
+    from workerctl.store.users import UserConflict, UserNameError, UsersFileError
     try:
         yield
+    except UserNameError as error:
+        raise usage_error(str(error)) from None
+    except UserConflict as error:
+        raise CliError(ExitStatus.REFUSED, str(error)) from None
     except UsersFileError as error:
         raise CliError(ExitStatus.CONFIG, str(error)) from None
 
@@ -155,11 +163,13 @@ _EXPIRES = Option("expires", "the token stops working this long from now: a whol
 SERVER_COMMANDS = (
     Command(
         "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (),
-        (Option("config", "a TOML settings file with any of the settings below (flags win)", metavar="FILE"),
+        (Option("config", "a TOML settings file with any of the settings below (flags win)", shown_default="none",
+                metavar="FILE"),
          *(Option(setting.flag_name, setting.help, kind=bool if setting.kind is bool else str,
-                  shown_default=setting.shown, metavar=setting.metavar)
+                  shown_default=setting.shown, metavar=setting.metavar, choices=setting.choices)
            for setting in SETTINGS),
-         *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", metavar=setting.metavar)
+         *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", shown_default=setting.shown,
+                  metavar=setting.metavar)
            for setting in SETTINGS for alias in setting.aliases)),
         details="With no flags, it serves the public development material in certs/ on 127.0.0.1:8443."),
     Command("users add", "add a user with a fresh token, and print the token once", add_user, (_NAME,),
@@ -182,7 +192,7 @@ SERVER_COMMANDS = (
          Option("days", "how long the certificates are valid", kind=int,
                 shown_default=f"{_SERVER_DAYS}, or {_CLIENT_DAYS} for a client certificate", metavar="DAYS"),
          Option("client", "mint a certificate naming this user, client-NAME.pem and client-NAME-key.pem, with "
-                "the CA in --out", metavar="NAME")),
+                "the CA in --out", shown_default="none: a CA and a server certificate", metavar="NAME")),
         details="Keys are written with mode 0600; keep ca-key.pem private, or offline between uses. For mutual "
                 "TLS, serve with --client-ca DIR/ca.pem; a client then passes --cert and --key in place of a token. "
                 "Removing the user from the users file stops their certificate working. `workerctl certs renew` "

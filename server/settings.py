@@ -27,6 +27,11 @@ class SettingsError(ValueError):
     """A setting is wrong; the message says which and why in one sentence."""
 
 
+class SettingsFileError(SettingsError):
+    """The settings file is wrong: it cannot be read, is not TOML, or holds a setting that is not one or a value
+    that will not do."""
+
+
 def default_data_dir() -> Path:
     """/var/lib/workerctl for root (jobs, running as other users, must reach their working directories
     there, which they cannot under /root); the user's state directory otherwise."""
@@ -76,17 +81,23 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _log_level(name: str, value: str) -> None:
-    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if value.upper() not in LOG_LEVELS:
         raise SettingsError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
 
 
 def _setting(default: Any, help: str, check: Check | None = None, shown_default: str | None = None,
              metavar: str | None = None, parse: Callable[[Any], Any] | None = None,
-             aliases: tuple[str, ...] = ()) -> Any:
+             aliases: tuple[str, ...] = (), choices: tuple[str, ...] = ()) -> Any:
+    """A setting's declaration; with `choices` and no `check`, the value must be one of them."""
+    if choices and check is None:
+        check = _one_of(*choices)
     return dataclasses.field(default=default, metadata={
         "help": help, "check": check, "shown_default": shown_default, "metavar": metavar, "parse": parse,
-        "aliases": aliases})
+        "aliases": aliases, "choices": choices})
 
 
 def _size_setting(default: int, help: str, shown_default: str | None = None) -> Any:
@@ -152,18 +163,18 @@ class ServerSettings:
     job_user: str | None = _setting(None, "`dynamic`: each job runs as a user ID of its own; or a user name",
                                     shown_default="dynamic as root, else the server's own user", metavar="USER")
     containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
-                                "`auto`: cgroup where possible", _one_of("auto", "cgroup", "process"),
+                                "`auto`: cgroup where possible", choices=("auto", "cgroup", "process"),
                                 metavar="KIND")
     sandbox: str = _setting("auto", "`on`: each job in namespaces of its own (its processes, mounts, /tmp, IPC, "
                             "host name; see --network), or refuse to start; `off`; `auto`: on where the kernel "
-                            "allows", _one_of("auto", "on", "off"), metavar="MODE")
+                            "allows", choices=("auto", "on", "off"), metavar="MODE")
     network: str = _setting("none", "with the sandbox, `none`: a job has only a loopback of its own; `host`: the "
-                            "host's network", _one_of("none", "host"), metavar="MODE")
+                            "host's network", choices=("none", "host"), metavar="MODE")
     retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
                                      _positive, metavar="DAYS")
     retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
     log_level: str = _setting("INFO", "how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level,
-                              metavar="LEVEL")
+                              metavar="LEVEL", choices=LOG_LEVELS)
 
     def validated(self) -> ServerSettings:
         for setting in SETTINGS:
@@ -195,6 +206,7 @@ class Setting:
 
     parse: Callable[[Any], Any] | None = None
     aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # where the value is one of a few words: those
 
     @property
     def flag_name(self) -> str:
@@ -235,7 +247,8 @@ def _declared() -> tuple[Setting, ...]:
         Setting(field.name, next(kind for kind in typing.get_args(hints[field.name]) or (hints[field.name],)
                                  if kind is not type(None)),
                 field.default, field.metadata["help"], field.metadata["check"], field.metadata["shown_default"],
-                field.metadata["metavar"], field.metadata["parse"], field.metadata["aliases"])
+                field.metadata["metavar"], field.metadata["parse"], field.metadata["aliases"],
+                field.metadata["choices"])
         for field in dataclasses.fields(ServerSettings))
 
 
@@ -244,25 +257,36 @@ _BY_NAME = {name: setting for setting in SETTINGS for name in (setting.name, *se
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
-    """Settings from the defaults, overridden by `config_file`, overridden by the flags that are not None."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            with open(config_file, "rb") as file:
-                from_file = tomllib.load(file)
-        except OSError as error:
-            raise SettingsError(f"cannot read settings file {config_file}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SettingsError(f"settings file {config_file} is not valid TOML: {error}") from None
-        for key, value in from_file.items():
-            setting = _BY_NAME.get(key.replace("-", "_"))
-            if setting is None:
-                raise SettingsError(f"settings file {config_file} has an unknown setting {key!r}")
-            values[setting.name] = setting.convert(value)
+    """Settings from the defaults, overridden by `config_file`, overridden by the flags that are not None.
+    SettingsFileError for what is wrong with the file alone, SettingsError for the rest."""
+    values = {} if config_file is None else _read_settings_file(config_file)
     for name, value in flags.items():
         if value is not None:
             values[_BY_NAME[name].name] = _BY_NAME[name].convert(value)
     return replace(ServerSettings(), **values).validated()
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    """The settings a settings file gives, each converted and checked on its own."""
+    try:
+        with open(path, "rb") as file:
+            from_file = tomllib.load(file)
+    except OSError as error:
+        raise SettingsFileError(f"cannot read settings file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsFileError(f"settings file {path} is not valid TOML: {error}") from None
+    values: dict[str, Any] = {}
+    for key, value in from_file.items():
+        setting = _BY_NAME.get(key.replace("-", "_"))
+        if setting is None:
+            raise SettingsFileError(f"settings file {path} has an unknown setting {key!r}")
+        try:
+            values[setting.name] = setting.convert(value)
+            if setting.check is not None and values[setting.name] is not None:
+                setting.check(setting.flag_name, values[setting.name])
+        except SettingsError as error:
+            raise SettingsFileError(f"settings file {path}: {error}") from None
+    return values
 
 
 def markdown_table() -> str:

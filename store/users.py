@@ -33,7 +33,16 @@ DEFAULT_HEADER = (
 
 
 class UsersFileError(Exception):
-    """The users file is missing, unreadable or malformed, or a change to it makes no sense."""
+    """The users file is missing, unreadable or malformed, or a change to it makes no sense (the subclasses
+    below: the file itself is fine)."""
+
+
+class UserNameError(UsersFileError):
+    """The name given for a user is not one the users file can hold."""
+
+
+class UserConflict(UsersFileError):
+    """The user to add is in the users file already, or the user to change is not."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +82,12 @@ def add_user(path: Path, name: str, expires: datetime | None = None) -> str:
     The new table is appended, so the existing text and its comments stay as they were.
     """
     path = Path(path)
-    _check_name(name, path)
+    _check_name(name, path, UserNameError)
     text = _read(path) if path.exists() else ""
     if not text.strip():  # a missing or empty file: start one
         text = DEFAULT_HEADER + "\n[users]\n"
     if name in _parse(text, path):
-        raise UsersFileError(f"there is already a user {name!r} in the users file {path}")
+        raise UserConflict(f"there is already a user {name!r} in the users file {path}")
     token = new_token()
     user = User(hash_token(token), _whole_seconds(expires))
     new_text = text + ("" if text.endswith("\n") else "\n") + "\n" + _user_table(name, user)
@@ -113,10 +122,11 @@ def rotate_token(path: Path, name: str, expires: datetime | None = None) -> str:
 
 
 def _read_user(path: Path, name: str) -> tuple[str, dict[str, User]]:
+    _check_name(name, path, UserNameError)
     text = _read(path)
     users = _parse(text, path)
     if name not in users:
-        raise UsersFileError(f"there is no user {name!r} in the users file {path}")
+        raise UserConflict(f"there is no user {name!r} in the users file {path}")
     return text, users
 
 
@@ -187,9 +197,10 @@ def _parse(text: str, path: Path) -> dict[str, User]:
     return users_by_name
 
 
-def _check_name(name: str, path: Path) -> None:
+def _check_name(name: str, path: Path, error: type[UsersFileError] = UsersFileError) -> None:
+    """`error` (the file's own fault unless said otherwise) if `name` is not one the users file can hold."""
     if not isinstance(name, str) or not USER_NAME_PATTERN.fullmatch(name):
-        raise UsersFileError(
+        raise error(
             f"the user name {name!r} is not valid for the users file {path}: use 1 to 64 letters, digits, '_', '.'"
             " or '-', starting with a letter or digit"
         )

@@ -155,7 +155,7 @@ def one_line_error(result):
     (["--cert", "/nonexistent/cert.pem"], 78, "cannot use the certificate"),
     (["--users", "/nonexistent/users.toml"], 78, "users"),
     (["--job-user", "no-such-user-here"], 78, "no user named"),
-    (["--config", "/nonexistent/server.toml"], 64, "cannot read settings file"),
+    (["--config", "/nonexistent/server.toml"], 78, "cannot read settings file"),
     (["--audit-log", "/nonexistent/audit.jsonl"], 78, "cannot write the audit log"),
     (["--rate-limit", "-1"], 64, "rate-limit must be zero or more"),
     (["--require-client-cert"], 64, "require-client-cert needs --client-ca"),

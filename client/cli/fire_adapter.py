@@ -112,6 +112,11 @@ def _options_last(commands: Sequence[Command], args: list[str]) -> list[str]:
 def _command(commands: Sequence[Command], args: list[str]) -> tuple[Command, list[str]]:
     groups = {command.words[0]: [other for other in commands if other.words[0] == command.words[0]]
               for command in commands if len(command.words) > 1}
+    if args and args[0].startswith("-") and not any(command.option(args[0].split("=", 1)[0]) for command in commands):
+        names = list(dict.fromkeys(option.name for command in commands for option in command.options))
+        close = _close_matches(args[0].split("=", 1)[0].lstrip("-"), names)[:1]
+        hint = f"did you mean --{close[0]}?" if close else f"see '{PROGRAM} --help'"
+        raise usage_error(f"no command has an option {args[0].split('=', 1)[0]} ({hint})")
     if not args or args[0].startswith("-"):
         raise usage_error(f"no command given (see '{PROGRAM} --help')")
     alone = next((command for command in commands if command.words == args[:1]), None)
@@ -130,10 +135,15 @@ def _command(commands: Sequence[Command], args: list[str]) -> tuple[Command, lis
     for command in candidates:
         if command.words == words:
             return command, rest
-    names = [command.name for command in candidates]
     wanted = " ".join(words)
-    close = _close_matches(wanted, names)
-    hint = f"did you mean {' or '.join(repr(name) for name in close)}?" if close else f"see '{PROGRAM} --help'"
+    if len(words) > 1:  # a command of a group: the group's other commands are what it may be a slip for
+        members = [command.words[1] for command in candidates if len(command.words) > 1]
+        close = [f"{words[0]} {member}" for member in _close_matches(words[1], members)]
+        elsewhere = f"see '{PROGRAM} {words[0]} --help'"
+    else:
+        close = _close_matches(words[0], list(dict.fromkeys(command.words[0] for command in candidates)))
+        elsewhere = f"see '{PROGRAM} --help'"
+    hint = f"did you mean {' or '.join(repr(name) for name in close)}?" if close else elsewhere
     raise usage_error(f"unknown command '{wanted}' ({hint})")
 
 

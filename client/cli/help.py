@@ -38,11 +38,14 @@ def group(commands: Sequence[Command], name: str) -> str:
                       f"'{PROGRAM} {name} COMMAND --help' shows a command's arguments and options.", ""])
 
 
-def command_help(command: Command) -> str:
+def command_help(command: Command, subcommands: Sequence[Command] = ()) -> str:
+    """One command's help; `subcommands` for a command that also names a group (`certs`, `certs renew`)."""
     lines = [f"Usage: {PROGRAM} {_synopsis(command)} [OPTIONS]", "", _wrap(command.summary[:1].upper()
                                                                            + command.summary[1:] + ".")]
     if command.details:
         lines += ["", _wrap(command.details)]
+    if subcommands:
+        lines += ["", "Commands:", *_table([(_synopsis(other), other.summary) for other in subcommands])]
     if command.arguments:
         lines += ["", "Arguments:", *_table([(argument.shown, argument.help) for argument in command.arguments])]
     lines += ["", "Options:", *_table([(option_flags(option), _option_text(option))

@@ -34,7 +34,7 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
         command, values = parse(commands, args)
         return command.call(values)
     except CliError as error:
-        print(f"{PROGRAM}: {error.message}", file=sys.stderr)
+        _say(error.message)
         return error.status
     except KeyboardInterrupt:
         return ExitStatus.INTERRUPTED
@@ -46,9 +46,13 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"{PROGRAM}: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-              file=sys.stderr)
+        _say(f"internal error: {type(error).__name__}: {error} (run with --debug for details)")
         return ExitStatus.SOFTWARE
+
+
+def _say(message: str) -> None:
+    """An error as one line on stderr, whatever its text holds: a script reads one line per failure."""
+    print(f"{PROGRAM}: {' '.join(line.strip() for line in message.splitlines() if line.strip())}", file=sys.stderr)
 
 
 def _help(commands: Sequence[Command], args: list[str]) -> str:
@@ -57,7 +61,8 @@ def _help(commands: Sequence[Command], args: list[str]) -> str:
     words = command_words(commands, args)
     command = find_command(commands, words)
     if command is not None:
-        return help.command_help(command)
+        return help.command_help(command, [other for other in commands if len(other.words) > len(words)
+                                           and other.words[0] == command.words[0]])
     if words and any(other.words[0] == words[0] and len(other.words) > 1 for other in commands):
         return help.group(commands, words[0])
     if words:
