@@ -88,7 +88,8 @@ TABLES = (
            Row("sleepers.shutdown_s", "time to shut down with 1,000 jobs", "s"))),
     Table("Command line: wall time of one status call, start-up included",
           "Medians of repeated runs. Floor: bench/floor_cli.py, a stdlib script making the same request. "
-          "`import fire` and the CLI's imports are measured alone to show what they cost.",
+          "Fire's import (as the CLI imports it) and the status command's imports are measured alone to show "
+          "what they cost.",
           ("python", "fire", "imports", "floor", "workerctl", "tsp"),
           (Row("cli.wall_ms", "wall time", "ms"),)),
 )
