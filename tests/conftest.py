@@ -7,21 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from support import Server, Tls, Users, start_server
+from support import Server, Tls, Users, mint_tls, start_server
 from workerctl.store.users import add_user
 
 
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    directory = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    server_cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = Tls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    ca.cert_pem.write_to_path(str(paths.ca))
-    server_cert.cert_chain_pems[0].write_to_path(str(paths.cert))
-    server_cert.private_key_pem.write_to_path(str(paths.key))
-    return paths
+    return mint_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+import trustme
 
 SERVE_START_SECONDS = 20.0
 
@@ -46,6 +47,17 @@ class Tls:
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
+
+
+def mint_tls(directory: Path) -> Tls:
+    """A throwaway CA and a server certificate from it for 127.0.0.1 and localhost, written to `directory`."""
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = Tls(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    ca.cert_pem.write_to_path(str(paths.ca))
+    server_cert.cert_chain_pems[0].write_to_path(str(paths.cert))
+    server_cert.private_key_pem.write_to_path(str(paths.key))
+    return paths
 
 
 @dataclass(frozen=True)

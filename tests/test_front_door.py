@@ -66,7 +66,8 @@ def test_truncated_requests_leave_nothing_behind(server):
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
      + b"".join(b"8000\r\n" + b"x" * 0x8000 + b"\r\n" for _ in range(4)) + b"0\r\n\r\n", 413),
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"zz\r\nxx\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405),
+    (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
     (b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404),
 ])
 def test_every_refusal_is_json(server, request_bytes, status):

@@ -36,6 +36,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no need to tell the world which server and version this is
+        self.set_header("X-Content-Type-Options", "nosniff")  # JSON is never to be taken for a page or a script
 
     def _finish_json(self, answer: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json")

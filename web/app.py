@@ -1,4 +1,4 @@
-"""The HTTPS server: TLS settings, Tornado's limits, and the routes: the API and its document."""
+"""The HTTPS server: TLS settings, Tornado's limits, and the routes: the web view, the API and its document."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from workerctl.web.auth import Authenticator
 from workerctl.web.connections import GuardedHTTPServer
 from workerctl.web.handler import ApiHandler, log_request
 from workerctl.web.job_api import JobApi
+from workerctl.web.page import view_routes
 from workerctl.web.rate_limit import RateLimiter, RefusalBrake
 
 # Tornado's defaults suit a trusted network: an hour to send headers, no body deadline, 100 MB bodies.
@@ -45,6 +46,7 @@ def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: 
                  max_connections: int, max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
         [(r"/openapi\.json", DocumentHandler),
+         *view_routes(),  # GET / is the page; any other method on / goes on to the API
          (r".*", ApiHandler,
           {"api": api, "auth": auth, "limiter": limiter, "brake": RefusalBrake(), "audit": audit})],
         log_function=log_request,

@@ -39,6 +39,8 @@ class ClientGone(Exception):
 
 @tornado.web.stream_request_body
 class ApiHandler(JsonHandler):
+    ALLOWED_METHODS = "GET, HEAD, POST"  # on /, the one path it answers a 405 for: GET and HEAD are the web view's
+
     def initialize(self, api: JobApi, auth: Authenticator, limiter: RateLimiter, brake: RefusalBrake,
                    audit: AuditLog | None) -> None:
         self.api = api
@@ -60,7 +62,8 @@ class ApiHandler(JsonHandler):
         if self.request.path != "/":
             raise ApiError(ErrorKind.NOT_FOUND, "there is nothing here: the API is POST / with a JSON body")
         if self.request.method != "POST":
-            raise ApiError(ErrorKind.METHOD_NOT_ALLOWED, "only POST is allowed: send a JSON body to /")
+            raise ApiError(ErrorKind.METHOD_NOT_ALLOWED, "/ takes POST with a JSON body (the API), or GET (the web "
+                                                         "view)")
         declared = _declared_length(self.request.headers)
         if declared > HARD_BODY_LIMIT_BYTES:  # Tornado would drop the connection; answer first
             raise ApiError(ErrorKind.TOO_LARGE, _TOO_LARGE)

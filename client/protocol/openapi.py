@@ -204,12 +204,22 @@ def api_document(http_status: Mapping[ErrorKind, int], server_errors: Mapping[in
             "title": "workerctl",
             "version": importlib.metadata.version("workerctl"),
             "description": "Run shell commands on a worker host. One endpoint, `POST /`, takes a JSON object whose "
-                           "`action` says what to do. Every error is JSON, `{\"error\": \"one sentence\"}`: any "
-                           f"other path answers {http_status[ErrorKind.NOT_FOUND]}, any other method "
+                           "`action` says what to do; `GET /` is a web page that does the same from a browser. Every "
+                           "error is JSON, `{\"error\": \"one sentence\"}`: any other path answers "
+                           f"{http_status[ErrorKind.NOT_FOUND]}, any other method "
                            f"{http_status[ErrorKind.METHOD_NOT_ALLOWED]}.",
         },
         "paths": {
-            "/": {"post": {
+            "/": {"get": {
+                "operationId": "page",
+                "summary": "The web view: sign in with a token to see, start and stop one's jobs",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The page; its script and style sheet are under /static/.",
+                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                    **_errors(server_errors, None),
+                },
+            }, "post": {
                 "operationId": "act",
                 "summary": "Start, stop, show, list or read the output of the caller's jobs",
                 "security": [{"bearerToken": []}, {"mutualTLS": []}],
