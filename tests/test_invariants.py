@@ -6,14 +6,16 @@ every step the server's answers keep the API's promises:
 - a status never goes back (created, running, then final), and a final status is final: once a job is seen
   finished, stopped or in error, it is seen so ever after, with the same exit code and signal, and stop answers
   it unchanged;
-- the pool's limits hold: by the jobs' own start and end times, never more than --max-jobs running at once, nor
-  more than --max-jobs-per-user of one user's, and never more than --max-queued-per-user waiting;
+- the pool's limits hold: by the jobs' own start and end times (or, for a job still running, the moment its
+  owner's list was asked for), never more than --max-jobs running at once, nor more than --max-jobs-per-user of
+  one user's, and never more than --max-queued-per-user waiting;
 - nothing is answered 5xx, and every refusal is one the API documents for that action.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -53,7 +55,8 @@ def _moment(text: str) -> float:
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The most of the half-open spans [start, end) that overlap at one moment."""
+    """The most of the half-open spans [start, end) that overlap at one moment (an empty one never does)."""
+    spans = [(start, end) for start, end in spans if start < end]
     edges = sorted(itertools.chain(((start, 1) for start, _ in spans), ((end, -1) for _, end in spans)))
     running = peak = 0
     for _, change in edges:  # at one moment an end (-1) sorts before a start (+1): a slot handed over
@@ -146,16 +149,22 @@ class Jobs(RuleBasedStateMachine):
     @invariant()
     def each_user_sees_a_consistent_pool(self) -> None:
         everyone: list[dict[str, Any]] = []
+        spans: dict[str, tuple[float, float]] = {}
         for user in USERS:
+            # The lists are not one snapshot: a job a list shows running surely ran from its start until this
+            # moment (the server's clock is this host's), and may have ended since.
+            asked_at = time.time()
             answer = self.call("list", user, limit=1000)
             assert answer.status == 200, answer.body
             everyone += answer.body["jobs"]
+            for job in answer.body["jobs"]:
+                if job["startedAt"]:
+                    spans[job["jobID"]] = (_moment(job["startedAt"]),
+                                           _moment(job["endedAt"]) if job["endedAt"] else asked_at)
         for job in everyone:
             self.saw(job)
         waiting = Counter(self.owners[job["jobID"]] for job in everyone if job["status"] == "created")
         assert max(waiting.values(), default=0) <= MAX_QUEUED_PER_USER, waiting
-        spans = {job["jobID"]: (_moment(job["startedAt"]), _moment(job["endedAt"]) if job["endedAt"] else float("inf"))
-                 for job in everyone if job["startedAt"]}
         assert most_at_once(list(spans.values())) <= MAX_JOBS
         for user in USERS:
             assert most_at_once([span for job, span in spans.items() if self.owners[job] == user]) <= MAX_JOBS_PER_USER
