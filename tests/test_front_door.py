@@ -160,3 +160,17 @@ def test_the_audit_log_has_a_line_for_each_act_and_refusal(server_factory, tmp_p
         ("alice", "start", job_id, 200), ("alice", "stop", job_id, 200), ("-", "list", None, 401)]
     assert all(line["client"] == "127.0.0.1" and line["time"].endswith("Z") for line in lines)
     assert server.users.tokens["alice"] not in audit.read_text() and "not-a-token" not in audit.read_text()
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://elsewhere.example"}, {"Origin": "null"},
+                                     {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}])
+def test_a_page_of_another_site_cannot_act_for_the_user(server, headers):
+    body = json.dumps({"action": "start", "command": "true", "token": server.users.tokens["alice"]}).encode()
+    refused = server.raw(body=body, headers=headers)
+    assert refused.status == 403 and "another site" in refused.body["error"]
+
+
+def test_the_servers_own_page_may(server):
+    body = json.dumps({"action": "list", "token": server.users.tokens["alice"]}).encode()
+    own = {"Origin": f"https://127.0.0.1:{server.port}", "Sec-Fetch-Site": "same-origin"}
+    assert server.raw(body=body, headers=own).status == 200

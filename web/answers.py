@@ -16,6 +16,7 @@ from workerctl.protocol.errors import ApiError, ErrorKind
 HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.BAD_REQUEST: 400,
     ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.CONFLICT: 409,

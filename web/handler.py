@@ -103,6 +103,8 @@ class ApiHandler(JsonHandler):
         action = body.get("action")
         self.log_action = action if isinstance(action, str) and action in ACTIONS else None  # a dict is unhashable
         self.log_job = body.get("jobID") if isinstance(body.get("jobID"), str) and is_job_id(body["jobID"]) else None
+        if _from_another_site(self.request):
+            raise ApiError(ErrorKind.FORBIDDEN, "a page of another site may not act here on your behalf")
         user = self.auth.caller(_certificate_name(self.request), body, self.request.headers.get("Authorization"))
         self.log_user = user
         self.limiter.take(user)
@@ -146,6 +148,17 @@ class ApiHandler(JsonHandler):
             self._streaming = True
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.set_header("X-Content-Type-Options", "nosniff")
+
+
+def _from_another_site(request: tornado.httputil.HTTPServerRequest) -> bool:
+    """Whether a browser sent this for a page of another site. The body is read as JSON whatever its type, and
+    a browser offers a client certificate by itself, so without this check any site could act for someone who
+    has one installed. The CLI, curl and libraries send neither header."""
+    fetched_from = request.headers.get("Sec-Fetch-Site")
+    if fetched_from is not None and fetched_from not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != f"{request.protocol}://{request.host}"
 
 
 def _certificate_name(request: tornado.httputil.HTTPServerRequest) -> str | None:

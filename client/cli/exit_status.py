@@ -39,7 +39,7 @@ MEANINGS = {
     ExitStatus.UNAVAILABLE: "the server is unreachable, its certificate is refused, or it answered 429, 503 or 507",
     ExitStatus.SOFTWARE: "the server failed (500) or answered something that is not the API, or workerctl itself "
                          "failed",
-    ExitStatus.NO_PERMISSION: "the server does not accept your token or certificate (401)",
+    ExitStatus.NO_PERMISSION: "the server does not accept your token or certificate (401, 403)",
     ExitStatus.CONFIG: "a settings, token, CA or certificate file, or the users file, is missing or wrong (for "
                        "serve: anything else that keeps it from starting, too)",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
@@ -51,6 +51,7 @@ _FOR_HTTP_STATUS = {
     409: ExitStatus.REFUSED,
     413: ExitStatus.REFUSED,
     401: ExitStatus.NO_PERMISSION,
+    403: ExitStatus.NO_PERMISSION,
     404: ExitStatus.NO_SUCH_JOB,
     429: ExitStatus.UNAVAILABLE,
     503: ExitStatus.UNAVAILABLE,

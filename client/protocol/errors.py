@@ -12,6 +12,7 @@ from enum import StrEnum
 class ErrorKind(StrEnum):
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
@@ -30,6 +31,7 @@ class ErrorKind(StrEnum):
 _MEANINGS = {
     ErrorKind.BAD_REQUEST: "the request is malformed or a field is wrong",
     ErrorKind.UNAUTHORIZED: "no token, or a token that is nobody's",
+    ErrorKind.FORBIDDEN: "a request a page of another site sent",
     ErrorKind.NOT_FOUND: "no such job for this user, or nothing at this path",
     ErrorKind.METHOD_NOT_ALLOWED: "a method this path does not answer",
     ErrorKind.CONFLICT: "an idempotency key already used for another command",
