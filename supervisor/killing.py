@@ -37,13 +37,15 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         if group is not None:
             # The job's own process group all at once: signalled one by one, a child could die first and its
             # parent (a shell) wake and carry on, past its `wait` or printing "Terminated", before its own
-            # SIGTERM arrived. Who left the group (setsid) is signalled on its own, parents first.
+            # SIGTERM arrived. The sandbox helper and its init hold the signal rather than drop it, so a
+            # command that init is starting at this moment gets it too (see sandbox_helper.c). Who left the
+            # group (setsid), or was forked by a parent holding the signal blocked, is signalled on its own.
             try:
                 os.killpg(group, signal.SIGTERM)
             except ProcessLookupError:
                 group = None
-        signal_all(sorted((process for process in newcomers if group is None or _group_of(process) != group),
-                          key=lambda process: process.pid), signal.SIGTERM)
+        outside = [process for process in newcomers if group is None or _group_of(process) != group]
+        signal_all(parents_first(outside), signal.SIGTERM)
         terminated.update(newcomers)
 
     if await _emptied(scope, 0, child_exits):
@@ -58,6 +60,27 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         rounds += 1
         log.warning("processes survive SIGKILL after %d rounds: %s", rounds,
                     [process.pid for process in scope.processes()])
+
+
+def parents_first(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """`processes` with each one after its parent, where both are listed, so a parent signalled one by one gets
+    its signal before its child can die of one. Their pids are no guide: pids wrap around (at 32,768 by default),
+    and a child can have a smaller pid than its parent."""
+    parent_of = {process.pid: _parent_of(process) for process in processes}
+
+    def depth(pid: int) -> int:
+        steps = 0
+        while (pid := parent_of.get(pid, 0)) in parent_of and steps < len(parent_of):
+            steps += 1
+        return steps
+    return sorted(processes, key=lambda process: depth(process.pid))
+
+
+def _parent_of(process: psutil.Process) -> int:
+    try:
+        return process.ppid()
+    except psutil.Error:
+        return 0
 
 
 def _group_of(process: psutil.Process) -> int | None:

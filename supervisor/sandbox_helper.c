@@ -12,6 +12,13 @@
  * kernel ends everything else in the namespace. This process waits for init and then ends exactly as the
  * command did (the same exit code, or the same signal), so the supervisor sees the command's own status.
  *
+ * The supervisor ends a job by signalling its process group once. This process and init block the signals
+ * that end a job, from the start, rather than ignore them: a blocked signal is held, where an ignored one (and
+ * any signal to a namespace's init without a handler) is dropped, and the kernel hands a process group's
+ * signal to a child being forked only if its parent takes it. So a job told to end before its command began
+ * never begins, and one told to end while init was starting the command gets it all the same; without this,
+ * a command started just after the signal would run on unsignalled.
+ *
  * Options, in the order they take effect:
  *   -j FILE      write "0" to FILE, a cgroup.procs file: join that cgroup (repeatable)
  *   -a SCORE     the job's OOM score adjustment (the supervisor's own is low; a job's should not be)
@@ -225,11 +232,40 @@ static void set_up_mounts(struct options *options) {
             fail("mounting a tmpfs at %s", options->tmpfs[i]);
 }
 
+/* The signals that end a job: the supervisor's SIGTERM, and a terminal's. */
+static const int ending_signals[] = {SIGTERM, SIGINT, SIGHUP};
+#define ENDING_SIGNAL_COUNT (int)(sizeof ending_signals / sizeof ending_signals[0])
+
+static void hold_ending_signals(void) {
+    sigset_t held;
+    sigemptyset(&held);
+    for (int i = 0; i < ENDING_SIGNAL_COUNT; i++) sigaddset(&held, ending_signals[i]);
+    sigprocmask(SIG_BLOCK, &held, NULL);
+}
+
+/* An ending signal this process holds, or 0. Pending signals are not inherited: what a process held before
+   it forked, its child never had. */
+static int held_ending_signal(void) {
+    sigset_t pending;
+    if (sigpending(&pending) < 0) return 0;
+    for (int i = 0; i < ENDING_SIGNAL_COUNT; i++)
+        if (sigismember(&pending, ending_signals[i])) return ending_signals[i];
+    return 0;
+}
+
+/* After a fork: an ending signal that came before it reached this process but not the child, so send it on to
+   the whole process group, the child included (one that came during the fork reached both; a second of the
+   same signal merges with it while it is held). */
+static void pass_on_held_signal(void) {
+    int number = held_ending_signal();
+    if (number) kill(0, number);
+}
+
 static void reset_signals(void) {
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     for (int number = 1; number < NSIG; number++) signal(number, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* last: a held ending signal ends the job here, before it runs */
 }
 
 /* Become the job: its user, its directory, no new privileges, then its program. */
@@ -249,12 +285,18 @@ static void run_program(struct options *options) {
 /* PID 1 of the job's namespace: start the program, reap every orphan, and report how the program ended. */
 static void run_init(struct options *options, int report_fd) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mounting /proc");
+    int ended = held_ending_signal();
+    if (ended) { /* told to end before the program began: it never begins, and ends as if by that signal */
+        if (write(report_fd, &ended, sizeof ended) < 0) _exit(SETUP_FAILED); /* the wait status of that death */
+        _exit(0);
+    }
     pid_t program = fork();
     if (program < 0) fail("starting the job");
     if (program == 0) {
         close(report_fd);
         run_program(options);
     }
+    pass_on_held_signal();
     for (;;) {
         int status;
         pid_t reaped = waitpid(-1, &status, 0);
@@ -281,6 +323,7 @@ static void end_as(int status) {
 }
 
 int main(int argc, char **argv) {
+    hold_ending_signals(); /* first: until now an ending signal ends this process, before any of the job exists */
     struct options options = {0};
     parse(argc, argv, &options);
     for (int i = 0; i < options.join_count; i++) write_file(options.joins[i], "0");
@@ -293,6 +336,8 @@ int main(int argc, char **argv) {
     if (options.hostname && sethostname(options.hostname, strlen(options.hostname)) < 0) fail("naming the host");
     if (options.network) loopback_up();
 
+    int ended = held_ending_signal();
+    if (ended) end_as(ended); /* told to end before anything of the job ran: the wait status of that death */
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) fail("making a pipe");
     pid_t init = fork();
@@ -302,10 +347,9 @@ int main(int argc, char **argv) {
         run_init(&options, report[1]);
     }
     close(report[1]);
-    /* The supervisor signals every process of the job; this one outlives the rest to report how it ended. */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
+    pass_on_held_signal();
+    /* The supervisor signals every process of the job; this one holds those signals and outlives the rest to
+       report how the job ended. */
     int init_status, program_status;
     while (waitpid(init, &init_status, 0) < 0)
         if (errno != EINTR) fail("waiting for the job's init");

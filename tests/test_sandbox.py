@@ -3,8 +3,13 @@ the rest of the system read-only and without the server's secrets; with it off, 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+
 import pytest
 from support import marker, require_namespaces
+from workerctl.supervisor.sandbox import HELPER
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +82,30 @@ def test_with_network_host_a_job_reaches_the_host(server_factory):
 def test_with_the_sandbox_off_a_job_sees_the_host(server_factory):
     server = server_factory("--sandbox", "off")
     assert int(output_of(server, "ps -e -o pid= | wc -l")) > 10
+
+
+def _init_forked_or_ended(helper: subprocess.Popen[bytes]) -> bool:
+    """Whether the helper has forked the namespace's init, or has ended (not reaped: its group stays its own)."""
+    with open(f"/proc/{helper.pid}/task/{helper.pid}/children") as children:
+        if children.read():
+            return True
+    return os.waitid(os.P_PID, helper.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def test_one_sigterm_to_the_group_ends_a_job_whose_init_is_just_starting_it():
+    """The supervisor ends a job with one SIGTERM to its process group. Sent while the namespace's init is still
+    starting the command, it must not be lost: an init drops signals it has no handler for, and the kernel
+    passes a group's signal to a child being forked only if the parent takes it."""
+    require_namespaces()
+    for _ in range(30):  # most rounds signal before init forks the command or while it does
+        helper = subprocess.Popen([str(HELPER), "-n", "--", "/bin/sh", "-c", f"sleep {marker()}"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            while not _init_forked_or_ended(helper):
+                pass
+            os.killpg(helper.pid, signal.SIGTERM)
+            assert helper.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            if helper.returncode is None:
+                os.killpg(helper.pid, signal.SIGKILL)
+                helper.wait()
