@@ -38,12 +38,19 @@ class _ProcessTable:
 
     _reading: _Reading | None = None
     max_age = 0.005
+    scans_per_age = 3
+    """Where one walk of /proc takes longer than `max_age` (many processes, a busy host), a reading is shared for
+    this many times as long as the last walk took. Otherwise every reading would be stale by the time it was
+    done, each ending job would walk /proc again at once, and the supervisor would do nothing else: 30 jobs
+    timing out together on a loaded host once took 17 s to end, and held up every other answer meanwhile."""
+    _walk_seconds = 0.0
 
     @classmethod
     def current(cls, taken_after: float = 0.0) -> _Reading:
-        """A reading at most `max_age` old, and taken after the monotonic time `taken_after`."""
+        """A recent reading (see `max_age`), and taken after the monotonic time `taken_after`."""
         now = time.monotonic()
-        if cls._reading is None or now - cls._reading.taken > cls.max_age or cls._reading.taken <= taken_after:
+        max_age = max(cls.max_age, cls.scans_per_age * cls._walk_seconds)
+        if cls._reading is None or now - cls._reading.taken > max_age or cls._reading.taken <= taken_after:
             reading = _Reading(now, {}, {}, {})
             for process in psutil.process_iter(["ppid", "status", "uids"]):
                 if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["uids"] is None:
@@ -52,6 +59,7 @@ class _ProcessTable:
                 reading.children.setdefault(process.info["ppid"], []).append(process)
                 reading.by_uid.setdefault(process.info["uids"].real, []).append(process)
             cls._reading = reading
+            cls._walk_seconds = time.monotonic() - now
         return cls._reading
 
 
