@@ -18,6 +18,7 @@ from support import (
     poll_until,
     processes_with,
     reachable_by_jobs,
+    sleepers,
     wait_none_left,
 )
 from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
@@ -63,9 +64,9 @@ def test_killing_serve_outright_takes_every_job_with_it(server_factory):
     server = server_factory()
     mark = marker()
     job_ids = [server.start(f"echo before; sleep {mark}"), server.start(f"setsid sleep {mark} & sleep {mark}")]
-    for job_id in job_ids:
-        poll_until(lambda: server.status(job_id)["output"].startswith("before") or
-                   server.status(job_id)["status"] == "running")
+    # Running is not enough for the first: a job ended before its command began never prints a thing.
+    poll_until(lambda: server.status(job_ids[0])["output"] == "before\n", message="the first job's output")
+    poll_until(lambda: len(sleepers(mark)) == 3, message="the second job's sleeps")
     web, supervisor = server.child_pid("web"), server.child_pid("supervisor")
     server.process.kill()
     server.process.wait()
