@@ -3,12 +3,14 @@ the rest of the system read-only and without the server's secrets; with it off, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 
+import psutil
 import pytest
-from support import marker, require_namespaces
+from support import assert_none_left, marker, processes_with, require_namespaces
 from workerctl.supervisor.sandbox import HELPER
 
 
@@ -98,14 +100,19 @@ def test_one_sigterm_to_the_group_ends_a_job_whose_init_is_just_starting_it():
     passes a group's signal to a child being forked only if the parent takes it."""
     require_namespaces()
     for _ in range(30):  # most rounds signal before init forks the command or while it does
-        helper = subprocess.Popen([str(HELPER), "-n", "--", "/bin/sh", "-c", f"sleep {marker()}"],
+        mark = marker()
+        helper = subprocess.Popen([str(HELPER), "-n", "--", "/bin/sh", "-c", f"sleep {mark}"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         try:
             while not _init_forked_or_ended(helper):
                 pass
             os.killpg(helper.pid, signal.SIGTERM)
             assert helper.wait(timeout=30) == -signal.SIGTERM
+            assert_none_left(mark)  # the helper outlives its init, whose exit ends the namespace
         finally:
             if helper.returncode is None:
                 os.killpg(helper.pid, signal.SIGKILL)
                 helper.wait()
+            for left in processes_with(mark):  # where it failed
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    left.kill()
