@@ -280,4 +280,4 @@ def test_a_long_poll_wakes_as_each_job_ends(server):
         if status["status"] != "finished":
             status = server.status(job_id, offset=2**40, wait=MAX_WAIT_SECONDS)
         # A lost wake-up shows as a poll that lasts its whole wait.
-        assert status["status"] == "finished" and time.monotonic() - started < MAX_WAIT_SECONDS / 2
+        assert status["status"] == "finished" and time.monotonic() - started < MAX_WAIT_SECONDS
