@@ -46,6 +46,12 @@ MEANINGS = {
 }
 
 
+def markdown_table() -> str:
+    """MEANINGS as docs/cli.md shows them (a test keeps the two the same)."""
+    rows = [f"| {status.value} | {meaning} |" for status, meaning in MEANINGS.items()]
+    return "\n".join(["| status | meaning |", "| --- | --- |", *rows])
+
+
 _FOR_HTTP_STATUS = {
     400: ExitStatus.REFUSED,
     409: ExitStatus.REFUSED,

@@ -93,3 +93,11 @@ def test_no_short_option_means_two_things():
         for option in command.options:
             if option.short:
                 assert shorts.setdefault(option.short, option.name) == option.name
+
+
+def test_docs_show_the_exit_statuses_as_declared():
+    from pathlib import Path
+
+    from workerctl.cli.exit_status import markdown_table
+
+    assert markdown_table() in (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
