@@ -1,22 +1,49 @@
 """Opening the store: the one place that knows which back end keeps the jobs, so neither the front end nor the
-supervisor names one."""
+supervisor names one.
+
+A location is a data directory (the local back end: SQLite and files on this host), or a `redis://` or
+`rediss://` URL (the Redis back end, shared by several hosts; see redis_connection.py for the URL's form). The
+Redis back end is imported only when asked for: a single host needs neither it nor the redis package.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
-from workerctl.store.interface import JobReader, JobWriter
+from workerctl.store.interface import JobReader, JobWriter, StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.local import LocalJobReader, LocalJobWriter
 from workerctl.store.output_log import OutputLimits
 
+REDIS_SCHEMES = ("redis://", "rediss://")
 
-def open_reader(data_dir: Path) -> JobReader:
+
+def is_redis_location(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(REDIS_SCHEMES)
+
+
+def open_reader(location: Path | str) -> JobReader:
     """The front end's reads; StoreError or OSError if the store cannot be opened."""
-    return LocalJobReader(DataLayout(data_dir))
+    if is_redis_location(location):
+        return _redis_back_end().RedisJobReader(str(location))
+    return LocalJobReader(DataLayout(Path(location)))
 
 
-def open_writer(data_dir: Path, max_output_bytes: int) -> JobWriter:
+def open_writer(location: Path | str, max_output_bytes: int) -> JobWriter:
     """The supervisor's writes, keeping each job's output whole up to `max_output_bytes` and its head and tail
     past that; StoreError or OSError if the store cannot be opened."""
-    return LocalJobWriter(DataLayout(data_dir), OutputLimits.for_cap(max_output_bytes))
+    limits = OutputLimits.for_cap(max_output_bytes)
+    if is_redis_location(location):
+        return _redis_back_end().RedisJobWriter(str(location), limits)
+    return LocalJobWriter(DataLayout(Path(location)), limits)
+
+
+def _redis_back_end() -> ModuleType:
+    try:
+        from workerctl.store import redis_store
+    except ModuleNotFoundError as error:
+        if error.name != "redis":
+            raise
+        raise StoreError("a redis:// store needs the redis package: pip install 'workerctl[cluster]'") from None
+    return redis_store

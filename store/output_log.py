@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workerctl.store.interface import OutputChunk, OutputPart, OutputWriteError
+from workerctl.store.output_reads import assemble_chunk
 
 HEAD_NAME = "head"
 TAIL_PREFIX = "tail."
@@ -112,32 +113,7 @@ def read_output(directory: Path, offset: int = 0, limit: int | None = None,
         chunk = _read_head_only(directory, offset, limit, total)
         if chunk is not None:
             return chunk
-    pieces = _pieces(directory)
-    total = pieces[-1][0] + pieces[-1][1] if pieces else 0
-    dropped = sum(start - (prev_start + prev_size)
-                  for (prev_start, prev_size, _), (start, _, _) in zip(pieces, pieces[1:]))
-    budget = total if limit is None else limit
-    parts = []
-    skipped = 0
-    position = offset
-    for start, size, path in pieces:
-        if budget <= 0:
-            break
-        if position >= start + size:
-            continue
-        if position < start:  # the bytes before this file were dropped
-            skipped += start - position
-            position = start
-        data = _read_range(path, position - start, min(budget, start + size - position))
-        if data is None:  # deleted by the writer since we listed it: its bytes are dropped now
-            continue
-        parts.append(OutputPart(skipped, data))
-        skipped = 0
-        position += len(data)
-        budget -= len(data)
-    if skipped:
-        parts.append(OutputPart(skipped, b""))
-    return OutputChunk(parts, position, total, dropped)
+    return assemble_chunk(_pieces(directory), offset, limit, _read_range)
 
 
 def _read_head_only(directory: Path, offset: int, limit: int | None, total: int) -> OutputChunk | None:

@@ -1,12 +1,15 @@
-"""Test fixtures: a throwaway CA, two users, and real servers (see support.py)."""
+"""Test fixtures: a throwaway CA, two users, and real servers (see support.py), and a redis-server for the store's
+Redis back end (see redis_server.py)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer
 from support import Server, Tls, Users, mint_tls, start_server
 from workerctl.store.users import add_user
 
@@ -51,3 +54,18 @@ def server(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users,
     running = start_server(tmp_path_factory.mktemp("server"), tls, users, *server_flags)
     yield running
     assert running.stop() == 0, running.log()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the run (skips the test if it is not installed); tests share nothing in it because
+    each uses a key prefix of its own (`redis_location`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_location(redis_server: RedisServer) -> str:
+    """A store location in the run's redis-server, under a key prefix of this test's own."""
+    return redis_server.url(prefix=f"test-{secrets.token_hex(6)}")

@@ -1,0 +1,356 @@
+"""The Redis back end of the store: the records and output of the jobs of several hosts in one Redis, with the
+local back end's semantics (local.py, records.py), so that neither the front end nor the supervisor can tell
+the two apart.
+
+Keys, all under the location's prefix (redis_connection.py names them):
+
+    job:<id>           the record, as JSON (every field of JobRecord)
+    jobs:<owner>       sorted set: the owner's jobs by sequence number (lists are newest first)
+    keys:<owner>       hash: idempotency key → job ID (one job per key and owner)
+    unsettled          sorted set: created and running jobs by sequence number
+    ended-at           sorted set: final jobs by the time they ended (pruning by age)
+    owners             set: every owner that has had jobs (pruning by count)
+    sequence           counter: the order jobs were created in, across every writer
+    reserve            1 MiB held back, deleted when Redis is full so the jobs running then can still be recorded
+    output:<id>, piece:<n>:<id>    the job's output (redis_output.py)
+
+Writes wait in a batch until `commit`, which sends them as one MULTI/EXEC: readers see all of a batch or none
+of it. A batch that creates jobs first WATCHes their records and their owners' keys and checks that both are
+free; if another writer changes either before EXEC, EXEC does nothing and the commit is tried again. A save
+replaces a record only if it exists (SET XX), as an UPDATE would. Every Redis error is a StoreError with one
+sentence, after at most the connection's timeouts. Needs Redis 6.2 or later (ZDIFF); a single Redis, not Redis
+Cluster (a transaction spans many keys).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import fields
+from functools import partial
+
+import redis
+from redis.client import Pipeline
+from workerctl.protocol.jobs import JobStatus
+from workerctl.store.interface import JobRecord, OutputChunk, StoreError
+from workerctl.store.layout import RESERVE_BYTES
+from workerctl.store.output_log import OutputLimits
+from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
+from workerctl.store.redis_output import RedisOutputSink, output_keys, read_output
+
+_FIELDS = [field.name for field in fields(JobRecord)]
+_UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
+_LIST_PAGE = 200  # records read per round trip when a filter leaves some out
+_COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
+
+# One write of a batch, queued into the transaction when it is committed, with the sequence numbers given to
+# the batch's new jobs.
+_QueuedWrite = Callable[[Pipeline, dict[str, int]], None]
+
+
+def _encode(record: JobRecord) -> str:
+    values = {name: getattr(record, name) for name in _FIELDS}
+    values["labels"] = list(record.labels)
+    # ASCII: a command holding a lone surrogate (JSON allows "\ud800") is still stored, as JSON escapes it.
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _decode(text: bytes | str) -> JobRecord:
+    values = json.loads(text)
+    record = JobRecord(**{name: values[name] for name in _FIELDS if name in values})
+    record.status = JobStatus(record.status)
+    record.labels = tuple(record.labels)
+    return record
+
+
+class _RedisStore:
+    """What the reader and the writer share: the connection, the key names and reading a record."""
+
+    def __init__(self, location: str) -> None:
+        self.location = RedisLocation.parse(location)
+        self.keys = RedisKeys(self.location.prefix)
+        self._client = connect(self.location)
+        try:
+            with self._storing("reach the job store"):
+                self._client.ping()
+        except TypeError as error:  # redis-py hands the URL's parameters to each connection it makes
+            self._client.close()
+            name = str(error).rpartition(" ")[2]
+            raise StoreError(f"the Redis location has a parameter that is not one: {name}") from None
+        except StoreError:
+            self._client.close()
+            raise
+
+    def _storing(self, what: str) -> AbstractContextManager[None]:
+        return storing(what, self.location.where)
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        """The job, if it exists and belongs to `owner`; another user's job is the same as no job."""
+        with self._storing("read the job"):
+            text = self._client.get(self.keys.job(job_id))
+        record = _decode(text) if text is not None else None
+        return record if record is not None and record.owner == owner else None
+
+    def _records(self, job_ids: list[bytes]) -> list[JobRecord]:
+        """The records of these jobs that still exist, in the same order."""
+        if not job_ids:
+            return []
+        texts = self._client.mget([self.keys.job(job_id.decode()) for job_id in job_ids])
+        return [_decode(text) for text in texts if text is not None]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisJobReader(_RedisStore):
+    """The front end's reads (a JobReader)."""
+
+    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
+        """The owner's jobs, newest first; only those in `status` and with `label`, where given."""
+        filtered = status is not None or label is not None
+        page = max(limit, _LIST_PAGE) if filtered else limit
+        found: list[JobRecord] = []
+        below = "+inf"
+        with self._storing("list the jobs"):
+            while len(found) < limit:
+                # By score, not by rank: jobs created meanwhile do not shift the pages.
+                entries = self._client.zrevrangebyscore(self.keys.jobs_of(owner), below, "-inf", start=0, num=page,
+                                                        withscores=True)
+                found += [record for record in self._records([job_id for job_id, _ in entries])
+                          if record.owner == owner and (status is None or record.status == status)
+                          and (label is None or label in record.labels)]
+                if len(entries) < page:
+                    break
+                below = f"({int(entries[-1][1])}"
+        return found[:limit]
+
+    def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
+        """The job's kept output from stream offset `offset`, at most `limit` bytes of it."""
+        with self._storing("read the job's output"):
+            return read_output(self._client, self.keys, record.id, offset, limit)
+
+
+class RedisJobWriter(_RedisStore):
+    """The supervisor's writes (a JobWriter). Its own `get` and `find_by_key` see its batch before the commit,
+    as an open SQLite transaction does."""
+
+    def __init__(self, location: str, output_limits: OutputLimits) -> None:
+        super().__init__(location)
+        self.output_limits = output_limits
+        self._batch: list[_QueuedWrite] = []
+        self._pending: dict[str, str | None] = {}  # the batch's records by job ID, as JSON; None once deleted
+        self._inserted: list[str] = []
+        self._claimed: dict[tuple[str, str], str] = {}  # (owner, idempotency key) → job ID, for new jobs
+        try:
+            check_server(self._client, self.location.where)
+            with self._storing("hold back memory for the records"):
+                self._client.set(self.keys.reserve, bytes(RESERVE_BYTES), nx=True)
+        except StoreError:
+            self._client.close()
+            raise
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        if job_id in self._pending:
+            text = self._pending[job_id]
+            record = _decode(text) if text is not None else None
+            return record if record is not None and record.owner == owner else None
+        return super().get(job_id, owner)
+
+    def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        """The owner's job started with idempotency key `key`."""
+        holder = self._key_holder(owner, key, "read the job")
+        return self.get(holder, owner) if holder is not None else None
+
+    def unsettled(self) -> list[JobRecord]:
+        """Jobs an earlier run left created or running, oldest first."""
+        with self._storing("read the unsettled jobs"):
+            records = self._records(self._client.zrange(self.keys.unsettled, 0, -1))
+        return [record for record in records if record.status in _UNSETTLED]
+
+    def insert(self, record: JobRecord) -> None:
+        key = record.idempotency_key
+        if key is not None:
+            holder = self._key_holder(record.owner, key, "record the job")
+            if holder is not None and holder != record.id:
+                raise StoreError(_not_unique(record.owner, key, holder))
+            self._claimed[(record.owner, key)] = record.id
+        text = self._stage(record)
+        self._inserted.append(record.id)
+        self._batch.append(partial(self._queue_insert, record.id, record.owner, key, text, record.status,
+                                   record.ended_at))
+
+    def save(self, record: JobRecord) -> None:
+        """Write every field of an existing record."""
+        text = self._stage(record)
+        self._batch.append(partial(self._queue_save, record.id, text, record.status, record.ended_at))
+
+    def commit(self) -> None:
+        if not self._batch:
+            return
+        with self._storing("record the jobs"):
+            for _ in range(_COMMIT_ATTEMPTS):
+                try:
+                    self._commit_once()
+                    break
+                except redis.WatchError:  # another writer changed the new jobs' keys: check them again
+                    continue
+            else:
+                raise StoreError("cannot record the jobs: other writers kept changing the same jobs")
+        self._forget_batch()
+
+    def rollback(self) -> None:
+        """Drop the batch, if a failed commit left it."""
+        self._forget_batch()
+
+    def open_output(self, job_id: str) -> RedisOutputSink:
+        return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits)
+
+    def prune(self, older_than: float, keep_per_owner: int) -> int:
+        """Delete final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` of their
+        owner, with their output; how many were deleted."""
+        try:
+            with self._storing("prune old jobs"):
+                expired = sorted(self._expired(older_than, keep_per_owner))
+                found = self._client.pipeline(transaction=False)
+                for job_id in expired:
+                    found.get(self.keys.job(job_id))
+                    found.hmget(self.keys.output(job_id), "limits", "total")
+                answers = found.execute()
+            deleted = 0
+            for job_id, text, (limits, total) in zip(expired, answers[::2], answers[1::2]):
+                record = _decode(text) if text is not None else None
+                if record is None or not record.status.is_final:  # an index entry of a record gone since
+                    self._batch.append(partial(self._queue_forget, job_id))
+                    continue
+                self._pending[job_id] = None
+                self._batch.append(partial(self._queue_delete, record, output_keys(self.keys, job_id, limits, total)))
+                deleted += 1
+            self.commit()
+        except StoreError:
+            self.rollback()
+            raise
+        return deleted
+
+    def free_reserve(self) -> bool:
+        """Release the memory held back for the records; False if there is none (or Redis cannot be reached)."""
+        try:
+            return bool(self._client.delete(self.keys.reserve))
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            super().close()
+
+    def _forget_batch(self) -> None:
+        self._batch.clear()
+        self._pending.clear()
+        self._inserted.clear()
+        self._claimed.clear()
+
+    def _stage(self, record: JobRecord) -> str:
+        text = _encode(record)
+        self._pending[record.id] = text
+        return text
+
+    def _key_holder(self, owner: str, key: str, what: str) -> str | None:
+        """The job that has the owner's idempotency key, in the batch or in Redis."""
+        holder = self._claimed.get((owner, key))
+        if holder is None:
+            with self._storing(what):
+                stored = self._client.hget(self.keys.keys_of(owner), key)
+            holder = stored.decode() if stored is not None else None
+        return None if holder is not None and self._deleted(holder) else holder
+
+    def _deleted(self, job_id: str) -> bool:
+        """Whether the batch deletes the job (its key is free then, as in a transaction that deleted it)."""
+        return job_id in self._pending and self._pending[job_id] is None
+
+    def _commit_once(self) -> None:
+        with self._client.pipeline(transaction=True) as transaction:
+            numbers = self._number_new_jobs(transaction) if self._inserted else {}
+            transaction.multi()
+            for queue in self._batch:
+                queue(transaction, numbers)
+            transaction.execute()
+
+    def _number_new_jobs(self, transaction: Pipeline) -> dict[str, int]:
+        """WATCH the new jobs' records and their owners' keys, check both are free, and give each new job a
+        sequence number."""
+        owners = {owner for owner, _ in self._claimed}
+        transaction.watch(*(self.keys.job(job_id) for job_id in self._inserted),
+                          *(self.keys.keys_of(owner) for owner in owners))
+        check = self._client.pipeline(transaction=False)
+        check.exists(*(self.keys.job(job_id) for job_id in self._inserted))
+        for owner, key in self._claimed:
+            check.hget(self.keys.keys_of(owner), key)
+        check.incrby(self.keys.sequence, len(self._inserted))
+        existing, *holders, last = check.execute()
+        if existing:
+            raise StoreError("cannot record the jobs: a job with the same ID exists already")
+        for ((owner, key), job_id), holder in zip(self._claimed.items(), holders):
+            if holder is not None and holder.decode() != job_id and not self._deleted(holder.decode()):
+                raise StoreError(_not_unique(owner, key, holder.decode()))
+        first = last - len(self._inserted) + 1
+        return {job_id: first + index for index, job_id in enumerate(self._inserted)}
+
+    def _expired(self, older_than: float, keep_per_owner: int) -> set[str]:
+        """IDs of final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` final jobs
+        of their owner."""
+        expired = {job_id.decode() for job_id in self._client.zrangebyscore(self.keys.ended_at, "-inf",
+                                                                             f"({older_than!r}")}
+        owners = [owner.decode() for owner in self._client.smembers(self.keys.owners)]
+        sizes = self._client.pipeline(transaction=False)
+        for owner in owners:
+            sizes.zcard(self.keys.jobs_of(owner))
+        crowded = [owner for owner, size in zip(owners, sizes.execute()) if size > keep_per_owner]
+        ranked = self._client.pipeline(transaction=False)
+        for owner in crowded:  # their final jobs, oldest first: all their jobs less the unsettled ones
+            ranked.zdiff([self.keys.jobs_of(owner), self.keys.unsettled])
+        for final in ranked.execute():
+            expired.update(job_id.decode() for job_id in final[:max(len(final) - keep_per_owner, 0)])
+        return expired
+
+    def _queue_insert(self, job_id: str, owner: str, key: str | None, text: str, status: JobStatus,
+                      ended_at: float | None, transaction: Pipeline, numbers: dict[str, int]) -> None:
+        transaction.set(self.keys.job(job_id), text, nx=True)
+        transaction.zadd(self.keys.jobs_of(owner), {job_id: numbers[job_id]})
+        transaction.sadd(self.keys.owners, owner)
+        if key is not None:
+            transaction.hset(self.keys.keys_of(owner), key, job_id)
+        if status in _UNSETTLED:
+            transaction.zadd(self.keys.unsettled, {job_id: numbers[job_id]})
+        else:
+            self._queue_ended(job_id, ended_at, transaction)
+
+    def _queue_save(self, job_id: str, text: str, status: JobStatus, ended_at: float | None,
+                    transaction: Pipeline, numbers: dict[str, int]) -> None:
+        transaction.set(self.keys.job(job_id), text, xx=True)
+        if status not in _UNSETTLED:  # statuses never go back, so an unsettled job is in its index already
+            self._queue_ended(job_id, ended_at, transaction)
+
+    def _queue_ended(self, job_id: str, ended_at: float | None, transaction: Pipeline) -> None:
+        transaction.zrem(self.keys.unsettled, job_id)
+        if ended_at is None:
+            transaction.zrem(self.keys.ended_at, job_id)
+        else:
+            transaction.zadd(self.keys.ended_at, {job_id: ended_at})
+
+    def _queue_delete(self, record: JobRecord, output: list[str], transaction: Pipeline,
+                      numbers: dict[str, int]) -> None:
+        transaction.delete(self.keys.job(record.id), *output)
+        transaction.zrem(self.keys.jobs_of(record.owner), record.id)
+        self._queue_forget(record.id, transaction, numbers)
+        if record.idempotency_key is not None:
+            transaction.hdel(self.keys.keys_of(record.owner), record.idempotency_key)
+
+    def _queue_forget(self, job_id: str, transaction: Pipeline, numbers: dict[str, int]) -> None:
+        transaction.zrem(self.keys.unsettled, job_id)
+        transaction.zrem(self.keys.ended_at, job_id)
+
+
+def _not_unique(owner: str, key: str, holder: str) -> str:
+    return f"cannot record the job: idempotency keys are unique per owner, and {owner}'s {key!r} is job {holder}'s"
