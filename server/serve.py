@@ -35,6 +35,7 @@ from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
 from workerctl.supervisor.homes import unmount_homes
+from workerctl.supervisor.limits import remove_abandoned_v1_trees
 from workerctl.supervisor.main import run_supervisor
 from workerctl.supervisor.sandbox import namespaces_problem, unavailable
 from workerctl.web.app import tls_context
@@ -220,6 +221,7 @@ def _run_children(settings: ServerSettings, containment: Containment, job_uids: 
     front_end.stop(_FRONT_END_STOP_SECONDS)
     _end_orphaned_jobs(containment, children)
     unmount_homes(DataLayout(settings.data_dir))  # if no supervisor ran at the end to do it
+    remove_abandoned_v1_trees(containment.instance)  # likewise
     announce.info("stopped")
     return exit_status
 

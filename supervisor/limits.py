@@ -144,10 +144,10 @@ class _CgroupTree(Limits):
             _remove(directory)
 
     def close(self) -> None:
-        for owner in self._users:
-            for directory in set(self._dirs(owner).values()):
-                _remove(directory)
+        # Every user's, not only those who ran a job since this start: a run that died left its users' too.
         for root in set(self.roots.values()):
+            for user in [path for path in root.glob("user-*") if path.is_dir()]:
+                _remove(user)
             _remove(root)
 
     def release_leftovers(self, job_ids: Collection[str]) -> None:
@@ -251,6 +251,28 @@ def _enable_controllers(directory: Path, create: bool = False) -> None:
     if create:
         directory.mkdir(exist_ok=True)
     (directory / "cgroup.subtree_control").write_text(" ".join(f"+{name}" for name in _V2_CONTROLLERS))
+
+
+def remove_abandoned_v1_trees(instance: str) -> None:
+    """Remove this server instance's cgroup v1 trees, whatever of them no process uses: at the end of serve,
+    where no supervisor was left to (one killed outright and not yet restarted). The next start would, but a
+    data directory may never be started again. Its v2 tree is containment's, and serve removes that too."""
+    mounts = _v1_mounts()
+    own = _own_cgroups()
+    for controller in _V1_CONTROLLERS:
+        if controller not in mounts:
+            continue
+        root = mounts[controller] / own.get(controller, "").lstrip("/") / f"workerctl-{instance}"
+        try:
+            users = [path for path in root.iterdir() if path.is_dir()]
+            jobs = [path for user in users for path in user.iterdir() if path.is_dir()]
+        except FileNotFoundError:  # removed at the supervisor's clean stop, or another controller's hierarchy
+            continue
+        for directory in [*jobs, *users, root]:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass  # gone already, or still used: left for the next start
 
 
 def _v1_mounts() -> dict[str, Path]:

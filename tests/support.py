@@ -218,6 +218,33 @@ def wait_none_left(mark: str, timeout: float = 20.0) -> None:
     poll_until(lambda: not processes_with(mark), timeout, message=f"every process with {mark} to be gone")
 
 
+def cgroups_of(data_dir: Path) -> list[Path]:
+    """The cgroups named after the server of `data_dir`, in every hierarchy (a server started from here makes
+    them under this process's own cgroup in each)."""
+    from workerctl.store.layout import DataLayout
+
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        own[controllers] = path.lstrip("/")
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        kind, _, options = (after.split() + ["", "", ""])[:3]
+        if kind == "cgroup2":
+            path = own.get("")
+        elif kind == "cgroup":
+            path = next((path for controllers, path in own.items()
+                         if controllers and set(controllers.split(",")) <= set(options.split(","))), None)
+        else:
+            continue
+        if path is not None:
+            cgroup = Path(before.split()[4]) / path / f"workerctl-{DataLayout(data_dir).instance}"
+            if cgroup.exists():
+                found.append(cgroup)
+    return found
+
+
 def connected_to(pid: int, port: int) -> bool:
     """Whether the process `pid` has a TCP connection to `port` on this host."""
     try:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from support import (
     assert_none_left,
+    cgroups_of,
     marker,
     poll_until,
     processes_with,
@@ -95,6 +96,8 @@ def test_jobs_a_dead_server_left_running_are_ended_and_settled_at_the_next_start
     status = restarted.status(job_id)  # settled before the new server serves
     assert (status["status"], status["reason"], status["output"]) == ("error", FIRST_START_REASON, "before\n")
     wait_none_left(mark)  # and its processes ended meanwhile, in the background
+    assert restarted.stop() == 0
+    assert not cgroups_of(server.data_dir)  # the dead run's too
 
 
 def test_a_killed_supervisor_is_invisible_to_clients_and_a_new_one_settles_its_jobs(server_factory):
@@ -122,6 +125,16 @@ def test_past_the_unavailable_wait_a_request_gets_503(server_factory):
     answers = [server.call("status", jobID=job_id) for _ in range(3)]
     # One at least comes before the new supervisor is back (the restart takes a fifth of a second or more).
     assert any(answer.status == 503 and "supervisor" in answer.body["error"] for answer in answers)
+
+
+def test_a_server_stopped_while_its_supervisor_is_dead_leaves_nothing_behind(server_factory):
+    server = server_factory()
+    mark = marker()
+    server.wait_running(server.start(f"sleep {mark}"))
+    os.kill(server.child_pid("supervisor"), signal.SIGKILL)
+    assert server.stop() == 0  # most often before a new supervisor has started (it waits a fifth of a second)
+    assert_none_left(mark)
+    assert not cgroups_of(server.data_dir)
 
 
 def test_a_killed_front_end_is_restarted_and_jobs_run_on(server_factory):
