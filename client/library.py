@@ -52,13 +52,13 @@ class Client:
 
     def start(self, command: str, *, env: dict[str, str] | None = None, labels: Sequence[str] = (),
               key: str | None = None, timeout: float | None = None, memory_bytes: int | None = None,
-              cpus: float | None = None) -> dict[str, Any]:
+              cpus: float | None = None, host: str | None = None) -> dict[str, Any]:
         """Start `command` (run as /bin/sh -c COMMAND); `{"jobID", "status"}`. With an idempotency `key`, a start
-        asked again returns the job it started."""
+        asked again returns the job it started; with `host`, it runs on that host of a cluster."""
         limits = {name: value for name, value in (("timeoutSeconds", timeout), ("memoryBytes", memory_bytes),
                                                   ("cpus", cpus)) if value is not None}
         return self._api.call("start", safe_to_repeat=key is not None, command=command, idempotencyKey=key,
-                              limits=limits or None, env=env or None, labels=list(labels) or None)
+                              limits=limits or None, env=env or None, labels=list(labels) or None, host=host)
 
     def stop(self, job_id: str) -> dict[str, Any]:
         """Stop the job and every process it started; `{"jobID", "status"}` once they are all gone."""

@@ -28,7 +28,26 @@ def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
     except SettingsError as error:
         raise usage_error(str(error)) from None
     try:
+        if settings.cluster is not None:
+            from workerctl.server.cluster_serve import run_cluster_server
+            return ExitStatus(run_cluster_server(settings))
         return ExitStatus(run_server(settings))
+    except ServeError as error:
+        raise CliError(ExitStatus.CONFIG, str(error)) from None
+
+
+def agent(config: str | None, **flags: str | bool | None) -> ExitStatus:
+    from workerctl.server.agent import run_agent
+    from workerctl.server.serve import ServeError
+    from workerctl.server.settings import SettingsError, SettingsFileError, load_settings
+    try:
+        settings = load_settings(Path(config) if config else None, **flags)
+    except SettingsFileError as error:
+        raise CliError(ExitStatus.CONFIG, str(error)) from None
+    except SettingsError as error:
+        raise usage_error(str(error)) from None
+    try:
+        return ExitStatus(run_agent(settings))
     except ServeError as error:
         raise CliError(ExitStatus.CONFIG, str(error)) from None
 
@@ -160,18 +179,26 @@ _NAME = Argument("name", "the user's name: letters, digits, '_', '.' or '-'")
 _EXPIRES = Option("expires", "the token stops working this long from now: a whole number and s, m, h, d or w, "
                   "as in 90d", shown_default="never", metavar="DURATION")
 
+_SETTINGS_OPTIONS = (
+    Option("config", "a TOML settings file with any of the settings below (flags win)", shown_default="none",
+           metavar="FILE"),
+    *(Option(setting.flag_name, setting.help, kind=bool if setting.kind is bool else str,
+             shown_default=setting.shown, metavar=setting.metavar, choices=setting.choices)
+      for setting in SETTINGS),
+    *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", shown_default=setting.shown,
+             metavar=setting.metavar)
+      for setting in SETTINGS for alias in setting.aliases))
+
 SERVER_COMMANDS = (
     Command(
-        "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (),
-        (Option("config", "a TOML settings file with any of the settings below (flags win)", shown_default="none",
-                metavar="FILE"),
-         *(Option(setting.flag_name, setting.help, kind=bool if setting.kind is bool else str,
-                  shown_default=setting.shown, metavar=setting.metavar, choices=setting.choices)
-           for setting in SETTINGS),
-         *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", shown_default=setting.shown,
-                  metavar=setting.metavar)
-           for setting in SETTINGS for alias in setting.aliases)),
-        details="With no flags, it serves the public development material in certs/ on 127.0.0.1:8443."),
+        "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (), _SETTINGS_OPTIONS,
+        details="With no flags, it serves the public development material in certs/ on 127.0.0.1:8443. With "
+                "--cluster URL, it is a front end of that cluster and runs no jobs itself."),
+    Command(
+        "agent", "run one worker host of a cluster (its supervisor, taking jobs from the cluster) until SIGTERM",
+        agent, (), _SETTINGS_OPTIONS,
+        details="Needs --cluster URL, --name NAME and --data-dir DIR; the supervisor's settings apply to this host, "
+                "the front end's are ignored."),
     Command("users add", "add a user with a fresh token, and print the token once", add_user, (_NAME,),
             (_USERS_FILE, _EXPIRES), details="The users file keeps only the token's SHA-256; the server picks the "
                                              "change up without a restart."),

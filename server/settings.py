@@ -173,6 +173,13 @@ class ServerSettings:
     retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
                                      _positive, metavar="DAYS")
     retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
+    cluster: str | None = _setting(None, "a redis:// or rediss:// URL: serve as a front end of the cluster whose jobs "
+                                   "and hosts that Redis holds (docs/deploy.md, Several hosts)", shown_default="none: "
+                                   "one host", metavar="URL")
+    name: str | None = _setting(None, "an agent's host name in its cluster (`workerctl agent` only)",
+                                shown_default="none", metavar="NAME")
+    host_timeout: float = _setting(10.0, "seconds after an agent's last sign of life when its running jobs end in "
+                                   "`error` as lost", _positive, metavar="SECONDS")
     log_level: str = _setting("INFO", "how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level,
                               metavar="LEVEL", choices=LOG_LEVELS)
 

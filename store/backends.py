@@ -30,12 +30,13 @@ def open_reader(location: Path | str) -> JobReader:
     return LocalJobReader(DataLayout(Path(location)))
 
 
-def open_writer(location: Path | str, max_output_bytes: int) -> JobWriter:
+def open_writer(location: Path | str, max_output_bytes: int, host: str | None = None) -> JobWriter:
     """The supervisor's writes, keeping each job's output whole up to `max_output_bytes` and its head and tail
-    past that; StoreError or OSError if the store cannot be opened."""
+    past that; StoreError or OSError if the store cannot be opened. In a shared store, `host` names the writer's
+    host: its new jobs are marked with it, and its unsettled jobs are only those."""
     limits = OutputLimits.for_cap(max_output_bytes)
     if is_redis_location(location):
-        return _redis_back_end().RedisJobWriter(str(location), limits)
+        return _redis_back_end().RedisJobWriter(str(location), limits, host)
     return LocalJobWriter(DataLayout(Path(location)), limits)
 
 

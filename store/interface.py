@@ -41,6 +41,8 @@ class JobRecord:
     # What its start gave it beside the command.
     env: dict[str, str] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
+    # The cluster host (agent) that runs it; None on a single host, whose local store keeps no such column.
+    host: str | None = None
 
 
 def now() -> float:
@@ -108,7 +110,7 @@ class JobWriter(Protocol):
         """The owner's job started with idempotency key `key`."""
 
     def unsettled(self) -> list[JobRecord]:
-        """Jobs an earlier run left created or running, oldest first."""
+        """Jobs an earlier run of this host left created or running, oldest first."""
 
     def insert(self, record: JobRecord) -> None: ...
 

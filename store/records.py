@@ -53,7 +53,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
 _ADDED_COLUMNS = {"timeout_seconds": "REAL", "memory_bytes": "INTEGER", "cpus": "REAL", "processes": "INTEGER",
                   "cpu_seconds": "REAL", "peak_memory_bytes": "INTEGER", "env": "TEXT", "labels": "TEXT"}
 _JSON_COLUMNS = {"env": dict, "labels": tuple}  # kept as JSON text
-_COLUMNS = [field.name for field in fields(JobRecord)]
+_COLUMNS = [field.name for field in fields(JobRecord) if field.name != "host"]  # one host: host is the last field
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
 _UPDATE = f"UPDATE jobs SET {', '.join(f'{name} = :{name}' for name in _COLUMNS if name != 'id')} WHERE id = :id"

@@ -135,9 +135,10 @@ class RedisJobWriter(_RedisStore):
     """The supervisor's writes (a JobWriter). Its own `get` and `find_by_key` see its batch before the commit,
     as an open SQLite transaction does."""
 
-    def __init__(self, location: str, output_limits: OutputLimits) -> None:
+    def __init__(self, location: str, output_limits: OutputLimits, host: str | None = None) -> None:
         super().__init__(location)
         self.output_limits = output_limits
+        self.host = host  # new jobs are marked with it; unsettled() is only its jobs
         self._batch: list[_QueuedWrite] = []
         self._pending: dict[str, str | None] = {}  # the batch's records by job ID, as JSON; None once deleted
         self._inserted: list[str] = []
@@ -163,12 +164,15 @@ class RedisJobWriter(_RedisStore):
         return self.get(holder, owner) if holder is not None else None
 
     def unsettled(self) -> list[JobRecord]:
-        """Jobs an earlier run left created or running, oldest first."""
+        """Jobs an earlier run of this writer's host left created or running, oldest first: another host's jobs
+        are its own to settle (or, once its lease lapses, the lost-host sweep's)."""
         with self._storing("read the unsettled jobs"):
             records = self._records(self._client.zrange(self.keys.unsettled, 0, -1))
-        return [record for record in records if record.status in _UNSETTLED]
+        return [record for record in records if record.status in _UNSETTLED and record.host == self.host]
 
     def insert(self, record: JobRecord) -> None:
+        if record.host is None:
+            record.host = self.host
         key = record.idempotency_key
         if key is not None:
             holder = self._key_holder(record.owner, key, "record the job")

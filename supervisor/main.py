@@ -44,7 +44,8 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         # Held until this process exits: a new supervisor starts only once the last one has ended its jobs.
         layout = DataLayout(settings.data_dir)
         hold_lock(layout.supervisor_lock, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
-        store = open_writer(settings.data_dir, settings.max_output_bytes)
+        # An agent of a cluster (settings.cluster) keeps its jobs in the cluster's shared store, under its name.
+        store = open_writer(settings.cluster or settings.data_dir, settings.max_output_bytes, settings.name)
         containment = choose_containment(settings.containment, layout.instance, job_uids)
     except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)

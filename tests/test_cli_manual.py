@@ -66,7 +66,7 @@ def test_the_overview_lists_the_commands_in_their_order_then_the_options_and_exi
                                      and not line.startswith("   ")))
     assert first_words == [word for word in COMMAND_ORDER if any(command.words[0] == word for command in COMMANDS)]
     assert first_words[:6] == ["start", "status", "logs", "wait", "stop", "list"]
-    assert first_words[-4:] == ["serve", "users", "certs", "completion"]
+    assert first_words[-5:] == ["serve", "agent", "users", "certs", "completion"]
     for option in GLOBAL_OPTIONS:
         assert option.flag in overview
     for status, meaning in MEANINGS.items():

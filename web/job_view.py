@@ -43,6 +43,7 @@ def _summary_fields(record: JobRecord) -> dict[str, Any]:
         "usage": None if record.cpu_seconds is None and record.peak_memory_bytes is None else JobUsage(
             record.cpu_seconds, record.peak_memory_bytes),
         "labels": record.labels,
+        "host": record.host,
     }
 
 

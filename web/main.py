@@ -52,6 +52,28 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
     asyncio.run(_serve(server, listening, link))
 
 
+def run_cluster_front_end(settings: ServerSettings, listening: socket.socket) -> None:
+    """A front end of the cluster whose Redis is `settings.cluster`: starts and stops go to its agents over Celery,
+    the rest is read from the shared store. Runs until SIGTERM."""
+    from workerctl.web.cluster_link import ClusterLink, UnavailableWhenDown
+
+    assert settings.cluster is not None
+    try:
+        auth = Authenticator(settings.users)
+        tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
+        jobs = UnavailableWhenDown(open_reader(settings.cluster))
+        audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+        link = ClusterLink(settings.cluster, JobWatchers(), jobs)
+    except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
+        log.critical("the front end cannot start: %s", error)
+        sys.exit(UNUSABLE_SETTINGS_EXIT)
+    api = JobApi(link, jobs, settings.kill_grace)  # type: ignore[arg-type]
+    max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
+    server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
+                          settings.max_connections_per_client, settings.handshake_timeout)
+    asyncio.run(_serve(server, listening, link))  # type: ignore[arg-type]
+
+
 async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -114,6 +114,8 @@ class SupervisorLink:
             raise ApiError(ErrorKind.UNAVAILABLE, _NOT_AVAILABLE)
 
     async def start(self, user: str, request: StartRequest, timeout: float) -> JobRef:
+        if request.host is not None:
+            raise ApiError(ErrorKind.BAD_REQUEST, "host names a host of a cluster; this server is one host")
         # Every start carries a key, so that one sent again after the link broke cannot start a second job.
         key = request.idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
         return await self._request(lambda request_id: StartJob(

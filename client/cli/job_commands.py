@@ -50,9 +50,10 @@ def _out(text: str) -> None:
 
 
 def start(client: Client, as_json: bool, command: str, idempotency_key: str | None, timeout: float | None,
-          memory: str | None, cpus: float | None, env: tuple[str, ...], label: tuple[str, ...]) -> ExitStatus:
+          memory: str | None, cpus: float | None, env: tuple[str, ...], label: tuple[str, ...],
+          host_name: str | None = None) -> ExitStatus:
     answer = client.start(command, env=_variables(env), labels=label, key=idempotency_key, timeout=timeout,
-                          memory_bytes=_size(memory), cpus=cpus)
+                          memory_bytes=_size(memory), cpus=cpus, host=host_name)
     _out(render.as_json(answer) if as_json else render.job_lines(answer))
     return ExitStatus.OK
 
@@ -183,7 +184,9 @@ JOB_COMMANDS = (
          Option("env", "set a variable in the job's environment (repeatable); names starting WORKERCTL_ are the "
                 "server's", metavar="NAME=VALUE", repeatable=True, shown_default="none"),
          Option("label", "give the job a label to find it by with list --label (repeatable)", metavar="LABEL",
-                repeatable=True, shown_default="none")),
+                repeatable=True, shown_default="none"),
+         Option("host-name", "run the job on this host of a cluster (a cluster's front end only)", metavar="NAME",
+                shown_default="any host with a free slot")),
         details="The command runs as /bin/sh -c COMMAND on the server, under its limits. After --, the words "
                 "are quoted for the shell: workerctl start -- grep -r 'a b' /etc runs grep with 'a b' as one "
                 "argument.",

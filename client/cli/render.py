@@ -22,7 +22,8 @@ def status_text(answer: dict[str, Any]) -> str:
     if output and not output.endswith("\n"):
         output += "\n"
     labels = [f"labels: {', '.join(answer['labels'])}"] if answer.get("labels") else []
-    return "\n".join([outcome_lines(answer), *labels, "output:", output])
+    host = [f"host: {answer['host']}"] if answer.get("host") else []
+    return "\n".join([outcome_lines(answer), *labels, *host, "output:", output])
 
 
 def outcome_lines(answer: dict[str, Any]) -> str:

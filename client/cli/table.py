@@ -131,7 +131,7 @@ class Command(NamedTuple):
 
 # How help and completion list the commands: a job's life (start it, follow it, end it, find it, run it again),
 # then the server's; a command not declared yet is skipped, and one missing here comes last.
-COMMAND_ORDER = ("start", "status", "logs", "wait", "stop", "list", "restart", "serve", "users", "certs",
+COMMAND_ORDER = ("start", "status", "logs", "wait", "stop", "list", "restart", "serve", "agent", "users", "certs",
                  "completion")
 
 

@@ -213,6 +213,9 @@ class StartRequest:
     labels: tuple[str, ...] = api_field(
         "labels", check_labels, f"labels to find the job by (at most {MAX_LABELS}, each at most "
         f"{MAX_LABEL_LENGTH} characters)", default=())
+    host: str | None = api_field(
+        "host", check_text, "the cluster host to run the job on (a cluster's front end only; one host refuses it)",
+        default=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,7 @@ class JobSummary:
     limits: JobLimits | None = wire_field("limits", default=None)
     usage: JobUsage | None = wire_field("usage", default=None)
     labels: tuple[str, ...] = wire_field("labels", default=())
+    host: str | None = wire_field("host", default=None)  # the cluster host that runs it; null on one host
 
 
 @dataclass

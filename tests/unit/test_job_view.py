@@ -28,7 +28,7 @@ def test_the_summary_names_the_signal_and_shows_times_in_utc():
     assert shown == {"jobID": "jaaaaaaaaaaaaaaaaaaaaaaaaaa", "status": "stopped", "command": "echo hi",
                      "exitCode": None, "signal": "SIGTERM", "reason": None, "createdAt": "2023-11-14T22:13:20.250Z",
                      "startedAt": None, "endedAt": "2023-11-14T22:13:21.500Z", "limits": None, "usage": None,
-                     "labels": []}
+                     "labels": [], "host": None}
 
 
 def test_limits_and_usage_are_shown_where_recorded():

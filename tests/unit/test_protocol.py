@@ -105,8 +105,8 @@ def test_replies_carry_their_json_names_and_come_back_the_same():
     detail = JobDetail(**dataclasses.asdict(summary), output="hi\n", output_bytes=3, next_offset=3)
     wired = to_wire(detail)
     assert list(wired) == ["jobID", "status", "command", "exitCode", "signal", "reason", "createdAt", "startedAt",
-                           "endedAt", "limits", "usage", "labels", "env", "output", "outputBytes", "outputDropped",
-                           "nextOffset"]
+                           "endedAt", "limits", "usage", "labels", "host", "env", "output", "outputBytes",
+                           "outputDropped", "nextOffset"]
     assert from_wire(JobDetail, wired) == detail
     listed = JobList((summary, summary))
     assert from_wire(JobList, to_wire(listed)) == listed

@@ -1,0 +1,174 @@
+"""What the front ends and the agents of a cluster share besides the store: the Celery app that carries start and
+stop requests to the agents, the agents' leases, placement, and the sweep that settles a lost host's jobs.
+
+Celery only carries messages: a task's argument is a supervisor request (protocol/messages.py, as JSON) and its
+result the supervisor's reply. Each agent consumes its own queue and the shared one, one message at a time, and
+acknowledges a message when it takes it (never `acks_late`: a redelivered start would run a command twice); a
+request not taken before its sender stops waiting expires unrun. Celery never signals a job: every process is
+the agent's supervisor's to control.
+
+Keys, beside the store's and under the same prefix:
+
+    host:<name>    the agent's lease, its settings as JSON, expiring `--host-timeout` after its last renewal
+    hosts          set: every agent that has held a lease and whose jobs are not yet settled as lost
+    changed        pub/sub channel: job IDs (JSON list) whose record or output an agent's supervisor changed
+    celery:…       Celery's queues and results
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from workerctl.protocol.jobs import JobStatus
+from workerctl.store.interface import StoreError, now
+from workerctl.store.output_log import OutputLimits
+from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect, storing
+
+log = logging.getLogger(__name__)
+
+START_TASK = "workerctl.start"
+STOP_TASK = "workerctl.stop"
+LEASE_RENEWAL_SECONDS = 2.0
+_UNSETTLED = (JobStatus.CREATED.value, JobStatus.RUNNING.value)
+_SWEEPER_OUTPUT_BYTES = 1024 * 1024  # the sweeper writes no output; the writer needs a cap all the same
+
+
+def lost_reason(name: str) -> str:
+    return f"host {name} lost"
+
+
+@dataclass(frozen=True)
+class ClusterKeys:
+    prefix: str
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.prefix}:hosts"
+
+    @property
+    def changed(self) -> str:
+        return f"{self.prefix}:changed"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}:host:{name}"
+
+    @property
+    def shared_queue(self) -> str:
+        return f"{self.prefix}.jobs"
+
+    def host_queue(self, name: str) -> str:
+        return f"{self.prefix}.host.{name}"
+
+
+def celery_app(location: RedisLocation) -> Any:
+    """The Celery app on the cluster's Redis: JSON only, no retries of a publish, early acknowledgement."""
+    from celery import Celery
+
+    options = {"global_keyprefix": f"{location.prefix}:celery:", "socket_timeout": 2.0,
+               "socket_connect_timeout": 1.0}
+    app = Celery("workerctl", broker=location.url, backend=location.url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
+        task_acks_late=False, worker_prefetch_multiplier=1, task_publish_retry=False,
+        broker_transport_options=options, result_backend_transport_options=options, result_expires=600,
+        broker_connection_retry_on_startup=True, worker_hijack_root_logger=False, worker_send_task_events=False,
+        task_default_queue=ClusterKeys(location.prefix).shared_queue, worker_enable_remote_control=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+class Cluster:
+    """One process's view of the cluster's hosts: leases, placement and the lost-host sweep."""
+
+    def __init__(self, location_text: str) -> None:
+        self.location_text = location_text
+        self.location = RedisLocation.parse(location_text)
+        self.keys = ClusterKeys(self.location.prefix)
+        self.store_keys = RedisKeys(self.location.prefix)
+        self.client = connect(self.location)
+        self._sweeper: Any = None
+
+    def renew_lease(self, name: str, max_jobs: int, host_timeout: float) -> None:
+        with storing("renew the host's lease", self.location.where):
+            with self.client.pipeline(transaction=True) as renewal:
+                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs}), px=int(host_timeout * 1000))
+                renewal.sadd(self.keys.hosts, name)
+                renewal.execute()
+
+    def live_hosts(self) -> dict[str, int]:
+        """Each host holding a lease, and how many jobs it runs at once."""
+        with storing("read the hosts", self.location.where):
+            names = sorted(name.decode() for name in self.client.smembers(self.keys.hosts))
+            leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
+        return {name: json.loads(lease)["maxJobs"] for name, lease in zip(names, leases) if lease is not None}
+
+    def busy(self) -> dict[str, int]:
+        """How many unsettled (created or running) jobs each host has."""
+        with storing("read the unsettled jobs", self.location.where):
+            job_ids = self.client.zrange(self.store_keys.unsettled, 0, -1)
+            texts = self.client.mget([self.store_keys.job(job_id.decode()) for job_id in job_ids]) if job_ids else []
+        counts: dict[str, int] = {}
+        for text in texts:
+            if text is not None:
+                record = json.loads(text)
+                if record.get("status") in _UNSETTLED and record.get("host"):
+                    counts[record["host"]] = counts.get(record["host"], 0) + 1
+        return counts
+
+    def place(self) -> str:
+        """The queue for a new job: the host with the most free slots, or the shared queue if none has one."""
+        hosts = self.live_hosts()
+        busy = self.busy()
+        free = {name: slots - busy.get(name, 0) for name, slots in hosts.items()}
+        best = max(free, key=lambda name: (free[name], name), default=None)
+        return self.keys.host_queue(best) if best is not None and free[best] > 0 else self.keys.shared_queue
+
+    def publish_changed(self, job_ids: list[str]) -> None:
+        try:
+            self.client.publish(self.keys.changed, json.dumps(job_ids))
+        except redis.RedisError as error:  # front ends re-read every job now and then anyway
+            log.debug("cannot publish job changes: %s", error)
+
+    def sweep_lost_hosts(self) -> list[str]:
+        """Settle the unsettled jobs of every host whose lease has lapsed as `error`, "host NAME lost"; the hosts
+        settled. Any process may sweep, and several may at once: they write the same."""
+        with storing("read the hosts", self.location.where):
+            names = sorted(name.decode() for name in self.client.smembers(self.keys.hosts))
+            leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
+        lost = [name for name, lease in zip(names, leases) if lease is None]
+        for name in lost:
+            writer = self._writer()
+            writer.host = name
+            records = writer.unsettled()
+            for record in records:
+                record.status, record.reason, record.ended_at = JobStatus.ERROR, lost_reason(name), now()
+                writer.save(record)
+            try:
+                writer.commit()
+            except StoreError:
+                writer.rollback()
+                raise
+            # Only if it has not come back meanwhile (its renewal adds it again with its lease).
+            with storing("forget a lost host", self.location.where):
+                if self.client.exists(self.keys.lease(name)) == 0:
+                    self.client.srem(self.keys.hosts, name)
+            if records:
+                log.warning("host %s lost: settled its %d unfinished jobs", name, len(records))
+                self.publish_changed([record.id for record in records])
+        return lost
+
+    def _writer(self) -> Any:
+        if self._sweeper is None:
+            from workerctl.store.redis_store import RedisJobWriter
+            self._sweeper = RedisJobWriter(self.location_text, OutputLimits.for_cap(_SWEEPER_OUTPUT_BYTES))
+        return self._sweeper
+
+    def close(self) -> None:
+        self.client.close()
+        if self._sweeper is not None:
+            self._sweeper.close()

@@ -1,0 +1,155 @@
+"""An agent's relay process: a Celery worker that takes start and stop requests from the agent's own queue and the
+shared one, hands each to the local supervisor over the link (as the single host's front end does), and returns
+the supervisor's reply as the task's result. Beside it, it renews the host's lease and publishes the
+supervisor's change events on Redis for the front ends.
+
+The Celery worker runs the solo pool (a task is a short round trip to the supervisor, never the job itself) and
+takes one message at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import queue
+import threading
+import time
+import warnings
+from multiprocessing.connection import Client, Connection
+from pathlib import Path
+
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.messages import (
+    JobReply,
+    JobsChanged,
+    MalformedMessage,
+    Refusal,
+    StartJob,
+    StopJob,
+    SupervisorClosing,
+    decode,
+    encode,
+)
+from workerctl.server.cluster import START_TASK, STOP_TASK, Cluster, ClusterKeys, celery_app
+from workerctl.server.link import read_available, tune_link_socket
+from workerctl.server.linux import die_with_parent
+from workerctl.server.logs import configure_logging
+from workerctl.server.settings import ServerSettings
+from workerctl.store.interface import StoreError
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_SECONDS = 0.1
+_SEND_TIMEOUT_SECONDS = 2.0
+_ANSWER_SECONDS = 30.0  # a stop waits for the kill's grace; the front end gives up sooner anyway
+
+
+class RelayLink:
+    """A blocking client of the supervisor's link: requests from the worker's thread, replies and change events
+    read by a thread of its own, which reconnects whenever the supervisor restarts."""
+
+    def __init__(self, address: Path, authkey: bytes, on_changed: callable) -> None:  # type: ignore[valid-type]
+        self.address = address
+        self.authkey = authkey
+        self.on_changed = on_changed
+        self._connection: Connection | None = None
+        self._connected = threading.Event()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, queue.SimpleQueue[JobReply | Refusal | None]] = {}
+        self._ids = itertools.count(1)
+        threading.Thread(target=self._read_forever, name="relay-link", daemon=True).start()
+
+    def request(self, message: StartJob | StopJob) -> JobReply | Refusal:
+        if not self._connected.wait(_ANSWER_SECONDS):
+            return Refusal(0, ErrorKind.UNAVAILABLE, "the host's supervisor is not available right now")
+        request_id = next(self._ids)
+        answer: queue.SimpleQueue[JobReply | Refusal | None] = queue.SimpleQueue()
+        self._pending[request_id] = answer
+        try:
+            with self._send_lock:
+                assert self._connection is not None
+                self._connection.send_bytes(encode(dataclasses.replace(message, request_id=request_id)))
+            reply = answer.get(timeout=_ANSWER_SECONDS)
+        except (OSError, AssertionError, queue.Empty):
+            reply = None
+        finally:
+            self._pending.pop(request_id, None)
+        if reply is None:
+            return Refusal(request_id, ErrorKind.UNAVAILABLE, "the host's supervisor stopped while handling the "
+                                                              "request; check with status whether it took effect")
+        return reply
+
+    def _read_forever(self) -> None:
+        while True:
+            try:
+                connection = Client(str(self.address), family="AF_UNIX", authkey=self.authkey)
+            except (OSError, EOFError):
+                time.sleep(_RECONNECT_SECONDS)
+                continue
+            tune_link_socket(connection, _SEND_TIMEOUT_SECONDS)
+            self._connection = connection
+            self._connected.set()
+            log.info("connected to the supervisor")
+            try:
+                while True:
+                    connection.poll(None)
+                    for message in read_available(connection):
+                        match message:
+                            case JobsChanged():
+                                self.on_changed(list(message.job_ids))
+                            case JobReply() | Refusal():
+                                waiting = self._pending.get(message.request_id)
+                                if waiting is not None:
+                                    waiting.put(message)
+                            case SupervisorClosing():
+                                pass
+            except (EOFError, OSError, MalformedMessage) as error:
+                log.warning("lost the supervisor (%s)", str(error) or type(error).__name__)
+            self._connected.clear()
+            self._connection = None
+            connection.close()
+            for waiting in list(self._pending.values()):
+                waiting.put(None)
+
+
+def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, parent_pid: int) -> None:
+    """Run the agent's Celery worker until SIGTERM."""
+    configure_logging(settings.log_level)
+    die_with_parent(parent_pid)
+    assert settings.cluster is not None and settings.name is not None
+    cluster = Cluster(settings.cluster)
+    link = RelayLink(link_address, authkey, cluster.publish_changed)
+    threading.Thread(target=_renew_lease_forever, args=(cluster, settings), name="lease", daemon=True).start()
+    app = celery_app(cluster.location)
+
+    def relay(payload: str) -> str:
+        try:
+            message = decode(payload.encode())
+        except MalformedMessage as error:
+            return encode(Refusal.of(0, ApiError(ErrorKind.BAD_REQUEST, str(error)))).decode()
+        if not isinstance(message, (StartJob, StopJob)):
+            return encode(Refusal(0, ErrorKind.BAD_REQUEST, "not a request")).decode()
+        return encode(link.request(message)).decode()
+
+    app.task(name=START_TASK)(relay)
+    app.task(name=STOP_TASK)(relay)
+    keys = ClusterKeys(cluster.location.prefix)
+    # Celery warns of running as root for its pickle serializer, which is not accepted here (JSON only).
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
+    worker = app.Worker(pool="solo", concurrency=1, prefetch_multiplier=1, hostname=f"{settings.name}@workerctl",
+                        queues=[keys.host_queue(settings.name), keys.shared_queue], without_gossip=True,
+                        without_mingle=True, without_heartbeat=True, loglevel=settings.log_level, quiet=True)
+    worker.start()
+
+
+def _renew_lease_forever(cluster: Cluster, settings: ServerSettings) -> None:
+    """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout)."""
+    assert settings.name is not None
+    every = min(2.0, settings.host_timeout / 4)
+    while True:
+        try:
+            cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
+        except StoreError as error:
+            log.warning("%s", error)
+        time.sleep(every)

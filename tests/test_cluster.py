@@ -1,0 +1,153 @@
+"""A cluster on one machine: a real redis-server, two agents (`workerctl agent`, each its own host with its own
+data directory, cgroups and sandboxes) and two front ends (`workerctl serve --cluster`), talked to over HTTPS.
+Jobs spread over the hosts; either front end answers about, follows and stops any job; a start may pin a
+host; a host killed outright has its jobs' processes ended and its jobs settled as lost; Redis down is 503."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis_server import RedisServer
+from support import Server, Tls, Users, marker, poll_until, reachable_by_jobs, start_server, wait_none_left
+
+pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+
+
+@dataclass
+class Agent:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill_group(self) -> None:
+        """kill -9 of the agent's whole process group: the agent, its supervisor and its relay at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+
+
+def start_agent(directory: Path, url: str, name: str, *extra: str) -> Agent:
+    data_dir = reachable_by_jobs(directory) / f"data-{name}"
+    log_path = directory / f"agent-{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workerctl", "agent", "--cluster", url, "--name", name, "--data-dir", str(data_dir),
+             "--job-timeout", "20", "--kill-grace", "0.5", "--host-timeout", "3", "--log-level", "INFO", *extra],
+            stdout=log, stderr=log, start_new_session=True)
+    agent = Agent(name, process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"agent {name} exited with {process.returncode}:\n{agent.log()}")
+        return "connected to the supervisor" in agent.log() and re.search(rf"{name}@workerctl ready", agent.log())
+
+    poll_until(ready, 30, message=f"agent {name} to be ready")
+    return agent
+
+
+@dataclass
+class Cluster:
+    agents: dict[str, Agent]
+    front_ends: list[Server]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users,
+            redis_server: RedisServer) -> Iterator[Cluster]:
+    directory = tmp_path_factory.mktemp("cluster")
+    url = redis_server.url(prefix=f"cluster-{secrets.token_hex(6)}")
+    agents: dict[str, Agent] = {}
+    front_ends: list[Server] = []
+    try:
+        for name in ("h1", "h2"):
+            agents[name] = start_agent(directory, url, name)
+        for index in range(2):
+            front_ends.append(start_server(directory / f"front-{index}", tls, users, "--cluster", url))
+        yield Cluster(agents, front_ends)
+    finally:
+        for front_end in front_ends:
+            front_end.stop()
+        for agent in agents.values():
+            agent.stop()
+
+
+def test_jobs_spread_over_the_hosts_and_any_front_end_answers_about_them(cluster: Cluster) -> None:
+    first, second = cluster.front_ends
+    mark = marker()
+    jobs = [first.start(f"echo out-{index}; sleep {mark}") for index in range(2)]
+    running = [first.wait_running(job) for job in jobs]
+    assert {status["host"] for status in running} == {"h1", "h2"}
+    for job in jobs:
+        poll_until(lambda job=job: "out-" in second.status(job)["output"], message="the output through the other "
+                                                                                    "front end")
+    assert second.call("status", "bob", jobID=jobs[0]).status == 404
+    assert second.call("stop", "bob", jobID=jobs[0]).status == 404
+    listed = {job["jobID"]: job for job in second.call("list").body["jobs"]}
+    assert set(jobs) <= listed.keys() and {listed[job]["host"] for job in jobs} == {"h1", "h2"}
+    assert second.status(jobs[1], offset=6, wait=0.1)["nextOffset"] == 6  # "out-1\n" read, a long poll waited
+    for job in jobs:  # each stopped through the front end that did not start it
+        answer = second.call("stop", jobID=job)
+        assert answer.status == 200 and answer.body["status"] == "stopped", answer.body
+    assert first.status(jobs[0])["status"] == "stopped"
+    wait_none_left(mark)
+
+
+def test_a_start_may_pin_a_host(cluster: Cluster) -> None:
+    front_end = cluster.front_ends[1]
+    for name in ("h1", "h2", "h1"):
+        job = front_end.start("true", host=name)
+        assert front_end.wait_final(job)["host"] == name
+    answer = front_end.call("start", command="true", host="nowhere")
+    assert answer.status == 400 and "nowhere" in answer.body["error"], answer.body
+
+
+def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: Cluster) -> None:
+    front_end = cluster.front_ends[0]
+    mark, kept_mark = marker(), marker()
+    lost_job = front_end.start(f"sleep {mark}", host="h2")
+    kept_job = front_end.start(f"sleep {kept_mark}", host="h1")
+    front_end.wait_running(lost_job)
+    front_end.wait_running(kept_job)
+    cluster.agents["h2"].kill_group()
+    wait_none_left(mark)  # ended with their host, before any lease lapsed
+    assert front_end.wait_final(lost_job, timeout=30)["reason"] == "host h2 lost"
+    status = cluster.front_ends[1].status(lost_job)
+    assert status["status"] == "error" and "lost" in status["reason"]
+    assert front_end.status(kept_job)["status"] == "running"
+    replacement = front_end.start("true")
+    assert front_end.wait_final(replacement)["host"] == "h1"
+    assert front_end.call("stop", jobID=kept_job).body["status"] == "stopped"
+    wait_none_left(kept_mark)
+
+
+def test_a_front_end_answers_503_at_once_while_redis_is_down(tmp_path: Path, tls: Tls, users: Users) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    try:
+        front_end = start_server(tmp_path, tls, users, "--cluster", redis.url(prefix="down"))
+        try:
+            redis.stop()
+            answer = poll_until(lambda: (lambda answer: answer if answer.status != 200 else None)(
+                front_end.call("list")), message="the front end to see Redis gone")
+            assert answer.status == 503 and "Redis" in answer.body["error"], answer.body
+            assert front_end.call("start", command="true").status == 503
+            assert front_end.call("status", jobID="j" + "a" * 26).status == 503
+        finally:
+            front_end.stop()
+    finally:
+        redis.stop()

@@ -1,0 +1,174 @@
+"""A cluster front end's link to the jobs: what SupervisorLink is to a single host's front end, over Celery and
+Redis (server/cluster.py).
+
+A start goes to the queue of the host with the most free slots (or of the host it names, or to the shared queue
+when every host is full) and is answered with the reply of that host's supervisor; a stop goes to the queue of
+the job's host. Change events come from the agents over Redis pub/sub and wake long polls and followers, which
+also re-read their job every second in case an event was missed. While Redis cannot be reached the link is
+down and every request is answered 503 at once; meanwhile the lost-host sweep runs every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from workerctl.protocol.actions import StartRequest
+from workerctl.protocol.errors import ApiError, ErrorKind
+from workerctl.protocol.jobs import JobStatus
+from workerctl.protocol.messages import JobReply, MalformedMessage, Refusal, StartJob, StopJob, decode, encode
+from workerctl.protocol.replies import JobRef
+from workerctl.server.cluster import START_TASK, STOP_TASK, Cluster, celery_app
+from workerctl.store.interface import JobReader, JobRecord, OutputChunk, StoreError
+from workerctl.web.supervisor_link import JobWatchers
+
+log = logging.getLogger(__name__)
+
+_CHECK_SECONDS = 1.0  # how often Redis is checked, lost hosts swept and waiters woken without an event
+_STORE_DOWN = "the cluster's job store (Redis) cannot be reached right now; try again in a moment"
+_RESEND_KEY_PREFIX = "workerctl-resend:"
+
+
+class ClusterLink:
+    def __init__(self, location: str, watchers: JobWatchers, jobs: JobReader) -> None:
+        self.cluster = Cluster(location)
+        self.celery = celery_app(self.cluster.location)
+        self.watchers = watchers
+        self.jobs = jobs
+        self.up = asyncio.Event()  # set while Redis answers
+
+    async def ensure_up(self) -> None:
+        if not self.up.is_set():
+            raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN)
+
+    async def start(self, user: str, request: StartRequest, timeout: float) -> JobRef:
+        await self.ensure_up()
+        key = request.idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
+        message = StartJob(0, user, request.command, key, request.limits, request.env,
+                           request.labels)
+        if request.host is not None:
+            if request.host not in await self._blocking(self.cluster.live_hosts):
+                raise ApiError(ErrorKind.BAD_REQUEST, f"no host {request.host} is in the cluster now")
+            queue = self.cluster.keys.host_queue(request.host)
+        else:
+            queue = await self._blocking(self.cluster.place)
+        return await self._send(START_TASK, message, queue, timeout)
+
+    async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
+        await self.ensure_up()
+        record = await self._blocking(lambda: self.jobs.get(job_id, user))
+        if record is None:
+            raise ApiError(ErrorKind.NOT_FOUND, "no such job")
+        if record.status.is_final or record.host is None:
+            return JobRef(record.id, record.status)
+        return await self._send(STOP_TASK, StopJob(0, user, job_id), self.cluster.keys.host_queue(record.host),
+                                timeout)
+
+    async def _send(self, task: str, message: StartJob | StopJob, queue: str, timeout: float) -> JobRef:
+        def send_and_wait() -> str:
+            # Expires when this front end stops waiting: a start answered 503 must never run later.
+            result = self.celery.send_task(task, args=[encode(message).decode()], queue=queue, expires=timeout)
+            from celery.exceptions import TimeoutError as NoResultYet
+            try:
+                return str(result.get(timeout=timeout, propagate=True))
+            except NoResultYet:
+                raise TimeoutError from None
+            finally:
+                result.forget()
+
+        try:
+            reply = decode((await self._blocking(send_and_wait)).encode())
+        except TimeoutError:
+            raise ApiError(ErrorKind.UNAVAILABLE, "no host of the cluster answered in time; check with status or "
+                                                  "list whether the request took effect") from None
+        except MalformedMessage:
+            raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else") from None
+        if isinstance(reply, Refusal):
+            raise reply.error()
+        if not isinstance(reply, JobReply):
+            raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else")
+        return JobRef(reply.job_id, reply.status)
+
+    async def _blocking(self, call: Callable[[], Any]) -> Any:
+        """Run a blocking Redis or Celery call off the event loop; 503 if Redis cannot be reached."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, call)
+        except StoreError as error:
+            raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None
+        except Exception as error:  # Celery's and kombu's own connection errors
+            if isinstance(error, (TimeoutError, ApiError)):
+                raise
+            log.warning("the cluster cannot be reached: %s", error)
+            raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN) from None
+
+    async def maintain(self) -> None:
+        """Follow the agents' change events, check Redis and sweep lost hosts, for as long as the front end runs."""
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._follow_changes, args=(loop,), name="changes", daemon=True).start()
+        while True:
+            try:
+                await loop.run_in_executor(None, self._check)
+                if not self.up.is_set():
+                    log.info("the cluster's Redis answers")
+                self.up.set()
+            except (StoreError, redis.RedisError) as error:
+                if self.up.is_set():
+                    log.warning("the cluster's Redis cannot be reached: %s", error)
+                self.up.clear()
+            self.watchers.notify_all()
+            await asyncio.sleep(_CHECK_SECONDS)
+
+    def _check(self) -> None:
+        self.cluster.client.ping()
+        self.cluster.sweep_lost_hosts()
+
+    def _follow_changes(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                subscription = self.cluster.client.pubsub(ignore_subscribe_messages=True)
+                subscription.subscribe(self.cluster.keys.changed)
+                while True:
+                    event = subscription.get_message(timeout=_CHECK_SECONDS)
+                    if event is not None and event["type"] == "message":
+                        job_ids = json.loads(event["data"])
+                        loop.call_soon_threadsafe(self.watchers.notify, job_ids)
+            except (redis.RedisError, ValueError) as error:
+                log.debug("change events interrupted: %s", error)
+                threading.Event().wait(_CHECK_SECONDS)
+
+
+class UnavailableWhenDown:
+    """A JobReader whose store errors are the API's 503: in a cluster, Redis being down is a passing state."""
+
+    def __init__(self, reader: JobReader) -> None:
+        self.reader = reader
+
+    def get(self, job_id: str, owner: str) -> JobRecord | None:
+        with _unavailable():
+            return self.reader.get(job_id, owner)
+
+    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
+        with _unavailable():
+            return self.reader.list(owner, status, limit, label)
+
+    def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
+        with _unavailable():
+            return self.reader.read_output(record, offset, limit)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except StoreError as error:
+        raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None
