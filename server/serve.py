@@ -48,7 +48,7 @@ _LONGEST_RESTART_DELAY = 10.0
 _STABLE_AFTER_SECONDS = 30.0  # a child that ran this long before dying is restarted without delay
 _FRONT_END_STOP_SECONDS = 5.0
 _SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
-_ORPHANS_DIE_SECONDS = 0.05
+_ORPHANS_DIE_SECONDS = 5.0  # at most: what is left after that is the next supervisor's to end
 
 FIRST_START_REASON = "server restarted before the job ended"
 CRASH_REASON = "the supervisor stopped unexpectedly and was restarted"
@@ -249,12 +249,20 @@ def _drain(wake_up: socket.socket) -> None:
 
 
 def _end_orphaned_jobs(containment: Containment, children: tuple[Child, ...]) -> None:
-    """SIGKILL at once whatever a dead supervisor's jobs left running, and reap them. The next supervisor makes
-    sure nothing is left (as it does at every start) and records those jobs as ended."""
+    """SIGKILL at once whatever a dead supervisor's jobs left running, and reap them, until none is left. The
+    next supervisor makes sure nothing is left (as it does at every start) and records those jobs as ended."""
     leftovers = containment.leftovers()
-    leftovers.kill_all()
-    time.sleep(_ORPHANS_DIE_SECONDS)
-    _reap_orphans(children)
+    # Until they are gone, not for a fixed moment: on a busy host a killed job can take longer to exit, and
+    # until it has, the first process's working directory keeps its owner's home from being unmounted.
+    deadline = time.monotonic() + _ORPHANS_DIE_SECONDS
+    delay = 0.001
+    while True:
+        leftovers.kill_all()
+        _reap_orphans(children)
+        if leftovers.is_empty() or time.monotonic() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
     leftovers.release()
 
 

@@ -245,6 +245,13 @@ def cgroups_of(data_dir: Path) -> list[Path]:
     return found
 
 
+def mounts_under(directory: Path) -> list[str]:
+    """The mount points under `directory` (a server's data directory: its users' homes while mounted)."""
+    prefix = f"{directory.resolve()}/"
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(prefix)]
+
+
 def connected_to(pid: int, port: int) -> bool:
     """Whether the process `pid` has a TCP connection to `port` on this host."""
     try:

@@ -16,6 +16,7 @@ from support import (
     assert_none_left,
     cgroups_of,
     marker,
+    mounts_under,
     poll_until,
     processes_with,
     reachable_by_jobs,
@@ -135,6 +136,7 @@ def test_a_server_stopped_while_its_supervisor_is_dead_leaves_nothing_behind(ser
     assert server.stop() == 0  # most often before a new supervisor has started (it waits a fifth of a second)
     assert_none_left(mark)
     assert not cgroups_of(server.data_dir)
+    assert not mounts_under(server.data_dir)
 
 
 def test_a_killed_front_end_is_restarted_and_jobs_run_on(server_factory):
