@@ -43,6 +43,7 @@ from workerctl.store.redis_connection import RedisLocation
 from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.homes import unmount_homes
+from workerctl.supervisor.limits import remove_abandoned_v1_trees
 from workerctl.supervisor.main import run_supervisor
 from workerctl.supervisor.sandbox import namespaces_problem, unavailable
 
@@ -139,6 +140,7 @@ def _run_children(settings: ServerSettings, containment: Containment, job_uids: 
     relay.stop(_RELAY_STOP_SECONDS)
     _end_orphaned_jobs(containment, children)
     unmount_homes(DataLayout(settings.data_dir))
+    remove_abandoned_v1_trees(containment.instance)
     announce.info("stopped")
     return exit_status
 
@@ -165,9 +167,9 @@ def _guard(settings: ServerSettings, job_uids: range, watched: Any) -> None:
         pass
     containment = choose_containment(settings.containment, DataLayout(settings.data_dir).instance, job_uids)
     try:
-        leftovers = containment.leftovers()
-        leftovers.kill_all()
-        leftovers.release()
+        # Until they are gone: a job still exiting keeps its cgroups and its owner's home busy.
+        _end_orphaned_jobs(containment, ())
     finally:
         containment.close()
         unmount_homes(DataLayout(settings.data_dir))  # as serve does when no supervisor ran at the end
+        remove_abandoned_v1_trees(containment.instance)

@@ -17,7 +17,18 @@ from pathlib import Path
 
 import pytest
 from redis_server import RedisServer
-from support import Server, Tls, Users, marker, poll_until, reachable_by_jobs, start_server, wait_none_left
+from support import (
+    Server,
+    Tls,
+    Users,
+    cgroups_of,
+    marker,
+    mounts_under,
+    poll_until,
+    reachable_by_jobs,
+    start_server,
+    wait_none_left,
+)
 
 pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
 
@@ -126,6 +137,9 @@ def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: 
     front_end.wait_running(kept_job)
     cluster.agents["h2"].kill_group()
     wait_none_left(mark)  # ended with their host, before any lease lapsed
+    lost_data = cluster.agents["h2"].log_path.parent / "data-h2"
+    poll_until(lambda: not cgroups_of(lost_data) and not mounts_under(lost_data),
+               message="the lost host's guard to remove its cgroups and unmount its homes")
     assert front_end.wait_final(lost_job, timeout=30)["reason"] == "host h2 lost"
     status = cluster.front_ends[1].status(lost_job)
     assert status["status"] == "error" and "lost" in status["reason"]
