@@ -13,10 +13,8 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import secrets
 import signal
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,17 +22,8 @@ from typing import Any
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
-from workerctl.server.serve import (
-    CRASH_REASON,
-    FIRST_START_REASON,
-    Child,
-    ServeError,
-    _drain,
-    _end_orphaned_jobs,
-    _reap_orphans,
-    _route_signals,
-)
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.server.serve import ServeError, end_orphaned_jobs, run_children
+from workerctl.server.settings import ServerSettings
 from workerctl.store.backends import is_redis_location, open_writer
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
@@ -44,7 +33,6 @@ from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
-from workerctl.supervisor.main import run_supervisor
 from workerctl.supervisor.sandbox import namespaces_problem, unavailable
 
 log = logging.getLogger(__name__)
@@ -91,58 +79,14 @@ def run_agent(settings: ServerSettings) -> int:
                       RedisLocation.parse(settings.cluster).where, settings.data_dir, settings.job_timeout)
         guard_end = _start_guard(settings, job_uids)
         with tempfile.TemporaryDirectory(prefix="workerctl-agent-") as run_dir:
-            status = _run_children(settings, containment, job_uids, Path(run_dir) / "supervisor.sock")
+            link_address = Path(run_dir) / "supervisor.sock"
+            status = run_children(settings, containment, job_uids, link_address, (
+                "relay", run_relay, lambda authkey, parent: (settings, link_address, authkey, parent),
+                _RELAY_STOP_SECONDS))
         guard_end.close()
         return status
     finally:
         containment.close()
-
-
-def _run_children(settings: ServerSettings, containment: Containment, job_uids: range, link_address: Path) -> int:
-    authkey = secrets.token_bytes(32)
-    parent = os.getpid()
-    supervisor_reason = [FIRST_START_REASON]
-    supervisor = Child("supervisor", run_supervisor,
-                       lambda: (settings, job_uids, link_address, authkey, parent, supervisor_reason[0]))
-    relay = Child("relay", run_relay, lambda: (settings, link_address, authkey, parent))
-    children = (supervisor, relay)
-    wake_up, _wake_writer, stop_signals = _route_signals()
-    supervisor.start()
-    relay.start()
-    exit_status = 0
-    while not stop_signals:
-        timeout = min([child.restart_at - time.monotonic() for child in children if child.restart_at is not None]
-                      + [1.0])
-        waitables: list[Any] = [wake_up] + [child.process.sentinel for child in children
-                                            if child.process is not None and child.running]
-        multiprocessing.connection.wait(waitables, timeout=max(timeout, 0.0))
-        _drain(wake_up)
-        for child in children:
-            code = child.died()
-            if code is None:
-                continue
-            if code == UNUSABLE_SETTINGS_EXIT:
-                log.critical("%s cannot work with these settings; stopping", child.name)
-                exit_status = UNUSABLE_SETTINGS_EXIT
-                stop_signals.append(signal.SIGTERM)
-                break
-            log.error("%s exited unexpectedly (exit code %s); restarting it in %g s", child.name, code,
-                      child.restart_delay)
-            if child is supervisor:
-                supervisor_reason[0] = CRASH_REASON
-                _end_orphaned_jobs(containment, children)
-        for child in children:
-            if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
-                child.start()
-        _reap_orphans(children)
-    announce.info("shutting down (%s)", signal.Signals(stop_signals[0]).name)
-    supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
-    relay.stop(_RELAY_STOP_SECONDS)
-    _end_orphaned_jobs(containment, children)
-    unmount_homes(DataLayout(settings.data_dir))
-    remove_abandoned_v1_trees(containment.instance)
-    announce.info("stopped")
-    return exit_status
 
 
 def _start_guard(settings: ServerSettings, job_uids: range) -> Any:
@@ -168,7 +112,7 @@ def _guard(settings: ServerSettings, job_uids: range, watched: Any) -> None:
     containment = choose_containment(settings.containment, DataLayout(settings.data_dir).instance, job_uids)
     try:
         # Until they are gone: a job still exiting keeps its cgroups and its owner's home busy.
-        _end_orphaned_jobs(containment, ())
+        end_orphaned_jobs(containment, ())
     finally:
         containment.close()
         unmount_homes(DataLayout(settings.data_dir))  # as serve does when no supervisor ran at the end

@@ -171,23 +171,31 @@ def run_server(settings: ServerSettings) -> int:
                       "jobs time out after %g s", f"[{host}]" if ":" in host else host, port, settings.cert,
                       settings.users, settings.data_dir, settings.job_timeout)
         with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
-            return _run_children(settings, containment, job_uids, listening, Path(run_dir) / "supervisor.sock")
+            link_address = Path(run_dir) / "supervisor.sock"
+            return run_children(settings, containment, job_uids, link_address, (
+                "web", run_front_end, lambda authkey, parent: (settings, listening, link_address, authkey, parent),
+                _FRONT_END_STOP_SECONDS))
     finally:
         containment.close()
 
 
-def _run_children(settings: ServerSettings, containment: Containment, job_uids: range, listening: socket.socket,
-                  link_address: Path) -> int:
+def run_children(settings: ServerSettings, containment: Containment, job_uids: range, link_address: Path,
+                 companion: tuple[str, Callable[..., None], Callable[[bytes, int], tuple[Any, ...]], float]) -> int:
+    """Run the supervisor and its companion on the link (serve's front end, or an agent's relay), restart
+    either if it dies, and at SIGTERM or SIGINT stop both with every job ended; the exit status. `companion` is
+    its name, its process's function, the arguments that function takes given the link's key and this
+    process's pid, and the seconds it has to stop."""
+    name, target, arguments, stop_seconds = companion
     authkey = secrets.token_bytes(32)
     parent = os.getpid()
     supervisor_reason = [FIRST_START_REASON]
     supervisor = Child("supervisor", run_supervisor,
                        lambda: (settings, job_uids, link_address, authkey, parent, supervisor_reason[0]))
-    front_end = Child("web", run_front_end, lambda: (settings, listening, link_address, authkey, parent))
-    children = (supervisor, front_end)
+    other = Child(name, target, lambda: arguments(authkey, parent))
+    children = (supervisor, other)
     wake_up, _wake_writer, stop_signals = _route_signals()
     supervisor.start()
-    front_end.start()
+    other.start()
     exit_status = 0
     while not stop_signals:
         timeout = min([child.restart_at - time.monotonic() for child in children if child.restart_at is not None]
@@ -209,7 +217,7 @@ def _run_children(settings: ServerSettings, containment: Containment, job_uids: 
                       child.restart_delay)
             if child is supervisor:
                 supervisor_reason[0] = CRASH_REASON
-                _end_orphaned_jobs(containment, children)
+                end_orphaned_jobs(containment, children)
         for child in children:
             if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
                 child.start()
@@ -218,8 +226,8 @@ def _run_children(settings: ServerSettings, containment: Containment, job_uids: 
     # The supervisor first: it ends and records every job while the front end still tells followers and
     # waiters how their jobs ended (and answers new requests with 503).
     supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
-    front_end.stop(_FRONT_END_STOP_SECONDS)
-    _end_orphaned_jobs(containment, children)
+    other.stop(stop_seconds)
+    end_orphaned_jobs(containment, children)
     unmount_homes(DataLayout(settings.data_dir))  # if no supervisor ran at the end to do it
     remove_abandoned_v1_trees(containment.instance)  # likewise
     announce.info("stopped")
@@ -248,7 +256,7 @@ def _drain(wake_up: socket.socket) -> None:
         pass
 
 
-def _end_orphaned_jobs(containment: Containment, children: tuple[Child, ...]) -> None:
+def end_orphaned_jobs(containment: Containment, children: tuple[Child, ...]) -> None:
     """SIGKILL at once whatever a dead supervisor's jobs left running, and reap them, until none is left. The
     next supervisor makes sure nothing is left (as it does at every start) and records those jobs as ended."""
     leftovers = containment.leftovers()
