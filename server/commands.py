@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,29 +15,27 @@ from pathlib import Path
 from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.table import PROGRAM, Argument, Command, Option, usage_error
 from workerctl.dev_material import DEV_USERS
-from workerctl.server.settings import SETTINGS
+from workerctl.server.settings import SETTINGS, ServerSettings
 
 
 def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
-    from workerctl.server.serve import ServeError, run_server
-    from workerctl.server.settings import SettingsError, SettingsFileError, load_settings
-    try:
-        settings = load_settings(Path(config) if config else None, **flags)
-    except SettingsFileError as error:
-        raise CliError(ExitStatus.CONFIG, str(error)) from None
-    except SettingsError as error:
-        raise usage_error(str(error)) from None
-    try:
+    def run(settings: ServerSettings) -> int:
         if settings.cluster is not None:
             from workerctl.server.cluster_serve import run_cluster_server
-            return ExitStatus(run_cluster_server(settings))
-        return ExitStatus(run_server(settings))
-    except ServeError as error:
-        raise CliError(ExitStatus.CONFIG, str(error)) from None
+            return run_cluster_server(settings)
+        from workerctl.server.serve import run_server
+        return run_server(settings)
+    return _run_with_settings(run, config, flags)
 
 
 def agent(config: str | None, **flags: str | bool | None) -> ExitStatus:
     from workerctl.server.agent import run_agent
+    return _run_with_settings(run_agent, config, flags)
+
+
+def _run_with_settings(run: Callable[[ServerSettings], int], config: str | None,
+                       flags: dict[str, str | bool | None]) -> ExitStatus:
+    """Load the settings (the file, then the flags) and run; what keeps it from starting as one CLI error."""
     from workerctl.server.serve import ServeError
     from workerctl.server.settings import SettingsError, SettingsFileError, load_settings
     try:
@@ -47,7 +45,7 @@ def agent(config: str | None, **flags: str | bool | None) -> ExitStatus:
     except SettingsError as error:
         raise usage_error(str(error)) from None
     try:
-        return ExitStatus(run_agent(settings))
+        return ExitStatus(run(settings))
     except ServeError as error:
         raise CliError(ExitStatus.CONFIG, str(error)) from None
 
