@@ -93,12 +93,15 @@ class Cluster:
         self.client = connect(self.location)
         self._sweeper: Any = None
 
-    def renew_lease(self, name: str, max_jobs: int, host_timeout: float) -> None:
+    def renew_lease(self, name: str, max_jobs: int, host_timeout: float) -> bool:
+        """Renew the host's lease; whether it was still held (False the first time, and after a lapse)."""
         with storing("renew the host's lease", self.location.where):
             with self.client.pipeline(transaction=True) as renewal:
-                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs}), px=int(host_timeout * 1000))
+                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs}), px=int(host_timeout * 1000),
+                            get=True)
                 renewal.sadd(self.keys.hosts, name)
-                renewal.execute()
+                held, _ = renewal.execute()
+        return held is not None
 
     def live_hosts(self) -> dict[str, int]:
         """Each host holding a lease, and how many jobs it runs at once."""

@@ -1,7 +1,8 @@
 """An agent's relay process: a Celery worker that takes start and stop requests from the agent's own queue and the
 shared one, hands each to the local supervisor over the link (as the single host's front end does), and returns
-the supervisor's reply as the task's result. Beside it, it renews the host's lease and publishes the
-supervisor's change events on Redis for the front ends.
+the supervisor's reply as the task's result. Beside it, it renews the host's lease, publishes the
+supervisor's change events on Redis for the front ends, and after each renewal has the supervisor fence the
+host (FenceJobs): a job whose record the lost-host sweep settled while the lease had lapsed is ended at once.
 
 The Celery worker runs the solo pool (a task is a short round trip to the supervisor, never the job itself) and
 takes one message at a time.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import (
+    FenceJobs,
     JobReply,
     JobsChanged,
     MalformedMessage,
@@ -31,7 +33,7 @@ from workerctl.protocol.messages import (
     decode,
     encode,
 )
-from workerctl.server.cluster import START_TASK, STOP_TASK, Cluster, ClusterKeys, celery_app
+from workerctl.server.cluster import LEASE_RENEWAL_SECONDS, START_TASK, STOP_TASK, Cluster, ClusterKeys, celery_app
 from workerctl.server.link import read_available, tune_link_socket
 from workerctl.server.linux import die_with_parent
 from workerctl.server.logs import configure_logging
@@ -80,6 +82,15 @@ class RelayLink:
                                                               "request; check with status whether it took effect")
         return reply
 
+    def notify(self, message: FenceJobs) -> None:
+        """Send a message that is not answered, if the supervisor is connected; else it is dropped."""
+        try:
+            with self._send_lock:
+                if self._connection is not None:
+                    self._connection.send_bytes(encode(message))
+        except OSError as error:
+            log.warning("cannot tell the supervisor to fence the host: %s", error)
+
     def _read_forever(self) -> None:
         while True:
             try:
@@ -120,7 +131,7 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
     assert settings.cluster is not None and settings.name is not None
     cluster = Cluster(settings.cluster)
     link = RelayLink(link_address, authkey, cluster.publish_changed)
-    threading.Thread(target=_renew_lease_forever, args=(cluster, settings), name="lease", daemon=True).start()
+    threading.Thread(target=_renew_lease_forever, args=(cluster, settings, link), name="lease", daemon=True).start()
     app = celery_app(cluster.location)
 
     def relay(payload: str) -> str:
@@ -143,13 +154,22 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
     worker.start()
 
 
-def _renew_lease_forever(cluster: Cluster, settings: ServerSettings) -> None:
-    """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout)."""
+def _renew_lease_forever(cluster: Cluster, settings: ServerSettings, link: RelayLink) -> None:
+    """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout), and after each
+    renewal have the supervisor end the jobs no longer its own. After every renewal, not only one that finds
+    the lease lapsed: a sweep that read the lease as lapsed just before it was renewed settles the jobs after."""
     assert settings.name is not None
-    every = min(2.0, settings.host_timeout / 4)
+    every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
+    renewed_before = False
     while True:
         try:
-            cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
+            held = cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
         except StoreError as error:
             log.warning("%s", error)
+        else:
+            if renewed_before and not held:
+                log.warning("the host's lease had lapsed: its unfinished jobs may have been settled as lost, and "
+                            "those are ended here")
+            renewed_before = True
+            link.notify(FenceJobs())
         time.sleep(every)

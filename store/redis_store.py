@@ -17,14 +17,17 @@ Keys, all under the location's prefix (redis_connection.py names them):
 Writes wait in a batch until `commit`, which sends them as one MULTI/EXEC: readers see all of a batch or none
 of it. A batch that creates jobs first WATCHes their records and their owners' keys and checks that both are
 free; if another writer changes either before EXEC, EXEC does nothing and the commit is tried again. A save
-replaces a record only if it exists (SET XX), as an UPDATE would. Every Redis error is a StoreError with one
-sentence, after at most the connection's timeouts. Needs Redis 6.2 or later (ZDIFF); a single Redis, not Redis
-Cluster (a transaction spans many keys).
+replaces a record only while the stored one is still the writer's host's unfinished (created or running) job, in
+one Lua script (_GUARDED_SAVE): a job settled meanwhile by another hand, as the lost-host sweep's "host NAME lost"
+settles one, keeps that ending; the supervisor of a host back from a lapsed lease cannot record its own over it.
+Every Redis error is a StoreError with one sentence, after at most the connection's timeouts. Needs Redis 6.2 or
+later (ZDIFF); a single Redis, not Redis Cluster (a transaction spans many keys).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import fields
@@ -39,10 +42,31 @@ from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
 from workerctl.store.redis_output import RedisOutputSink, output_keys, read_output
 
+log = logging.getLogger(__name__)
+
 _FIELDS = [field.name for field in fields(JobRecord)]
 _UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
 _LIST_PAGE = 200  # records read per round trip when a filter leaves some out
 _COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
+
+# Replace the record (KEYS[1]) with ARGV[1] only if it still exists and is the host ARGV[3]'s ("" for none)
+# created or running job; if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled index (KEYS[2])
+# to the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if there is no record, -1 if it
+# is no longer the host's unfinished job.
+_GUARDED_SAVE = """
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+local record = cjson.decode(stored)
+local host = record.host
+if host == nil or host == cjson.null then host = '' end
+if host ~= ARGV[3] or (record.status ~= 'created' and record.status ~= 'running') then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+    redis.call('ZREM', KEYS[2], ARGV[2])
+    if ARGV[5] == '' then redis.call('ZREM', KEYS[3], ARGV[2]) else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2]) end
+end
+return 1
+"""
 
 # One write of a batch, queued into the transaction when it is committed, with the sequence numbers given to
 # the batch's new jobs.
@@ -143,6 +167,8 @@ class RedisJobWriter(_RedisStore):
         self._pending: dict[str, str | None] = {}  # the batch's records by job ID, as JSON; None once deleted
         self._inserted: list[str] = []
         self._claimed: dict[tuple[str, str], str] = {}  # (owner, idempotency key) → job ID, for new jobs
+        self._guarded: list[tuple[int, str, JobStatus]] = []  # each save's place in the transaction, job, status
+        self._refused: set[str] = set()  # jobs whose save was refused (logged once each)
         try:
             check_server(self._client, self.location.where)
             with self._storing("hold back memory for the records"):
@@ -274,12 +300,18 @@ class RedisJobWriter(_RedisStore):
         return job_id in self._pending and self._pending[job_id] is None
 
     def _commit_once(self) -> None:
+        self._guarded.clear()
         with self._client.pipeline(transaction=True) as transaction:
             numbers = self._number_new_jobs(transaction) if self._inserted else {}
             transaction.multi()
             for queue in self._batch:
                 queue(transaction, numbers)
-            transaction.execute()
+            results = transaction.execute()
+        for place, job_id, status in self._guarded:
+            if results[place] == -1 and job_id not in self._refused:
+                self._refused.add(job_id)
+                log.warning("job %s: not recorded as %s: its record is no longer an unfinished job of host %s "
+                            "(settled elsewhere, as a lost host's job is)", job_id, status.value, self.host)
 
     def _number_new_jobs(self, transaction: Pipeline) -> dict[str, int]:
         """WATCH the new jobs' records and their owners' keys, check both are free, and give each new job a
@@ -332,9 +364,11 @@ class RedisJobWriter(_RedisStore):
 
     def _queue_save(self, job_id: str, text: str, status: JobStatus, ended_at: float | None,
                     transaction: Pipeline, numbers: dict[str, int]) -> None:
-        transaction.set(self.keys.job(job_id), text, xx=True)
-        if status not in _UNSETTLED:  # statuses never go back, so an unsettled job is in its index already
-            self._queue_ended(job_id, ended_at, transaction)
+        self._guarded.append((len(transaction.command_stack), job_id, status))
+        # Statuses never go back, so an unsettled job is in its index already.
+        settled = "1" if status not in _UNSETTLED else "0"
+        transaction.eval(_GUARDED_SAVE, 3, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at, text,
+                         job_id, self.host or "", settled, "" if ended_at is None else repr(ended_at))
 
     def _queue_ended(self, job_id: str, ended_at: float | None, transaction: Pipeline) -> None:
         transaction.zrem(self.keys.unsettled, job_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.messages import JobReply, Message, Refusal, StartJob, StopJob, SupervisorClosing
+from workerctl.protocol.messages import FenceJobs, JobReply, Message, Refusal, StartJob, StopJob, SupervisorClosing
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobWriter, StoreError, now
@@ -148,7 +148,10 @@ class Supervisor:
     def _on_messages(self, connection: Connection, messages: list[Message]) -> None:
         starts: list[StartJob] = []
         for message in messages:
-            if not isinstance(message, StartJob | StopJob):
+            if isinstance(message, FenceJobs):
+                if not self._shutdown_requested.is_set():
+                    self._fence()
+            elif not isinstance(message, StartJob | StopJob):
                 log.error("ignored a message the front end should not send: %.200r", message)
             elif self._shutdown_requested.is_set():
                 self._refuse(connection, message.request_id, ApiError(ErrorKind.UNAVAILABLE,
@@ -159,6 +162,24 @@ class Supervisor:
                 asyncio.create_task(self._stop(connection, message))
         if starts:
             self._start(connection, starts)
+
+    def _fence(self) -> None:
+        """End every job whose record is no longer this host's unfinished job: one the lost-host sweep settled
+        while this host's lease had lapsed (its relay frozen or restarting, say) must not run on, as it is
+        never run again anywhere. Its final save is refused by the store, so the record keeps saying why."""
+        for job in list(self.lifecycle.jobs.values()):
+            try:
+                record = self.store.get(job.id, job.owner)
+            except StoreError as error:
+                log.warning("cannot check whether the jobs are still this host's: %s", error)
+                return
+            if record is not None and not record.status.is_final and record.host == self.settings.name:
+                continue
+            why = "its record is gone" if record is None else (
+                f"its record says {record.status.value}" + (f", {record.reason}" if record.reason else "")
+                + ("" if record.host == self.settings.name else f", on host {record.host}"))
+            log.warning("job %s: ending it, as %s", job.id, why)
+            self.lifecycle.end(job, EndRequest(JobStatus.ERROR, record.reason if record is not None else None))
 
     def _refuse(self, connection: Connection, request_id: int, error: ApiError) -> None:
         self.link.send(connection, Refusal.of(request_id, error))

@@ -1,7 +1,8 @@
 """A cluster on one machine: a real redis-server, two agents (`workerctl agent`, each its own host with its own
 data directory, cgroups and sandboxes) and two front ends (`workerctl serve --cluster`), talked to over HTTPS.
 Jobs spread over the hosts; either front end answers about, follows and stops any job; a start may pin a
-host; a host killed outright has its jobs' processes ended and its jobs settled as lost; Redis down is 503."""
+host; a host killed outright has its jobs' processes ended and its jobs settled as lost; a host back from a
+lapsed lease ends the jobs settled as lost meanwhile and keeps their records; Redis down is 503."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from support import (
     marker,
     mounts_under,
     poll_until,
+    processes_with,
     reachable_by_jobs,
     start_server,
     wait_none_left,
@@ -53,13 +55,14 @@ class Agent:
             self.process.wait(60)
 
 
-def start_agent(directory: Path, url: str, name: str, *extra: str) -> Agent:
+def start_agent(directory: Path, url: str, name: str, *extra: str, host_timeout: float = 3) -> Agent:
     data_dir = reachable_by_jobs(directory) / f"data-{name}"
     log_path = directory / f"agent-{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "workerctl", "agent", "--cluster", url, "--name", name, "--data-dir", str(data_dir),
-             "--job-timeout", "20", "--kill-grace", "0.5", "--host-timeout", "3", "--log-level", "INFO", *extra],
+             "--job-timeout", "20", "--kill-grace", "0.5", "--host-timeout", str(host_timeout), "--log-level", "INFO",
+             *extra],
             stdout=log, stderr=log, start_new_session=True)
     agent = Agent(name, process, log_path)
 
@@ -74,6 +77,7 @@ def start_agent(directory: Path, url: str, name: str, *extra: str) -> Agent:
 
 @dataclass
 class Cluster:
+    url: str
     agents: dict[str, Agent]
     front_ends: list[Server]
 
@@ -90,7 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users,
             agents[name] = start_agent(directory, url, name)
         for index in range(2):
             front_ends.append(start_server(directory / f"front-{index}", tls, users, "--cluster", url))
-        yield Cluster(agents, front_ends)
+        yield Cluster(url, agents, front_ends)
     finally:
         for front_end in front_ends:
             front_end.stop()
@@ -148,6 +152,33 @@ def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: 
     assert front_end.wait_final(replacement)["host"] == "h1"
     assert front_end.call("stop", jobID=kept_job).body["status"] == "stopped"
     wait_none_left(kept_mark)
+
+
+def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: Cluster, tmp_path: Path) -> None:
+    """Its relay frozen past --host-timeout, the host's running job is settled as lost while its supervisor still
+    runs it; once the relay runs again, the job's processes are ended and its record still says it was lost."""
+    agent = start_agent(tmp_path, cluster.url, "h3", host_timeout=2)
+    try:
+        front_end = cluster.front_ends[0]
+        mark = marker()
+        job = front_end.start(f"sleep {mark}", host="h3")
+        front_end.wait_running(job)
+        relay = int(re.search(r"relay\[(\d+)\]", agent.log()).group(1))
+        os.kill(relay, signal.SIGSTOP)
+        try:
+            assert front_end.wait_final(job, timeout=30)["reason"] == "host h3 lost"
+            assert processes_with(mark), "the job ran on while its host was cut off"
+        finally:
+            os.kill(relay, signal.SIGCONT)
+        # The next renewal (every 0.5 s with a 2 s host timeout), then the kill grace (0.5 s), on a loaded machine.
+        wait_none_left(mark, timeout=10)
+        poll_until(lambda: f"job {job}: not recorded as error" in agent.log(),
+                   message="the supervisor's refused save to be logged")
+        for each in cluster.front_ends:
+            status = each.status(job)
+            assert (status["status"], status["reason"], status["host"]) == ("error", "host h3 lost", "h3"), status
+    finally:
+        agent.stop()
 
 
 def test_a_front_end_answers_503_at_once_while_redis_is_down(tmp_path: Path, tls: Tls, users: Users) -> None:

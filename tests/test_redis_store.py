@@ -224,6 +224,35 @@ def test_a_commit_another_writer_made_impossible_applies_nothing(redis_location)
         store.close()
 
 
+def test_a_save_applies_only_while_the_record_is_the_hosts_unfinished_job(redis_location, caplog):
+    """A host's supervisor back from a lapsed lease cannot record its job's end over the lost-host sweep's: a save
+    is refused once the stored record is final or another host's, and logged once per job."""
+    supervisor, sweeper = open_writer(redis_location, MIB, "h1"), open_writer(redis_location, MIB, "h1")
+    reader = open_reader(redis_location)
+    supervisor.insert(job(1, status=JobStatus.RUNNING))
+    supervisor.insert(job(2, status=JobStatus.RUNNING))
+    supervisor.insert(job(3, status=JobStatus.RUNNING))
+    supervisor.commit()
+    sweeper.save(job(1, status=JobStatus.ERROR, host="h1", reason="host h1 lost", ended_at=5.0))
+    sweeper.commit()
+    for _ in range(2):
+        supervisor.save(job(1, status=JobStatus.STOPPED, host="h1", ended_at=6.0))
+        supervisor.save(job(2, status=JobStatus.FINISHED, host="h1", ended_at=6.0))  # still its own: saved
+        supervisor.commit()
+    assert reader.get(job(1).id, "alice") == job(1, status=JobStatus.ERROR, host="h1", reason="host h1 lost",
+                                                   ended_at=5.0)
+    assert reader.get(job(2).id, "alice").status is JobStatus.FINISHED
+    assert [record.message for record in caplog.records].count(
+        f"job {job(1).id}: not recorded as stopped: its record is no longer an unfinished job of host h1 "
+        "(settled elsewhere, as a lost host's job is)") == 1
+    other = open_writer(redis_location, MIB, "h2")
+    other.save(job(3, status=JobStatus.FINISHED, host="h2", ended_at=6.0))  # another host's job
+    other.commit()
+    assert reader.get(job(3).id, "alice") == job(3, status=JobStatus.RUNNING, host="h1")
+    for store in (supervisor, sweeper, other, reader):
+        store.close()
+
+
 def test_a_commit_raced_by_another_writer_is_tried_again(redis_location, monkeypatch):
     """Another writer's commit between this one's WATCH and EXEC makes EXEC do nothing; the commit checks the
     keys again and goes through, after the other one."""

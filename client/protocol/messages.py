@@ -2,7 +2,8 @@
 
 The front end sends requests, each with a request ID; the supervisor answers each with that ID and either the
 job (`JobReply`) or a refusal (`Refusal`, an error kind and a sentence), and tells the front end which jobs
-changed (`JobsChanged`) so it can wake whoever waits on them. On the wire each message is one JSON object
+changed (`JobsChanged`) so it can wake whoever waits on them. An agent's relay also tells it now and then to fence
+itself (`FenceJobs`). On the wire each message is one JSON object
 whose `type` names it: plain data, never pickle.
 """
 
@@ -80,12 +81,21 @@ class SupervisorClosing:
     type: ClassVar[str] = "closing"
 
 
+@dataclass(frozen=True)
+class FenceJobs:
+    """From an agent's relay, each time it has renewed its host's lease: end every job whose record is no longer
+    this host's unfinished job. A host whose lease lapsed had its jobs settled as lost, and they must not run on;
+    nothing is answered."""
+
+    type: ClassVar[str] = "fence"
+
+
 SupervisorRequest = StartJob | StopJob
 Reply = JobReply | Refusal
-Message = StartJob | StopJob | JobReply | Refusal | JobsChanged | SupervisorClosing
+Message = StartJob | StopJob | JobReply | Refusal | JobsChanged | SupervisorClosing | FenceJobs
 
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, JobReply, Refusal, JobsChanged,
-                                                              SupervisorClosing)}
+                                                              SupervisorClosing, FenceJobs)}
 
 
 class MalformedMessage(ValueError):
