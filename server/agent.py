@@ -15,25 +15,21 @@ import multiprocessing.connection
 import os
 import signal
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
-from workerctl.server.serve import ServeError, end_orphaned_jobs, run_children
+from workerctl.server.serve import ServeError, end_orphaned_jobs, prepare_host, run_children
 from workerctl.server.settings import ServerSettings
 from workerctl.store.backends import is_redis_location, open_writer
 from workerctl.store.interface import StoreError
-from workerctl.store.layout import DataDirError, DataLayout, hold_lock
-from workerctl.store.local import prepare
+from workerctl.store.layout import DataLayout
 from workerctl.store.redis_connection import RedisLocation
-from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
-from workerctl.supervisor.sandbox import namespaces_problem, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +45,9 @@ def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Cont
         raise ServeError("an agent needs --name NAME, its host's name in the cluster")
     try:
         open_writer(settings.cluster, settings.max_output_bytes, settings.name).close()
-        layout = DataLayout(settings.data_dir)
-        prepare(layout)
-        hold_lock(layout.serve_lock)  # held until this process exits
-        accounts = JobAccounts.resolve(settings.job_user)
-        job_uids = claim_id_block(layout)[0] if accounts.dynamic else NO_IDS
-        if accounts.fixed is None or not accounts.fixed.is_self:
-            layout.check_reachable_by_others()
-        containment = choose_containment(settings.containment, layout.instance, job_uids)
-        if settings.sandbox == "on" and (problem := namespaces_problem(settings.network)) is not None:
-            raise ServeError(unavailable(problem))
-    except (DataDirError, ValueError, StoreError) as error:
+    except (StoreError, ValueError) as error:
         raise ServeError(str(error)) from None
-    except OSError as error:
-        raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
-    return replace(settings, containment=containment.name), containment, job_uids
+    return prepare_host(settings)
 
 
 def run_agent(settings: ServerSettings) -> int:

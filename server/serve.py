@@ -80,27 +80,37 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
             raise ServeError(f"cannot write the audit log {settings.audit_log}: {error.strerror or error}") from None
     try:
         load_users(settings.users)
+    except UsersFileError as error:
+        raise ServeError(str(error)) from None
+    checked = prepare_host(settings)
+    for material in sorted({settings.cert, settings.users} & {DEV_SERVER_CERT, DEV_USERS}):
+        log.warning("using the public development material %s: for your own machine only", material)
+    return checked
+
+
+def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
+    """What a host that runs jobs needs, serve's or an agent's: the data directory (locked until this process
+    exits), the user IDs jobs get (likewise), containment and the sandbox; a ServeError of one sentence for
+    what is missing. Returns the settings with the containment chosen, which the supervisor uses instead of
+    choosing again, the containment, and the user IDs."""
+    try:
         layout = DataLayout(settings.data_dir)
         prepare(layout)
-        hold_lock(layout.serve_lock)  # held until this process exits
+        hold_lock(layout.serve_lock)
         accounts = JobAccounts.resolve(settings.job_user)
-        job_uids = claim_id_block(layout)[0] if accounts.dynamic else NO_IDS  # its lock is held until exit
+        job_uids = claim_id_block(layout)[0] if accounts.dynamic else NO_IDS
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
         containment = choose_containment(settings.containment, layout.instance, job_uids)
         if settings.sandbox == "on" and (problem := namespaces_problem(settings.network)) is not None:
             raise ServeError(unavailable(problem))
-
-    except (UsersFileError, DataDirError, ValueError) as error:
+    except (DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
         raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
     if accounts.fixed is not None and accounts.fixed.is_self:
         log.warning("jobs run as the server's own user, so they can read its files and signal it; run the "
                     "server as root to give each job a user of its own")
-    for material in sorted({settings.cert, settings.users} & {DEV_SERVER_CERT, DEV_USERS}):
-        log.warning("using the public development material %s: for your own machine only", material)
-    # The supervisor uses what was found here instead of choosing again.
     return replace(settings, containment=containment.name), containment, job_uids
 
 
