@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 REFUSALS_PER_SECOND = 10.0
 REFUSAL_PAUSE_SECONDS = 1.0
 _FORGET_PAST_KEYS = 4096  # more buckets than this, and the full ones are dropped: a full bucket is a new one
+_FORGET_EVERY_SECONDS = 1.0  # at most this often: a look at every bucket is not paid on every request
 
 
 class TokenBuckets:
@@ -29,6 +30,7 @@ class TokenBuckets:
         self.capacity = capacity
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
+        self._forgotten_at = float("-inf")
 
     def take(self, key: str) -> float:
         """Take a token of `key`'s bucket and return 0, or, if it has none, the seconds until it has one."""
@@ -38,7 +40,7 @@ class TokenBuckets:
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.per_second
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > _FORGET_PAST_KEYS:
+        if len(self._buckets) > _FORGET_PAST_KEYS and now - self._forgotten_at >= _FORGET_EVERY_SECONDS:
             self._forget_full(now)
         return 0.0
 
@@ -47,6 +49,7 @@ class TokenBuckets:
         return min(self.capacity, tokens + (now - counted) * self.per_second)
 
     def _forget_full(self, now: float) -> None:
+        self._forgotten_at = now
         for key in [key for key in self._buckets if self._tokens(key, now) >= self.capacity]:
             del self._buckets[key]
 
