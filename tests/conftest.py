@@ -1,5 +1,5 @@
-"""Test fixtures: a throwaway CA, two users, and real servers (see support.py), and a redis-server for the store's
-Redis back end (see redis_server.py)."""
+"""Test fixtures: a throwaway CA, two users, and real servers (see support.py), a redis-server for the store's
+Redis back end (see redis_server.py), and a cluster of agents and front ends on it (see cluster_support.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_support import Cluster, start_cluster
 from redis_server import RedisServer
 from support import Server, Tls, Users, mint_tls, start_server
 from workerctl.store.users import add_user
@@ -69,3 +70,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_location(redis_server: RedisServer) -> str:
     """A store location in the run's redis-server, under a key prefix of this test's own."""
     return redis_server.url(prefix=f"test-{secrets.token_hex(6)}")
+
+
+@pytest.fixture(scope="module")
+def cluster_agent_flags() -> tuple[str, ...]:
+    """Extra `agent` flags for the module's cluster; a module overrides this fixture to set some."""
+    return ()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users, redis_server: RedisServer,
+            cluster_agent_flags: tuple[str, ...]) -> Iterator[Cluster]:
+    """A cluster shared by a module's tests: two agents, h1 and h2, and two front ends (cluster_support.py)."""
+    with start_cluster(tmp_path_factory.mktemp("cluster"), tls, users, redis_server, *cluster_agent_flags) as running:
+        yield running

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cluster_support import Cluster, start_agent
 from redis_server import RedisServer
 from support import (
-    Server,
     Tls,
     Users,
     cgroups_of,
@@ -27,79 +22,11 @@ from support import (
     mounts_under,
     poll_until,
     processes_with,
-    reachable_by_jobs,
     start_server,
     wait_none_left,
 )
 
 pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
-
-
-@dataclass
-class Agent:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill_group(self) -> None:
-        """kill -9 of the agent's whole process group: the agent, its supervisor and its relay at once."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-
-
-def start_agent(directory: Path, url: str, name: str, *extra: str, host_timeout: float = 3) -> Agent:
-    data_dir = reachable_by_jobs(directory) / f"data-{name}"
-    log_path = directory / f"agent-{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workerctl", "agent", "--cluster", url, "--name", name, "--data-dir", str(data_dir),
-             "--job-timeout", "20", "--kill-grace", "0.5", "--host-timeout", str(host_timeout), "--log-level", "INFO",
-             *extra],
-            stdout=log, stderr=log, start_new_session=True)
-    agent = Agent(name, process, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"agent {name} exited with {process.returncode}:\n{agent.log()}")
-        return "connected to the supervisor" in agent.log() and re.search(rf"{name}@workerctl ready", agent.log())
-
-    poll_until(ready, 30, message=f"agent {name} to be ready")
-    return agent
-
-
-@dataclass
-class Cluster:
-    url: str
-    agents: dict[str, Agent]
-    front_ends: list[Server]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, tls: Tls, users: Users,
-            redis_server: RedisServer) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("cluster")
-    url = redis_server.url(prefix=f"cluster-{secrets.token_hex(6)}")
-    agents: dict[str, Agent] = {}
-    front_ends: list[Server] = []
-    try:
-        for name in ("h1", "h2"):
-            agents[name] = start_agent(directory, url, name)
-        for index in range(2):
-            front_ends.append(start_server(directory / f"front-{index}", tls, users, "--cluster", url))
-        yield Cluster(url, agents, front_ends)
-    finally:
-        for front_end in front_ends:
-            front_end.stop()
-        for agent in agents.values():
-            agent.stop()
 
 
 def test_jobs_spread_over_the_hosts_and_any_front_end_answers_about_them(cluster: Cluster) -> None:
