@@ -137,33 +137,40 @@ class Cluster:
         except redis.RedisError as error:  # front ends re-read every job now and then anyway
             log.debug("cannot publish job changes: %s", error)
 
-    def sweep_lost_hosts(self) -> list[str]:
-        """Settle the unsettled jobs of every host whose lease has lapsed as `error`, "host NAME lost"; the hosts
-        settled. Any process may sweep, and several may at once: they write the same."""
+    def lapsed_hosts(self) -> list[str]:
+        """The hosts whose lease has lapsed and whose jobs are not yet settled as lost."""
         with storing("read the hosts", self.location.where):
             names = sorted(name.decode() for name in self.client.smembers(self.keys.hosts))
             leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
-        lost = [name for name, lease in zip(names, leases) if lease is None]
-        for name in lost:
-            writer = self._writer()
-            writer.host = name
-            records = writer.unsettled()
-            for record in records:
-                record.status, record.reason, record.ended_at = JobStatus.ERROR, lost_reason(name), now()
-                writer.save(record)
+        return [name for name, lease in zip(names, leases) if lease is None]
+
+    def settle_lost_host(self, name: str) -> None:
+        """Settle the unsettled jobs of a host whose lease has lapsed as `error`, "host NAME lost". Any process
+        may, and several may at once: they write the same."""
+        writer = self._writer()
+        writer.host = name
+        records = writer.unsettled()
+        for record in records:
+            record.status, record.reason, record.ended_at = JobStatus.ERROR, lost_reason(name), now()
+            writer.save(record)
+        try:
+            writer.commit()
+        except StoreError:
+            writer.rollback()
+            raise
+        with storing("forget a lost host", self.location.where), self.client.pipeline(transaction=True) as forget:
+            # Only if it has not come back meanwhile: its renewal adds it again with its lease.
             try:
-                writer.commit()
-            except StoreError:
-                writer.rollback()
-                raise
-            # Only if it has not come back meanwhile (its renewal adds it again with its lease).
-            with storing("forget a lost host", self.location.where):
-                if self.client.exists(self.keys.lease(name)) == 0:
-                    self.client.srem(self.keys.hosts, name)
-            if records:
-                log.warning("host %s lost: settled its %d unfinished jobs", name, len(records))
-                self.publish_changed([record.id for record in records])
-        return lost
+                forget.watch(self.keys.lease(name))
+                if not forget.exists(self.keys.lease(name)):
+                    forget.multi()
+                    forget.srem(self.keys.hosts, name)
+                    forget.execute()
+            except redis.WatchError:
+                pass
+        if records:
+            log.warning("host %s lost: settled its %d unfinished jobs", name, len(records))
+            self.publish_changed([record.id for record in records])
 
     def _writer(self) -> Any:
         if self._sweeper is None:

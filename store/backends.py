@@ -23,10 +23,11 @@ def is_redis_location(location: Path | str) -> bool:
     return isinstance(location, str) and location.startswith(REDIS_SCHEMES)
 
 
-def open_reader(location: Path | str) -> JobReader:
-    """The front end's reads; StoreError or OSError if the store cannot be opened."""
+def open_reader(location: Path | str, may_be_down: bool = False) -> JobReader:
+    """The front end's reads; StoreError or OSError if the store cannot be opened. A shared store that
+    `may_be_down` is opened even while it cannot be reached (its reads fail until it can)."""
     if is_redis_location(location):
-        return _redis_back_end().RedisJobReader(str(location))
+        return _redis_back_end().RedisJobReader(str(location), may_be_down)
     return LocalJobReader(DataLayout(Path(location)))
 
 

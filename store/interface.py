@@ -124,6 +124,10 @@ class JobWriter(Protocol):
     def open_output(self, job_id: str) -> OutputSink:
         """A new, empty output for a job about to start; OutputWriteError if it cannot be made."""
 
+    def holding_back(self) -> bool:
+        """Whether output written while the store could not be reached waits in memory for the next commit,
+        which sends it before the batch (a shared store that is down for a while)."""
+
     def prune(self, older_than: float, keep_per_owner: int) -> int:
         """Delete final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` of their
         owner, with their output; how many were deleted. StoreError if they cannot be."""

@@ -58,11 +58,14 @@ class RedisLocation:
 
 
 def connect(location: RedisLocation) -> redis.Redis:
-    """A client for `location`: no command is retried (a retried APPEND would store output twice), and none
-    waits longer than its socket timeout."""
+    """A client for `location`: a command whose connection turns out broken is sent once more on a new one (the
+    pooled connections of a Redis that restarted are all broken), which every command of the store allows, as
+    each does the same when sent twice; one that times out is not (Redis is hung, and the caller must hear so
+    within the timeout)."""
     try:
         return redis.Redis.from_url(location.url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                    socket_timeout=COMMAND_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
+                                    socket_timeout=COMMAND_TIMEOUT_SECONDS,
+                                    retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
                                     client_name="workerctl")
     except ValueError as error:
         raise StoreError(f"the Redis location is not usable: {error}") from None

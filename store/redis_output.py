@@ -1,24 +1,40 @@
 """A job's output in Redis, bounded exactly as the local back end bounds it on disk (output_log.py): the head
 kept whole, then a rolling tail of segments, the oldest deleted as each new one starts.
 
-    output:<job>      a hash: `limits` ("HEAD SEGMENT SEGMENTS": bytes, bytes, how many kept) and `total`
+    output:<job>      a hash: `limits` ("HEAD SEGMENT SEGMENTS MARK": bytes, bytes, how many kept, the writer's
+                      mark) and `total`
     piece:0:<job>     the head, bytes [0, HEAD) of the stream
     piece:<n>:<job>   tail segment n (from 1), bytes [HEAD + (n-1)·SEGMENT, HEAD + n·SEGMENT)
 
-Each write is one MULTI/EXEC of its APPENDs, the deletion of the segment that fell out of the tail and the new
-total, so a reader never sees a total without the bytes behind it. Which pieces are kept follows from the limits
-and the total alone, so reading needs no listing: one HMGET, then a GETRANGE per piece read.
+Each write is one MULTI/EXEC of its SETRANGEs, the deletion of the segments that fell out of the tail and the new
+total, so a reader never sees a total without the bytes behind it; sent twice, it stores the same. Which pieces
+are kept follows from the limits and the total alone, so reading needs no listing: one HMGET, then a GETRANGE per
+piece read.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from workerctl.store.interface import OutputChunk, OutputWriteError
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.output_reads import assemble_chunk
 from workerctl.store.redis_connection import RedisKeys, describe
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_RETRY_SECONDS = 1.0
+
+
+class OutputHeldBack(Exception):
+    """Redis cannot be reached: the output stays staged in memory, to be sent later."""
 
 
 def kept_pieces(limits: OutputLimits, total: int) -> list[tuple[int, int, int]]:
@@ -33,60 +49,120 @@ def kept_pieces(limits: OutputLimits, total: int) -> list[tuple[int, int, int]]:
 
 
 def _limits(text: bytes) -> OutputLimits:
-    head, segment, segments = (int(number) for number in text.split())
+    head, segment, segments = (int(number) for number in text.split()[:3])
     return OutputLimits(head, segment, segments)
 
 
 class RedisOutputSink:
-    """Appends one job's output to Redis within its limits (an OutputSink)."""
+    """Appends one job's output to Redis within its limits (an OutputSink).
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, where: str, job_id: str,
-                 limits: OutputLimits) -> None:
+    Bytes are staged per piece, then written in one MULTI/EXEC of SETRANGEs at their offsets, the deletion of
+    the pieces that fell out of the tail and the new total. Written by offset, a transaction sent again writes
+    the same bytes to the same place: if Redis cannot be reached (or does not answer in time, having perhaps
+    done it), the staged bytes are held back and sent again later, by the next write at most once a second or
+    by the writer's commit (`holding` is the writer's set of sinks with bytes held back). Only what can still be
+    kept is held: the head, and the tail segments the total so far keeps, so a job writing on while Redis is
+    down holds at most its output cap in memory."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, where: str, job_id: str, limits: OutputLimits,
+                 holding: set[RedisOutputSink]) -> None:
         self.total = 0
         self._client = client
         self._keys = keys
         self._where = where
         self._job_id = job_id
         self._limits = limits
-        self._piece = 0
-        self._piece_end = limits.head_bytes
+        self._holding = holding
+        self._stored_total = 0  # the total Redis has
+        self._staged: dict[int, bytearray] = {}  # piece → bytes not yet in Redis, from the stored total on
+        self._limits_stored = False
+        self._next_attempt = 0.0  # monotonic: while holding bytes back, when the next write may try again
         try:
-            created = client.hsetnx(keys.output(job_id), "limits",
-                                    f"{limits.head_bytes} {limits.segment_bytes} {limits.tail_segments}")
-        except redis.RedisError as error:
-            raise self._error(error) from error
-        if not created:
-            raise OutputWriteError(errno.EEXIST, f"job {job_id} has output already")
+            self._store_limits()
+        except OutputHeldBack:  # stored by the first flush that reaches Redis
+            pass
 
     def write(self, data: bytes) -> None:
+        """Stage `data` and send what is staged, unless Redis could not be reached less than a second ago;
+        OutputWriteError if Redis refuses it (full)."""
         if not data:
             return
-        total, piece, piece_end = self.total, self._piece, self._piece_end
+        self._stage(data)
+        if time.monotonic() >= self._next_attempt:
+            try:
+                self.flush()
+            except OutputHeldBack:
+                pass
+
+    def flush(self) -> None:
+        """Send every staged byte; OutputHeldBack if Redis cannot be reached (they stay staged), OutputWriteError
+        if it refuses them."""
+        if not self._limits_stored:
+            self._store_limits()
+        if not self._staged and self._stored_total == self.total:
+            return
         transaction = self._client.pipeline(transaction=True)
-        view = memoryview(data)
-        while view:
-            if total == piece_end:
-                piece += 1
-                piece_end = total + self._limits.segment_bytes
-                if piece > self._limits.tail_segments:
-                    transaction.delete(self._keys.output_piece(self._job_id, piece - self._limits.tail_segments))
-            room = view[:piece_end - total]
-            transaction.append(self._keys.output_piece(self._job_id, piece), room)
-            total += len(room)
-            view = view[len(room):]
-        transaction.hset(self._keys.output(self._job_id), "total", total)
-        try:
-            transaction.execute()
-        except redis.RedisError as error:
-            raise self._error(error) from error
-        self.total, self._piece, self._piece_end = total, piece, piece_end
+        for piece, data in self._staged.items():
+            start = self._piece_start(piece)
+            transaction.setrange(self._keys.output_piece(self._job_id, piece), max(self._stored_total - start, 0),
+                                 bytes(data))
+        kept = {piece for _, _, piece in kept_pieces(self._limits, self.total)}
+        for _, _, piece in kept_pieces(self._limits, self._stored_total):
+            if piece not in kept:
+                transaction.delete(self._keys.output_piece(self._job_id, piece))
+        transaction.hset(self._keys.output(self._job_id), "total", self.total)
+        self._send(transaction.execute)
+        self._stored_total = self.total
+        self._staged.clear()
+        self._holding.discard(self)
 
     def close(self) -> None:
-        """Nothing to release: every write is stored when `write` returns."""
+        """Nothing to release: bytes still held back stay with the writer, which sends them at its next commit."""
 
-    def _error(self, error: redis.RedisError) -> OutputWriteError:
-        reason = describe(error, self._where)
-        return OutputWriteError(errno.ENOSPC if "out of memory" in reason else errno.EIO, reason)
+    def _store_limits(self) -> None:
+        # The limits, then a mark of this sink's own: sent again after a lost connection, HSETNX finds what its
+        # first sending stored, and only then is the job's output not another's.
+        limits = (f"{self._limits.head_bytes} {self._limits.segment_bytes} {self._limits.tail_segments} "
+                  f"{secrets.token_hex(8)}")
+        key = self._keys.output(self._job_id)
+        if not self._send(lambda: self._client.hsetnx(key, "limits", limits)) and \
+                self._send(lambda: self._client.hget(key, "limits")) != limits.encode():
+            raise OutputWriteError(errno.EEXIST, f"job {self._job_id} has output already")
+        self._limits_stored = True
+
+    def _stage(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            piece = self._piece_at(self.total)
+            room = view[:self._piece_start(piece + 1) - self.total]
+            self._staged.setdefault(piece, bytearray()).extend(room)
+            self.total += len(room)
+            view = view[len(room):]
+        kept = {piece for _, _, piece in kept_pieces(self._limits, self.total)}
+        for piece in [piece for piece in self._staged if piece not in kept]:  # fell out of the tail meanwhile
+            del self._staged[piece]
+
+    def _piece_at(self, offset: int) -> int:
+        if offset < self._limits.head_bytes:
+            return 0
+        return (offset - self._limits.head_bytes) // self._limits.segment_bytes + 1
+
+    def _piece_start(self, piece: int) -> int:
+        return 0 if piece == 0 else self._limits.head_bytes + (piece - 1) * self._limits.segment_bytes
+
+    def _send(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            if self not in self._holding:
+                log.warning("job %s: holding its output back until Redis can be reached: %s", self._job_id,
+                            describe(error, self._where))
+            self._holding.add(self)
+            self._next_attempt = time.monotonic() + _RETRY_SECONDS
+            raise OutputHeldBack(describe(error, self._where)) from error
+        except redis.RedisError as error:
+            reason = describe(error, self._where)
+            raise OutputWriteError(errno.ENOSPC if "out of memory" in reason else errno.EIO, reason) from error
 
 
 def read_output(client: redis.Redis, keys: RedisKeys, job_id: str, offset: int, limit: int | None) -> OutputChunk:

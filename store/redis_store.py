@@ -20,7 +20,9 @@ free; if another writer changes either before EXEC, EXEC does nothing and the co
 replaces a record only while the stored one is still the writer's host's unfinished (created or running) job, in
 one Lua script (_GUARDED_SAVE): a job settled meanwhile by another hand, as the lost-host sweep's "host NAME lost"
 settles one, keeps that ending; the supervisor of a host back from a lapsed lease cannot record its own over it.
-Every Redis error is a StoreError with one sentence, after at most the connection's timeouts. Needs Redis 6.2 or
+Output written while Redis cannot be reached is held back in memory (at most what the limits keep) and sent
+by the next commit, before its batch. Every Redis error is a StoreError with one sentence, after at most the
+connection's timeouts. Needs Redis 6.2 or
 later (ZDIFF); a single Redis, not Redis Cluster (a transaction spans many keys).
 """
 
@@ -36,11 +38,11 @@ from functools import partial
 import redis
 from redis.client import Pipeline
 from workerctl.protocol.jobs import JobStatus
-from workerctl.store.interface import JobRecord, OutputChunk, StoreError
+from workerctl.store.interface import JobRecord, OutputChunk, OutputWriteError, StoreError
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
-from workerctl.store.redis_output import RedisOutputSink, output_keys, read_output
+from workerctl.store.redis_output import OutputHeldBack, RedisOutputSink, output_keys, read_output
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,8 @@ def _decode(text: bytes | str) -> JobRecord:
 class _RedisStore:
     """What the reader and the writer share: the connection, the key names and reading a record."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, may_be_down: bool = False) -> None:
+        """StoreError if the location is not usable, or (unless `may_be_down`) Redis cannot be reached now."""
         self.location = RedisLocation.parse(location)
         self.keys = RedisKeys(self.location.prefix)
         self._client = connect(self.location)
@@ -102,7 +105,10 @@ class _RedisStore:
             self._client.close()
             name = str(error).rpartition(" ")[2]
             raise StoreError(f"the Redis location has a parameter that is not one: {name}") from None
-        except StoreError:
+        except StoreError as error:
+            if may_be_down and isinstance(error.__cause__, (redis.ConnectionError, redis.TimeoutError)) and \
+                    not isinstance(error.__cause__, redis.AuthenticationError):
+                return  # its reads fail until it can be reached
             self._client.close()
             raise
 
@@ -169,6 +175,7 @@ class RedisJobWriter(_RedisStore):
         self._claimed: dict[tuple[str, str], str] = {}  # (owner, idempotency key) → job ID, for new jobs
         self._guarded: list[tuple[int, str, JobStatus]] = []  # each save's place in the transaction, job, status
         self._refused: set[str] = set()  # jobs whose save was refused (logged once each)
+        self._holding: set[RedisOutputSink] = set()  # outputs with bytes held back while Redis was unreachable
         try:
             check_server(self._client, self.location.where)
             with self._storing("hold back memory for the records"):
@@ -216,6 +223,9 @@ class RedisJobWriter(_RedisStore):
         self._batch.append(partial(self._queue_save, record.id, text, record.status, record.ended_at))
 
     def commit(self) -> None:
+        """Send the output held back, then the batch; StoreError if either cannot be stored (the batch stays
+        until `rollback`, the output until it is sent)."""
+        self._send_held_output()
         if not self._batch:
             return
         with self._storing("record the jobs"):
@@ -234,7 +244,12 @@ class RedisJobWriter(_RedisStore):
         self._forget_batch()
 
     def open_output(self, job_id: str) -> RedisOutputSink:
-        return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits)
+        return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits,
+                               self._holding)
+
+    def holding_back(self) -> bool:
+        """Whether output written while Redis could not be reached waits to be sent by a commit."""
+        return bool(self._holding)
 
     def prune(self, older_than: float, keep_per_owner: int) -> int:
         """Delete final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` of their
@@ -272,8 +287,21 @@ class RedisJobWriter(_RedisStore):
     def close(self) -> None:
         try:
             self.commit()
+        except StoreError as error:  # Redis down at the end: what was held back is lost
+            log.error("%s", error)
         finally:
             super().close()
+
+    def _send_held_output(self) -> None:
+        # Before the records: a reader that sees a job's final status sees all the output it kept.
+        for sink in list(self._holding):
+            try:
+                sink.flush()
+            except OutputHeldBack as error:
+                raise StoreError(f"cannot record the jobs' output: {error}") from None
+            except OutputWriteError as error:
+                self._holding.discard(sink)
+                log.error("output held back while Redis could not be reached is lost: %s", error.strerror)
 
     def _forget_batch(self) -> None:
         self._batch.clear()

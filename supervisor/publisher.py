@@ -1,9 +1,11 @@
 """Publishing what happens to jobs: their records, committed to the store once per turn of the event loop,
 and the change events that wake the front end's long polls and log followers.
 
-A change is committed before its event is sent, so the front end never re-reads a record older than the event
-it was woken by; the event goes out right after the commit. Events for new output alone are coalesced to at
-most one every few milliseconds: a job writing as fast as it can causes a steady trickle, not a flood.
+A commit that fails (a full disk, a shared store that cannot be reached) keeps its records and is tried again
+every second, as is one the store needs to send output it held back; nothing is dropped meanwhile, and the jobs
+run on. A change is committed before its event is sent, so the front end never re-reads a record older than the
+event it was woken by; the event goes out right after the commit. Events for new output alone are coalesced to
+at most one every few milliseconds: a job writing as fast as it can causes a steady trickle, not a flood.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Publisher:
         self._changed: set[str] = set()
         self._commit_handle: asyncio.Handle | None = None
         self._commit_waiters: list[asyncio.Future[None]] = []
+        self._failing = False  # whether the last commit failed (logged once until one succeeds)
         self._events_handle: asyncio.Handle | None = None
         self._last_events = 0.0
 
@@ -42,6 +45,8 @@ class Publisher:
     def output_grew(self, job_id: str) -> None:
         self._changed.add(job_id)
         self._schedule_events()
+        if self._commit_handle is None and self.store.holding_back():  # the commit sends it, when it can
+            self._commit_handle = asyncio.get_running_loop().call_later(_RETRY_SECONDS, self._commit)
 
     async def saved(self) -> None:
         """Return once every change saved so far is committed."""
@@ -62,10 +67,16 @@ class Publisher:
                 log.error("the store is full: released the space reserved for the records")
                 retry_in = 0.0
             else:
-                log.error("cannot save %d job records, retrying: %s", len(self._unsaved), error)
+                if not self._failing:
+                    log.error("cannot save %d job records, holding them until it can be done (retrying every "
+                              "second): %s", len(self._unsaved), error)
+                self._failing = True
                 retry_in = _RETRY_SECONDS
             self._commit_handle = asyncio.get_running_loop().call_later(retry_in, self._commit)
             return
+        if self._failing:
+            log.warning("saved the job records held back")
+            self._failing = False
         self._unsaved.clear()
         for committed in self._commit_waiters:
             if not committed.done():

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import trustme
 from redis_server import RedisServer
+from store_backends import LocalBackend
 from workerctl.protocol.jobs import JobStatus
 from workerctl.store.backends import open_reader, open_writer
 from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
+from workerctl.store.output_log import OutputLimits
 
 pytest.importorskip("redis", reason="the redis package is not installed (pip install -e '.[test]')")
 
@@ -84,8 +86,11 @@ def test_redis_down_is_a_store_error_at_once(own_redis):
         with pytest.raises(StoreError, match=r"^cannot [a-z' ]+: Redis at 127\.0\.0\.1:\d+/0 cannot be reached \("):
             attempt()
     assert time.monotonic() - began < 2.0
-    with pytest.raises(OutputWriteError):
-        writer.open_output(job(1).id)
+    sink = writer.open_output(job(1).id)  # output is held back while Redis is down
+    sink.write(b"held back")
+    assert writer.holding_back()
+    with pytest.raises(StoreError, match="^cannot record the jobs' output: Redis at .* cannot be reached"):
+        writer.commit()
     assert writer.free_reserve() is False  # never raises: the supervisor asks it while handling a StoreError
     writer.rollback()
     reader.close()
@@ -136,6 +141,33 @@ def test_records_and_output_survive_redis_being_killed_and_started_again(tmp_pat
     assert [record.id for record in writer.unsettled()] == [job(number).id for number in range(4)]
     reader.close()
     writer.close()
+
+
+def test_output_written_while_redis_is_down_is_held_back_and_kept_as_the_local_store_keeps_it(tmp_path, own_redis):
+    """Bytes written while Redis is down wait in the writer, only what the limits keep (the head and the tail so
+    far), and are sent when it is back, by a write or a commit: then the output reads as the local store's."""
+    local = LocalBackend(tmp_path / "local")
+    local_writer, local_reader = local.writer(OutputLimits.for_cap(64)), local.reader()
+    location = own_redis.url(prefix="held")
+    writer, reader = open_writer(location, 64), open_reader(location)
+    sinks = {0: [local_writer.open_output(job(0).id), writer.open_output(job(0).id)]}
+    stream = [bytes([number]) * 7 for number in range(60)]  # 420 bytes: segments fall out of the tail meanwhile
+    for number, data in enumerate(stream):
+        if number == 3:
+            own_redis.stop()  # job 1's output is opened while Redis is down, as a queued job's may be
+            sinks[1] = [local_writer.open_output(job(1).id), writer.open_output(job(1).id)]
+        for sink in (sink for pair in sinks.values() for sink in pair):
+            sink.write(data)
+        if number == 50:
+            assert writer.holding_back()
+            own_redis.restart()
+    writer.commit()
+    assert not writer.holding_back()
+    for record in (job(0), job(1)):
+        for offset in (0, 30, 200, 400):
+            assert reader.read_output(record, offset, None) == local_reader.read_output(record, offset, None)
+    for store in (reader, writer, local_reader, local_writer):
+        store.close()
 
 
 def test_two_prefixes_are_two_stores(redis_server):

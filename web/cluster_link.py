@@ -27,6 +27,7 @@ from workerctl.protocol.messages import JobReply, MalformedMessage, Refusal, Sta
 from workerctl.protocol.replies import JobRef
 from workerctl.server.cluster import START_TASK, STOP_TASK, Cluster, celery_app
 from workerctl.store.interface import JobReader, JobRecord, OutputChunk, StoreError
+from workerctl.store.redis_connection import storing
 from workerctl.web.supervisor_link import JobWatchers
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,20 @@ _RESEND_KEY_PREFIX = "workerctl-resend:"
 
 
 class ClusterLink:
-    def __init__(self, location: str, watchers: JobWatchers, jobs: JobReader) -> None:
+    def __init__(self, location: str, watchers: JobWatchers, jobs: JobReader, host_timeout: float) -> None:
         self.cluster = Cluster(location)
         self.celery = celery_app(self.cluster.location)
         self.watchers = watchers
         self.jobs = jobs
+        self.host_timeout = host_timeout
         self.up = asyncio.Event()  # set while Redis answers
+        self._checked = asyncio.Event()  # set once Redis has been checked, whether it answered or not
+        self._up_since = 0.0  # the event loop's time when Redis last began to answer
+        self._given_time: set[str] = set()  # lapsed hosts given until --host-timeout after that to renew
+
+    async def ready(self) -> None:
+        """Return once requests can be answered: with 503 while Redis is down, so after its first check."""
+        await self._checked.wait()
 
     async def ensure_up(self) -> None:
         if not self.up.is_set():
@@ -114,20 +123,38 @@ class ClusterLink:
         threading.Thread(target=self._follow_changes, args=(loop,), name="changes", daemon=True).start()
         while True:
             try:
-                await loop.run_in_executor(None, self._check)
+                await loop.run_in_executor(None, self._ping)
                 if not self.up.is_set():
                     log.info("the cluster's Redis answers")
+                    self._up_since = loop.time()
                 self.up.set()
-            except (StoreError, redis.RedisError) as error:
-                if self.up.is_set():
-                    log.warning("the cluster's Redis cannot be reached: %s", error)
+                await self._sweep(await loop.run_in_executor(None, self.cluster.lapsed_hosts))
+            except StoreError as error:
+                if self.up.is_set() or not self._checked.is_set():
+                    log.warning("%s; answering 503 until it can", error)
                 self.up.clear()
+            self._checked.set()
             self.watchers.notify_all()
             await asyncio.sleep(_CHECK_SECONDS)
 
-    def _check(self) -> None:
-        self.cluster.client.ping()
-        self.cluster.sweep_lost_hosts()
+    async def _sweep(self, lapsed: list[str]) -> None:
+        """Settle the jobs of the hosts whose lease lapsed, once Redis has answered for --host-timeout: a lease
+        that lapsed while Redis was down, or before this front end watched, may be a live agent's that has
+        not been able to renew it yet."""
+        waited = asyncio.get_running_loop().time() - self._up_since
+        if waited < self.host_timeout:
+            for name in set(lapsed) - self._given_time:
+                log.info("host %s holds no lease; it is lost unless it renews it within %g s", name,
+                         self.host_timeout - waited)
+            self._given_time.update(lapsed)
+            return
+        self._given_time.clear()
+        for name in lapsed:
+            await asyncio.get_running_loop().run_in_executor(None, self.cluster.settle_lost_host, name)
+
+    def _ping(self) -> None:
+        with storing("reach the cluster's Redis", self.cluster.location.where):
+            self.cluster.client.ping()
 
     def _follow_changes(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:

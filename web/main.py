@@ -61,9 +61,9 @@ def run_cluster_front_end(settings: ServerSettings, listening: socket.socket) ->
     try:
         auth = Authenticator(settings.users)
         tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
-        jobs = UnavailableWhenDown(open_reader(settings.cluster))
+        jobs = UnavailableWhenDown(open_reader(settings.cluster, may_be_down=True))
         audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
-        link = ClusterLink(settings.cluster, JobWatchers(), jobs)
+        link = ClusterLink(settings.cluster, JobWatchers(), jobs, settings.host_timeout)
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
@@ -94,8 +94,8 @@ async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorL
 
 async def _accept_when_ready(server: HTTPServer, link: SupervisorLink, listening: socket.socket) -> None:
     """Accept connections once they can be served: until the supervisor is first connected, clients wait in the
-    listening socket's backlog rather than get 503."""
-    await link.up.wait()
+    listening socket's backlog rather than get 503 (a cluster's front end answers 503 while Redis is down)."""
+    await link.ready()
     server.add_sockets([listening])
     host, port = listening.getsockname()[:2]
     announce.info("serving https://%s:%d", f"[{host}]" if ":" in host else host, port)

@@ -99,6 +99,10 @@ class SupervisorLink:
         self._pending: dict[int, asyncio.Future[JobRef]] = {}
         self._ids = itertools.count(1)
 
+    async def ready(self) -> None:
+        """Return once the supervisor is first connected."""
+        await self.up.wait()
+
     async def ensure_up(self) -> None:
         """Return once the supervisor is connected: at once in normal operation; while it restarts after a
         crash, as soon as it is back, up to `unavailable_wait` seconds; then UNAVAILABLE. At shutdown,

@@ -1,0 +1,95 @@
+"""A cluster whose Redis stops and comes back: front ends answer 503 at once meanwhile (one started meanwhile
+too), agents keep their jobs running and hold back what they must record, and once Redis is back every record
+and byte of output is there, the jobs that ran on are still their host's, and starts and stops go through again.
+Redis runs with the append-only file and appendfsync always, as docs/cluster.md requires."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+from pathlib import Path
+
+import pytest
+from cluster_support import start_agent
+from redis_server import RedisServer
+from support import Tls, Users, marker, poll_until, processes_with, start_server, wait_none_left
+
+pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+
+_AGENT_HOST_TIMEOUT = 2.0  # its lease lapses while Redis is down, but the host is not lost
+_FRONT_END_HOST_TIMEOUT = 10.0  # room for the test's checks before the held relay must renew the lease
+
+
+def _unavailable(answer):  # noqa: ANN001, ANN202 - support.Answer
+    return answer if answer.status == 503 else None
+
+
+def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_back(tmp_path: Path, tls: Tls,
+                                                                                   users: Users) -> None:
+    redis = RedisServer(tmp_path / "redis", "--appendfsync", "always")
+    agent = front_end = late_front_end = None
+    try:
+        prefix = f"down-{secrets.token_hex(4)}"
+        url = redis.url(prefix=prefix)
+        agent = start_agent(tmp_path, url, "h1", host_timeout=_AGENT_HOST_TIMEOUT)
+        front_end_flags = ("--cluster", url, "--host-timeout", str(_FRONT_END_HOST_TIMEOUT))
+        front_end = start_server(tmp_path / "front", tls, users, *front_end_flags)
+        done = front_end.start("echo done-before")
+        front_end.wait_final(done)
+        ending_mark, running_mark = marker(), marker()
+        # Ends by its time limit while Redis is down, having written all along.
+        ending = front_end.start(f"i=0; while sleep 0.05; do i=$((i+1)); echo line-$i; done # {ending_mark}",
+                                 limits={"timeoutSeconds": 4})
+        running = front_end.start(f"echo still-here; sleep {running_mark}")
+        poll_until(lambda: "line-3\n" in front_end.status(ending)["output"], message="the job's first lines")
+        front_end.wait_running(running)
+
+        lines_before = front_end.status(ending)["output"].count("\n")
+        redis.stop()
+        assert processes_with(ending_mark), "the job ended before Redis stopped: nothing was held back"
+        assert poll_until(lambda: _unavailable(front_end.call("status", jobID=done)),
+                          message="a 503 while Redis is down").body["error"].startswith("cannot read the job")
+        assert front_end.call("start", command="true").status == 503
+        late_front_end = start_server(tmp_path / "late", tls, users, *front_end_flags)  # starts all the same
+        answer = late_front_end.call("list")
+        assert answer.status == 503 and "Redis" in answer.body["error"], answer.body
+        wait_none_left(ending_mark)  # timed out while Redis was down
+        assert processes_with(running_mark), "a job ended because Redis was down"
+
+        # Redis comes back with the host's lease lapsed: a front end must give the host time to renew it before
+        # taking it for lost. Its relay (which renews it) is held until both front ends have swept once more.
+        relay = int(re.search(r"relay\[(\d+)\]", agent.log()).group(1))
+        os.kill(relay, signal.SIGSTOP)
+        try:
+            redis.restart()
+            with redis.client() as client:
+                assert not client.exists(f"{prefix}:host:h1"), "the lease did not lapse while Redis was down"
+            for server in (front_end, late_front_end):
+                poll_until(lambda server=server: server.call("list").status == 200, message="Redis to be seen back")
+                poll_until(lambda server=server: "host h1 holds no lease" in server.log(),
+                           message="the front end to find the lease lapsed")
+                assert server.status(running)["status"] == "running"
+        finally:
+            os.kill(relay, signal.SIGCONT)
+        poll_until(lambda: "lease had lapsed" in agent.log(), message="the agent to renew its lapsed lease")
+        ended = front_end.wait_final(ending)
+        lines = ended["output"].splitlines()
+        assert lines == [f"line-{number}" for number in range(1, len(lines) + 1)], "output lost or repeated"
+        assert len(lines) > lines_before and ended["outputBytes"] == len(ended["output"].encode()), ended
+        assert ended["reason"] == "time limit of 4 s exceeded", ended  # not "output lost"
+        assert front_end.status(done)["output"] == "done-before\n"
+        assert late_front_end.status(running)["status"] == "running", "a host that only lost Redis was lost"
+        stopped = late_front_end.call("stop", jobID=running)
+        assert stopped.status == 200 and stopped.body["status"] == "stopped", stopped.body
+        wait_none_left(running_mark)
+        after = late_front_end.start("echo after")
+        assert late_front_end.wait_final(after)["output"] == "after\n"
+    finally:
+        for server in (late_front_end, front_end):
+            if server is not None:
+                server.stop()
+        if agent is not None:
+            agent.stop()
+        redis.stop()
