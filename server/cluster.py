@@ -65,13 +65,17 @@ class ClusterKeys:
 
 
 def celery_app(location: RedisLocation) -> Any:
-    """The Celery app on the cluster's Redis: JSON only, no retries of a publish, early acknowledgement."""
+    """The Celery app on the cluster's Redis: JSON only, no retries of a publish, early acknowledgement, and a
+    broker connection that comes back within a second of Redis (celery_connection.py)."""
     from celery import Celery
+    from workerctl.server.celery_connection import QuickReconnectingAMQP
 
     options = {"global_keyprefix": f"{location.prefix}:celery:", "socket_timeout": 2.0,
                "socket_connect_timeout": 1.0}
-    app = Celery("workerctl", broker=location.url, backend=location.url, set_as_current=False)
+    app = Celery("workerctl", broker=location.url, backend=location.url, set_as_current=False,
+                 amqp=QuickReconnectingAMQP)
     app.conf.update(
+        broker_connection_max_retries=None,  # a relay waits for Redis for as long as it is down
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
         task_acks_late=False, worker_prefetch_multiplier=1, task_publish_retry=False,
         broker_transport_options=options, result_backend_transport_options=options, result_expires=600,

@@ -33,6 +33,7 @@ from workerctl.protocol.messages import (
     decode,
     encode,
 )
+from workerctl.server.celery_connection import quiet_reconnects
 from workerctl.server.cluster import LEASE_RENEWAL_SECONDS, START_TASK, STOP_TASK, Cluster, ClusterKeys, celery_app
 from workerctl.server.link import read_available, tune_link_socket
 from workerctl.server.linux import die_with_parent
@@ -146,6 +147,7 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
     app.task(name=START_TASK)(relay)
     app.task(name=STOP_TASK)(relay)
     keys = ClusterKeys(cluster.location.prefix)
+    quiet_reconnects()
     # Celery warns of running as root for its pickle serializer, which is not accepted here (JSON only).
     warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
     worker = app.Worker(pool="solo", concurrency=1, prefetch_multiplier=1, hostname=f"{settings.name}@workerctl",
@@ -160,16 +162,20 @@ def _renew_lease_forever(cluster: Cluster, settings: ServerSettings, link: Relay
     the lease lapsed: a sweep that read the lease as lapsed just before it was renewed settles the jobs after."""
     assert settings.name is not None
     every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
-    renewed_before = False
+    renewed_before = failing = False
     while True:
         try:
             held = cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
         except StoreError as error:
-            log.warning("%s", error)
+            if not failing:
+                log.warning("%s; trying again every %g s", error, every)
+            failing = True
         else:
+            if failing:
+                log.info("renewed the host's lease again")
             if renewed_before and not held:
                 log.warning("the host's lease had lapsed: its unfinished jobs may have been settled as lost, and "
                             "those are ended here")
-            renewed_before = True
+            renewed_before, failing = True, False
             link.notify(FenceJobs())
         time.sleep(every)
