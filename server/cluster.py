@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 START_TASK = "workerctl.start"
 STOP_TASK = "workerctl.stop"
 LEASE_RENEWAL_SECONDS = 2.0
-_UNSETTLED = (JobStatus.CREATED.value, JobStatus.RUNNING.value)
 _SWEEPER_OUTPUT_BYTES = 1024 * 1024  # the sweeper writes no output; the writer needs a cap all the same
 
 
@@ -114,24 +113,19 @@ class Cluster:
             leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
         return {name: json.loads(lease)["maxJobs"] for name, lease in zip(names, leases) if lease is not None}
 
-    def busy(self) -> dict[str, int]:
-        """How many unsettled (created or running) jobs each host has."""
+    def busy(self, names: list[str]) -> dict[str, int]:
+        """How many unsettled (created or running) jobs each of these hosts has."""
         with storing("read the unsettled jobs", self.location.where):
-            job_ids = self.client.zrange(self.store_keys.unsettled, 0, -1)
-            texts = self.client.mget([self.store_keys.job(job_id.decode()) for job_id in job_ids]) if job_ids else []
-        counts: dict[str, int] = {}
-        for text in texts:
-            if text is not None:
-                record = json.loads(text)
-                if record.get("status") in _UNSETTLED and record.get("host"):
-                    counts[record["host"]] = counts.get(record["host"], 0) + 1
-        return counts
+            counts = self.client.pipeline(transaction=False)
+            for name in names:
+                counts.zcard(self.store_keys.unsettled_on(name))
+            return dict(zip(names, counts.execute()))
 
     def place(self) -> str:
         """The queue for a new job: the host with the most free slots, or the shared queue if none has one."""
         hosts = self.live_hosts()
-        busy = self.busy()
-        free = {name: slots - busy.get(name, 0) for name, slots in hosts.items()}
+        busy = self.busy(list(hosts))
+        free = {name: slots - busy[name] for name, slots in hosts.items()}
         best = max(free, key=lambda name: (free[name], name), default=None)
         return self.keys.host_queue(best) if best is not None and free[best] > 0 else self.keys.shared_queue
 

@@ -136,6 +136,10 @@ class RedisKeys:
         """The job's record, as JSON."""
         return f"{self.prefix}:job:{job_id}"
 
+    def unsettled_on(self, host: str | None) -> str:
+        """The host's created and running jobs, by sequence number ("" for jobs of no host)."""
+        return f"{self.prefix}:unsettled-on:{host or ''}"
+
     def jobs_of(self, owner: str) -> str:
         """The owner's jobs, by sequence number."""
         return f"{self.prefix}:jobs:{owner}"

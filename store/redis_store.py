@@ -8,6 +8,7 @@ Keys, all under the location's prefix (redis_connection.py names them):
     jobs:<owner>       sorted set: the owner's jobs by sequence number (lists are newest first)
     keys:<owner>       hash: idempotency key → job ID (one job per key and owner)
     unsettled          sorted set: created and running jobs by sequence number
+    unsettled-on:<host>  sorted set: the same, of one host (placement counts them)
     ended-at           sorted set: final jobs by the time they ended (pruning by age)
     owners             set: every owner that has had jobs (pruning by count)
     sequence           counter: the order jobs were created in, across every writer
@@ -52,9 +53,9 @@ _LIST_PAGE = 200  # records read per round trip when a filter leaves some out
 _COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
 
 # Replace the record (KEYS[1]) with ARGV[1] only if it still exists and is the host ARGV[3]'s ("" for none)
-# created or running job; if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled index (KEYS[2])
-# to the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if there is no record, -1 if it
-# is no longer the host's unfinished job.
+# created or running job; if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled indexes (KEYS[2],
+# and the host's, KEYS[4]) to the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if
+# there is no record, -1 if it is no longer the host's unfinished job.
 _GUARDED_SAVE = """
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
@@ -65,6 +66,7 @@ if host ~= ARGV[3] or (record.status ~= 'created' and record.status ~= 'running'
 redis.call('SET', KEYS[1], ARGV[1])
 if ARGV[4] == '1' then
     redis.call('ZREM', KEYS[2], ARGV[2])
+    redis.call('ZREM', KEYS[4], ARGV[2])
     if ARGV[5] == '' then redis.call('ZREM', KEYS[3], ARGV[2]) else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2]) end
 end
 return 1
@@ -200,7 +202,7 @@ class RedisJobWriter(_RedisStore):
         """Jobs an earlier run of this writer's host left created or running, oldest first: another host's jobs
         are its own to settle (or, once its lease lapses, the lost-host sweep's)."""
         with self._storing("read the unsettled jobs"):
-            records = self._records(self._client.zrange(self.keys.unsettled, 0, -1))
+            records = self._records(self._client.zrange(self.keys.unsettled_on(self.host), 0, -1))
         return [record for record in records if record.status in _UNSETTLED and record.host == self.host]
 
     def insert(self, record: JobRecord) -> None:
@@ -214,8 +216,8 @@ class RedisJobWriter(_RedisStore):
             self._claimed[(record.owner, key)] = record.id
         text = self._stage(record)
         self._inserted.append(record.id)
-        self._batch.append(partial(self._queue_insert, record.id, record.owner, key, text, record.status,
-                                   record.ended_at))
+        self._batch.append(partial(self._queue_insert, record.id, record.owner, record.host, key, text,
+                                   record.status, record.ended_at))
 
     def save(self, record: JobRecord) -> None:
         """Write every field of an existing record."""
@@ -378,8 +380,9 @@ class RedisJobWriter(_RedisStore):
             expired.update(job_id.decode() for job_id in final[:max(len(final) - keep_per_owner, 0)])
         return expired
 
-    def _queue_insert(self, job_id: str, owner: str, key: str | None, text: str, status: JobStatus,
-                      ended_at: float | None, transaction: Pipeline, numbers: dict[str, int]) -> None:
+    def _queue_insert(self, job_id: str, owner: str, host: str | None, key: str | None, text: str,
+                      status: JobStatus, ended_at: float | None, transaction: Pipeline,
+                      numbers: dict[str, int]) -> None:
         transaction.set(self.keys.job(job_id), text, nx=True)
         transaction.zadd(self.keys.jobs_of(owner), {job_id: numbers[job_id]})
         transaction.sadd(self.keys.owners, owner)
@@ -387,6 +390,7 @@ class RedisJobWriter(_RedisStore):
             transaction.hset(self.keys.keys_of(owner), key, job_id)
         if status in _UNSETTLED:
             transaction.zadd(self.keys.unsettled, {job_id: numbers[job_id]})
+            transaction.zadd(self.keys.unsettled_on(host), {job_id: numbers[job_id]})
         else:
             self._queue_ended(job_id, ended_at, transaction)
 
@@ -395,8 +399,9 @@ class RedisJobWriter(_RedisStore):
         self._guarded.append((len(transaction.command_stack), job_id, status))
         # Statuses never go back, so an unsettled job is in its index already.
         settled = "1" if status not in _UNSETTLED else "0"
-        transaction.eval(_GUARDED_SAVE, 3, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at, text,
-                         job_id, self.host or "", settled, "" if ended_at is None else repr(ended_at))
+        transaction.eval(_GUARDED_SAVE, 4, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at,
+                         self.keys.unsettled_on(self.host), text, job_id, self.host or "", settled,
+                         "" if ended_at is None else repr(ended_at))
 
     def _queue_ended(self, job_id: str, ended_at: float | None, transaction: Pipeline) -> None:
         transaction.zrem(self.keys.unsettled, job_id)
