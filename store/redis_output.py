@@ -53,6 +53,15 @@ def _limits(text: bytes) -> OutputLimits:
     return OutputLimits(head, segment, segments)
 
 
+class HeldBack:
+    """The outputs of one writer that hold bytes back, and when a write may next try Redis: one wait for them
+    all, so that a Redis that hangs (rather than refuses) stalls the writer once a second, not once per job."""
+
+    def __init__(self) -> None:
+        self.sinks: set[RedisOutputSink] = set()
+        self.next_attempt = 0.0  # monotonic
+
+
 class RedisOutputSink:
     """Appends one job's output to Redis within its limits (an OutputSink).
 
@@ -60,23 +69,22 @@ class RedisOutputSink:
     the pieces that fell out of the tail and the new total. Written by offset, a transaction sent again writes
     the same bytes to the same place: if Redis cannot be reached (or does not answer in time, having perhaps
     done it), the staged bytes are held back and sent again later, by the next write at most once a second or
-    by the writer's commit (`holding` is the writer's set of sinks with bytes held back). Only what can still be
+    by the writer's commit (`held_back` is the writer's). Only what can still be
     kept is held: the head, and the tail segments the total so far keeps, so a job writing on while Redis is
     down holds at most its output cap in memory."""
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, where: str, job_id: str, limits: OutputLimits,
-                 holding: set[RedisOutputSink]) -> None:
+                 held_back: HeldBack) -> None:
         self.total = 0
         self._client = client
         self._keys = keys
         self._where = where
         self._job_id = job_id
         self._limits = limits
-        self._holding = holding
+        self._held_back = held_back
         self._stored_total = 0  # the total Redis has
         self._staged: dict[int, bytearray] = {}  # piece → bytes not yet in Redis, from the stored total on
         self._limits_stored = False
-        self._next_attempt = 0.0  # monotonic: while holding bytes back, when the next write may try again
         try:
             self._store_limits()
         except OutputHeldBack:  # stored by the first flush that reaches Redis
@@ -88,11 +96,13 @@ class RedisOutputSink:
         if not data:
             return
         self._stage(data)
-        if time.monotonic() >= self._next_attempt:
-            try:
-                self.flush()
-            except OutputHeldBack:
-                pass
+        if time.monotonic() < self._held_back.next_attempt:
+            self._held_back.sinks.add(self)
+            return
+        try:
+            self.flush()
+        except OutputHeldBack:
+            pass
 
     def flush(self) -> None:
         """Send every staged byte; OutputHeldBack if Redis cannot be reached (they stay staged), OutputWriteError
@@ -114,7 +124,7 @@ class RedisOutputSink:
         self._send(transaction.execute)
         self._stored_total = self.total
         self._staged.clear()
-        self._holding.discard(self)
+        self._held_back.sinks.discard(self)
 
     def close(self) -> None:
         """Nothing to release: bytes still held back stay with the writer, which sends them at its next commit."""
@@ -154,11 +164,11 @@ class RedisOutputSink:
         try:
             return call()
         except (redis.ConnectionError, redis.TimeoutError) as error:
-            if self not in self._holding:
-                log.warning("job %s: holding its output back until Redis can be reached: %s", self._job_id,
+            if not self._held_back.sinks:
+                log.warning("holding the jobs' output back until Redis can be reached: %s",
                             describe(error, self._where))
-            self._holding.add(self)
-            self._next_attempt = time.monotonic() + _RETRY_SECONDS
+            self._held_back.sinks.add(self)
+            self._held_back.next_attempt = time.monotonic() + _RETRY_SECONDS
             raise OutputHeldBack(describe(error, self._where)) from error
         except redis.RedisError as error:
             reason = describe(error, self._where)

@@ -43,7 +43,7 @@ from workerctl.store.interface import JobRecord, OutputChunk, OutputWriteError, 
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
-from workerctl.store.redis_output import OutputHeldBack, RedisOutputSink, output_keys, read_output
+from workerctl.store.redis_output import HeldBack, OutputHeldBack, RedisOutputSink, output_keys, read_output
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class RedisJobWriter(_RedisStore):
         self._claimed: dict[tuple[str, str], str] = {}  # (owner, idempotency key) → job ID, for new jobs
         self._guarded: list[tuple[int, str, JobStatus]] = []  # each save's place in the transaction, job, status
         self._refused: set[str] = set()  # jobs whose save was refused (logged once each)
-        self._holding: set[RedisOutputSink] = set()  # outputs with bytes held back while Redis was unreachable
+        self._held_back = HeldBack()  # outputs with bytes held back while Redis was unreachable
         try:
             check_server(self._client, self.location.where)
             with self._storing("hold back memory for the records"):
@@ -247,11 +247,11 @@ class RedisJobWriter(_RedisStore):
 
     def open_output(self, job_id: str) -> RedisOutputSink:
         return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits,
-                               self._holding)
+                               self._held_back)
 
     def holding_back(self) -> bool:
         """Whether output written while Redis could not be reached waits to be sent by a commit."""
-        return bool(self._holding)
+        return bool(self._held_back.sinks)
 
     def prune(self, older_than: float, keep_per_owner: int) -> int:
         """Delete final jobs that ended before `older_than`, or beyond the newest `keep_per_owner` of their
@@ -296,13 +296,13 @@ class RedisJobWriter(_RedisStore):
 
     def _send_held_output(self) -> None:
         # Before the records: a reader that sees a job's final status sees all the output it kept.
-        for sink in list(self._holding):
+        for sink in list(self._held_back.sinks):
             try:
                 sink.flush()
             except OutputHeldBack as error:
                 raise StoreError(f"cannot record the jobs' output: {error}") from None
             except OutputWriteError as error:
-                self._holding.discard(sink)
+                self._held_back.sinks.discard(sink)
                 log.error("output held back while Redis could not be reached is lost: %s", error.strerror)
 
     def _forget_batch(self) -> None:
