@@ -23,7 +23,7 @@ from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
 from workerctl.server.serve import ServeError, end_orphaned_jobs, prepare_host, run_children
 from workerctl.server.settings import ServerSettings
-from workerctl.store.backends import is_redis_location, open_writer
+from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.redis_connection import RedisLocation
@@ -38,13 +38,14 @@ _SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
 
 
 def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
-    """As serve's checks, for what an agent uses: the cluster's store, the data directory, containment, sandbox."""
+    """As serve's checks, for what an agent uses: the cluster's store (waited for while it cannot be reached),
+    the data directory, containment, sandbox."""
     if settings.cluster is None or not is_redis_location(settings.cluster):
         raise ServeError("an agent needs --cluster redis://HOST:PORT/DB (or rediss://…)")
     if not settings.name:
         raise ServeError("an agent needs --name NAME, its host's name in the cluster")
     try:
-        open_writer(settings.cluster, settings.max_output_bytes, settings.name).close()
+        when_reachable(lambda: open_writer(settings.cluster, settings.max_output_bytes, settings.name)).close()
     except (StoreError, ValueError) as error:
         raise ServeError(str(error)) from None
     return prepare_host(settings)

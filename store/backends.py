@@ -8,15 +8,23 @@ Redis back end is imported only when asked for: a single host needs neither it n
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
-from workerctl.store.interface import JobReader, JobWriter, StoreError
+from workerctl.store.interface import JobReader, JobWriter, StoreError, StoreUnreachable
 from workerctl.store.layout import DataLayout
 from workerctl.store.local import LocalJobReader, LocalJobWriter
 from workerctl.store.output_log import OutputLimits
 
 REDIS_SCHEMES = ("redis://", "rediss://")
+_REACH_AGAIN_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_redis_location(location: Path | str) -> bool:
@@ -39,6 +47,20 @@ def open_writer(location: Path | str, max_output_bytes: int, host: str | None = 
     if is_redis_location(location):
         return _redis_back_end().RedisJobWriter(str(location), limits, host)
     return LocalJobWriter(DataLayout(Path(location)), limits)
+
+
+def when_reachable(open_store: Callable[[], T]) -> T:
+    """`open_store()`, tried again every second for as long as the store cannot be reached (said once in the
+    log): a shared store that is down when a host starts is waited for, as it is while the host runs."""
+    waiting = False
+    while True:
+        try:
+            return open_store()
+        except StoreUnreachable as error:
+            if not waiting:
+                log.warning("%s; waiting until it can be", error)
+            waiting = True
+        time.sleep(_REACH_AGAIN_SECONDS)
 
 
 def _redis_back_end() -> ModuleType:

@@ -140,3 +140,7 @@ class JobWriter(Protocol):
 
 class StoreError(Exception):
     """The store could not do what was asked (a full disk, a broken database); the message says why."""
+
+
+class StoreUnreachable(StoreError):
+    """A shared store cannot be reached right now (down, or not answering in time); it may be later."""

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry
-from workerctl.store.interface import StoreError
+from workerctl.store.interface import StoreError, StoreUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,15 @@ def describe(error: redis.RedisError, where: str) -> str:
 
 @contextmanager
 def storing(what: str, where: str) -> Iterator[None]:
-    """Turn any Redis error in the block into StoreError("cannot WHAT: …")."""
+    """Turn any Redis error in the block into StoreError("cannot WHAT: …"), StoreUnreachable if Redis cannot be
+    reached or does not answer in time (a refused password is not that: it will not pass)."""
     try:
         yield
     except redis.RedisError as error:
-        raise StoreError(f"cannot {what}: {describe(error, where)}") from error
+        unreachable = isinstance(error, (redis.ConnectionError, redis.TimeoutError)) and \
+            not isinstance(error, AuthenticationError)
+        kind = StoreUnreachable if unreachable else StoreError
+        raise kind(f"cannot {what}: {describe(error, where)}") from error
 
 
 def check_server(client: redis.Redis, where: str) -> None:

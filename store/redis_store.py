@@ -39,7 +39,7 @@ from functools import partial
 import redis
 from redis.client import Pipeline
 from workerctl.protocol.jobs import JobStatus
-from workerctl.store.interface import JobRecord, OutputChunk, OutputWriteError, StoreError
+from workerctl.store.interface import JobRecord, OutputChunk, OutputWriteError, StoreError, StoreUnreachable
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
@@ -107,10 +107,12 @@ class _RedisStore:
             self._client.close()
             name = str(error).rpartition(" ")[2]
             raise StoreError(f"the Redis location has a parameter that is not one: {name}") from None
-        except StoreError as error:
-            if may_be_down and isinstance(error.__cause__, (redis.ConnectionError, redis.TimeoutError)) and \
-                    not isinstance(error.__cause__, redis.AuthenticationError):
+        except StoreUnreachable:
+            if may_be_down:
                 return  # its reads fail until it can be reached
+            self._client.close()
+            raise
+        except StoreError:
             self._client.close()
             raise
 

@@ -15,7 +15,7 @@ from workerctl.server.linux import (
 )
 from workerctl.server.logs import configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
-from workerctl.store.backends import open_writer
+from workerctl.store.backends import open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.supervisor.accounts import JobAccounts
@@ -45,7 +45,8 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         layout = DataLayout(settings.data_dir)
         hold_lock(layout.supervisor_lock, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
         # An agent of a cluster (settings.cluster) keeps its jobs in the cluster's shared store, under its name.
-        store = open_writer(settings.cluster or settings.data_dir, settings.max_output_bytes, settings.name)
+        store = when_reachable(lambda: open_writer(settings.cluster or settings.data_dir, settings.max_output_bytes,
+                                                   settings.name))
         containment = choose_containment(settings.containment, layout.instance, job_uids)
     except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)

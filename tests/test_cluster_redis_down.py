@@ -1,6 +1,7 @@
 """A cluster whose Redis stops and comes back: front ends answer 503 at once meanwhile (one started meanwhile
 too), agents keep their jobs running and hold back what they must record, and once Redis is back every record
 and byte of output is there, the jobs that ran on are still their host's, and starts and stops go through again.
+An agent started while Redis is down waits for it.
 Redis runs with the append-only file and appendfsync always, as docs/cluster.md requires."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import re
 import secrets
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,4 +94,33 @@ def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_b
                 server.stop()
         if agent is not None:
             agent.stop()
+        redis.stop()
+
+
+def test_an_agent_started_while_redis_is_down_waits_for_it(tmp_path: Path, tls: Tls, users: Users) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    agent = front_end = None
+    try:
+        url = redis.url(prefix=f"late-{secrets.token_hex(4)}")
+        redis.stop()
+        log = tmp_path / "agent-h1.log"  # start_agent's
+
+        def restart_redis_once_the_agent_waits() -> None:
+            poll_until(lambda: log.exists() and "waiting until it can be" in log.read_text(),
+                       message="the agent to wait for Redis")
+            redis.restart()
+
+        restarting = threading.Thread(target=restart_redis_once_the_agent_waits)
+        restarting.start()
+        try:
+            agent = start_agent(tmp_path, url, "h1")  # returns once the agent is ready
+        finally:
+            restarting.join()
+        front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
+        job = front_end.start("echo ran")
+        assert front_end.wait_final(job)["output"] == "ran\n"
+    finally:
+        for process in (front_end, agent):
+            if process is not None:
+                process.stop()
         redis.stop()
