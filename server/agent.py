@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
 from workerctl.server.serve import ServeError, end_orphaned_jobs, prepare_host, run_children
-from workerctl.server.settings import ServerSettings
+from workerctl.server.settings import FRONT_END_SETTINGS, ServerSettings, changed_flags
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
@@ -57,13 +58,16 @@ def run_agent(settings: ServerSettings) -> int:
     multiprocessing.current_process().name = "agent"
     settings, containment, job_uids = check_agent_settings(settings)
     assert settings.cluster is not None
+    ignored = changed_flags(settings, FRONT_END_SETTINGS)
+    if ignored:
+        log.warning("ignoring %s from the settings file: an agent serves no clients", ", ".join(ignored))
     try:
         become_subreaper()
         protect_from_oom_killer()
         announce.info("agent %s of the cluster at %s, data directory %s; jobs time out after %g s", settings.name,
                       RedisLocation.parse(settings.cluster).where, settings.data_dir, settings.job_timeout)
-        guard_end = _start_guard(settings, job_uids)
         with tempfile.TemporaryDirectory(prefix="workerctl-agent-") as run_dir:
+            guard_end = _start_guard(settings, job_uids, Path(run_dir))
             link_address = Path(run_dir) / "supervisor.sock"
             status = run_children(settings, containment, job_uids, link_address, (
                 "relay", run_relay, lambda authkey, parent: (settings, link_address, authkey, parent),
@@ -74,19 +78,20 @@ def run_agent(settings: ServerSettings) -> int:
         containment.close()
 
 
-def _start_guard(settings: ServerSettings, job_uids: range) -> Any:
+def _start_guard(settings: ServerSettings, job_uids: range, run_dir: Path) -> Any:
     """Start the guard; the end of its pipe to keep open for as long as the agent runs."""
     context = multiprocessing.get_context("spawn")
     watched, kept = context.Pipe(duplex=False)
-    guard = context.Process(target=_guard, args=(settings, job_uids, watched), name="guard", daemon=False)
+    guard = context.Process(target=_guard, args=(settings, job_uids, run_dir, watched), name="guard", daemon=False)
     guard.start()
     watched.close()
     return kept
 
 
-def _guard(settings: ServerSettings, job_uids: range, watched: Any) -> None:
+def _guard(settings: ServerSettings, job_uids: range, run_dir: Path, watched: Any) -> None:
     """Wait, in a session of its own, for the agent to be gone (its end of the pipe closes with it, however it
-    ends), then kill whatever processes its jobs left."""
+    ends), then kill whatever processes its jobs left, and remove the agent's run directory (its link's
+    socket) if it could not."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -102,3 +107,4 @@ def _guard(settings: ServerSettings, job_uids: range, watched: Any) -> None:
         containment.close()
         unmount_homes(DataLayout(settings.data_dir))  # as serve does when no supervisor ran at the end
         remove_abandoned_v1_trees(containment.instance)
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -71,8 +71,10 @@ def celery_app(location: RedisLocation) -> Any:
 
     options = {"global_keyprefix": f"{location.prefix}:celery:", "socket_timeout": 2.0,
                "socket_connect_timeout": 1.0}
-    app = Celery("workerctl", broker=location.url, backend=location.url, set_as_current=False,
-                 amqp=QuickReconnectingAMQP)
+    url = location.url
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:  # Celery's result backend insists on it
+        url += f"{'&' if '?' in url else '?'}ssl_cert_reqs=required"
+    app = Celery("workerctl", broker=url, backend=url, set_as_current=False, amqp=QuickReconnectingAMQP)
     app.conf.update(
         broker_connection_max_retries=None,  # a relay waits for Redis for as long as it is down
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
@@ -105,6 +107,12 @@ class Cluster:
                 renewal.sadd(self.keys.hosts, name)
                 held, _ = renewal.execute()
         return held is not None
+
+    def give_up_lease(self, name: str) -> None:
+        """End the host's lease now, at a clean stop: starts are no longer placed on it, and the sweep settles
+        whatever its jobs' records still say is unfinished (none, if its supervisor recorded their ends)."""
+        with storing("give up the host's lease", self.location.where):
+            self.client.delete(self.keys.lease(name))
 
     def live_hosts(self) -> dict[str, int]:
         """Each host holding a lease, and how many jobs it runs at once."""

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 
 from workerctl.server.logs import announce, configure_logging
-from workerctl.server.serve import ServeError
-from workerctl.server.settings import ServerSettings
+from workerctl.server.serve import ServeError, check_front_end_settings
+from workerctl.server.settings import SUPERVISOR_SETTINGS, ServerSettings, changed_flags
+from workerctl.store.interface import StoreError
 from workerctl.store.redis_connection import RedisLocation
-from workerctl.store.users import UsersFileError, load_users
-from workerctl.web.app import tls_context
 from workerctl.web.main import run_cluster_front_end
 
 log = logging.getLogger(__name__)
@@ -21,12 +19,14 @@ log = logging.getLogger(__name__)
 def run_cluster_server(settings: ServerSettings) -> int:
     configure_logging(settings.log_level)
     assert settings.cluster is not None
+    check_front_end_settings(settings)
     try:
-        tls_context(settings.cert, settings.key, settings.client_ca)
-        load_users(settings.users)
         where = RedisLocation.parse(settings.cluster).where
-    except (OSError, ssl.SSLError, UsersFileError, ValueError) as error:
-        raise ServeError(str(getattr(error, "strerror", None) or error)) from None
+    except StoreError as error:
+        raise ServeError(str(error)) from None
+    ignored = changed_flags(settings, SUPERVISOR_SETTINGS)
+    if ignored:
+        log.warning("ignoring %s: a cluster's front end runs no jobs, and each agent has its own", ", ".join(ignored))
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
         listening = socket.create_server((settings.host, settings.port), family=family, backlog=1024)

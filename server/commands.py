@@ -15,7 +15,7 @@ from pathlib import Path
 from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.table import PROGRAM, Argument, Command, Option, usage_error
 from workerctl.dev_material import DEV_USERS
-from workerctl.server.settings import SETTINGS, ServerSettings
+from workerctl.server.settings import FRONT_END_SETTINGS, SETTINGS, ServerSettings
 
 
 def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
@@ -177,26 +177,32 @@ _NAME = Argument("name", "the user's name: letters, digits, '_', '.' or '-'")
 _EXPIRES = Option("expires", "the token stops working this long from now: a whole number and s, m, h, d or w, "
                   "as in 90d", shown_default="never", metavar="DURATION")
 
-_SETTINGS_OPTIONS = (
-    Option("config", "a TOML settings file with any of the settings below (flags win)", shown_default="none",
-           metavar="FILE"),
-    *(Option(setting.flag_name, setting.help, kind=bool if setting.kind is bool else str,
-             shown_default=setting.shown, metavar=setting.metavar, choices=setting.choices)
-      for setting in SETTINGS),
-    *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", shown_default=setting.shown,
-             metavar=setting.metavar)
-      for setting in SETTINGS for alias in setting.aliases))
+
+
+def _settings_options(left_out: tuple[str, ...] = ()) -> tuple[Option, ...]:
+    """The settings file and a flag for every setting but those `left_out`."""
+    settings = [setting for setting in SETTINGS if setting.name not in left_out]
+    return (
+        Option("config", "a TOML settings file with any of the settings below (flags win)", shown_default="none",
+               metavar="FILE"),
+        *(Option(setting.flag_name, setting.help, kind=bool if setting.kind is bool else str,
+                 shown_default=setting.shown, metavar=setting.metavar, choices=setting.choices)
+          for setting in settings),
+        *(Option(alias.replace("_", "-"), f"the former name of --{setting.flag_name}", shown_default=setting.shown,
+                 metavar=setting.metavar)
+          for setting in settings for alias in setting.aliases))
+
 
 SERVER_COMMANDS = (
     Command(
-        "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (), _SETTINGS_OPTIONS,
+        "serve", "run the server (front end and supervisor) until SIGTERM or Ctrl-C", serve, (), _settings_options(),
         details="With no flags, it serves the public development material in certs/ on 127.0.0.1:8443. With "
                 "--cluster URL, it is a front end of that cluster and runs no jobs itself."),
     Command(
         "agent", "run one worker host of a cluster (its supervisor, taking jobs from the cluster) until SIGTERM",
-        agent, (), _SETTINGS_OPTIONS,
-        details="Needs --cluster URL, --name NAME and --data-dir DIR; the supervisor's settings apply to this host, "
-                "the front end's are ignored."),
+        agent, (), _settings_options(left_out=FRONT_END_SETTINGS),
+        details="Needs --cluster URL and --name NAME, and a --data-dir of its own where several agents share a "
+                "machine; the supervisor's settings apply to this host's jobs (docs/cluster.md)."),
     Command("users add", "add a user with a fresh token, and print the token once", add_user, (_NAME,),
             (_USERS_FILE, _EXPIRES), details="The users file keeps only the token's SHA-256; the server picks the "
                                              "change up without a restart."),

@@ -132,7 +132,10 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
     assert settings.cluster is not None and settings.name is not None
     cluster = Cluster(settings.cluster)
     link = RelayLink(link_address, authkey, cluster.publish_changed)
-    threading.Thread(target=_renew_lease_forever, args=(cluster, settings, link), name="lease", daemon=True).start()
+    stopping = threading.Event()
+    renewing = threading.Thread(target=_renew_lease, args=(cluster, settings, link, stopping), name="lease",
+                                daemon=True)
+    renewing.start()
     app = celery_app(cluster.location)
 
     def relay(payload: str) -> str:
@@ -153,17 +156,24 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
     worker = app.Worker(pool="solo", concurrency=1, prefetch_multiplier=1, hostname=f"{settings.name}@workerctl",
                         queues=[keys.host_queue(settings.name), keys.shared_queue], without_gossip=True,
                         without_mingle=True, without_heartbeat=True, loglevel=settings.log_level, quiet=True)
-    worker.start()
+    worker.start()  # returns at SIGTERM, once the supervisor has ended its jobs (serve.run_children)
+    stopping.set()
+    renewing.join()
+    try:  # so that no start waits for this host until its lease would lapse
+        cluster.give_up_lease(settings.name)
+    except StoreError as error:
+        log.warning("%s", error)
 
 
-def _renew_lease_forever(cluster: Cluster, settings: ServerSettings, link: RelayLink) -> None:
-    """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout), and after each
-    renewal have the supervisor end the jobs no longer its own. After every renewal, not only one that finds
-    the lease lapsed: a sweep that read the lease as lapsed just before it was renewed settles the jobs after."""
+def _renew_lease(cluster: Cluster, settings: ServerSettings, link: RelayLink, stopping: threading.Event) -> None:
+    """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout) until `stopping`
+    is set, and after each renewal have the supervisor end the jobs no longer its own. After every renewal, not
+    only one that finds the lease lapsed: a sweep that read the lease as lapsed just before it was renewed
+    settles the jobs after."""
     assert settings.name is not None
     every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
     renewed_before = failing = False
-    while True:
+    while not stopping.is_set():
         try:
             held = cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
         except StoreError as error:
@@ -178,4 +188,4 @@ def _renew_lease_forever(cluster: Cluster, settings: ServerSettings, link: Relay
                             "those are ended here")
             renewed_before, failing = True, False
             link.notify(FenceJobs())
-        time.sleep(every)
+        stopping.wait(every)

@@ -61,6 +61,14 @@ class ServeError(Exception):
 def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
     """Fail now, with one clear sentence, on anything that would make the server fail later. Returns the
     settings with the containment chosen, the containment, and the user IDs jobs get (held until exit)."""
+    check_front_end_settings(settings)
+    return prepare_host(settings)
+
+
+def check_front_end_settings(settings: ServerSettings) -> None:
+    """What a front end uses, a single host's or a cluster's: its certificate, client CA, audit log and users
+    file; a ServeError of one sentence for what will not do, and a warning for the public development
+    material."""
     try:
         tls_context(settings.cert, settings.key)
     except (OSError, ssl.SSLError) as error:
@@ -82,10 +90,8 @@ def check_settings(settings: ServerSettings) -> tuple[ServerSettings, Containmen
         load_users(settings.users)
     except UsersFileError as error:
         raise ServeError(str(error)) from None
-    checked = prepare_host(settings)
     for material in sorted({settings.cert, settings.users} & {DEV_SERVER_CERT, DEV_USERS}):
         log.warning("using the public development material %s: for your own machine only", material)
-    return checked
 
 
 def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:

@@ -174,8 +174,8 @@ class ServerSettings:
                                      _positive, metavar="DAYS")
     retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
     cluster: str | None = _setting(None, "a redis:// or rediss:// URL: serve as a front end of the cluster whose jobs "
-                                   "and hosts that Redis holds (docs/deploy.md, Several hosts)", shown_default="none: "
-                                   "one host", metavar="URL")
+                                   "and hosts that Redis holds (docs/cluster.md)", shown_default="none: one host",
+                                   metavar="URL")
     name: str | None = _setting(None, "an agent's host name in its cluster (`workerctl agent` only)",
                                 shown_default="none", metavar="NAME")
     host_timeout: float = _setting(10.0, "seconds after an agent's last sign of life when its running jobs end in "
@@ -261,6 +261,22 @@ def _declared() -> tuple[Setting, ...]:
 
 SETTINGS = _declared()
 _BY_NAME = {name: setting for setting in SETTINGS for name in (setting.name, *setting.aliases)}
+
+FRONT_END_SETTINGS = ("host", "port", "cert", "key", "users", "client_ca", "require_client_cert", "handshake_timeout",
+                      "max_connections_per_client", "unavailable_wait", "rate_limit", "audit_log")
+"""The settings only a front end uses: an agent has no such flags, and ignores them in a settings file."""
+
+SUPERVISOR_SETTINGS = ("data_dir", "job_timeout", "max_job_timeout", "max_jobs", "max_jobs_per_user",
+                       "max_queued_per_user", "max_output_bytes", "job_memory", "job_cpus", "job_processes",
+                       "home_size", "user_memory", "user_cpus", "user_processes", "job_user", "containment", "sandbox",
+                       "network", "retention_days", "retention_jobs", "name")
+"""The settings only a supervisor uses: a cluster's front end ignores them (each agent has its own)."""
+
+
+def changed_flags(settings: ServerSettings, names: tuple[str, ...]) -> list[str]:
+    """The flags of these settings that are not at their defaults, for a log line saying they are ignored."""
+    defaults = ServerSettings()
+    return [f"--{_BY_NAME[name].flag_name}" for name in names if getattr(settings, name) != getattr(defaults, name)]
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:

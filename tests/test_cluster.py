@@ -50,6 +50,10 @@ def test_jobs_spread_over_the_hosts_and_any_front_end_answers_about_them(cluster
     wait_none_left(mark)
 
 
+def test_a_front_end_says_which_of_its_settings_only_agents_use(cluster: Cluster) -> None:
+    assert "ignoring --data-dir, --job-timeout: a cluster's front end runs no jobs" in cluster.front_ends[0].log()
+
+
 def test_a_start_may_pin_a_host(cluster: Cluster) -> None:
     front_end = cluster.front_ends[1]
     for name in ("h1", "h2", "h1"):
@@ -57,6 +61,23 @@ def test_a_start_may_pin_a_host(cluster: Cluster) -> None:
         assert front_end.wait_final(job)["host"] == name
     answer = front_end.call("start", command="true", host="nowhere")
     assert answer.status == 400 and "nowhere" in answer.body["error"], answer.body
+
+
+def test_an_agent_stopped_cleanly_ends_its_jobs_and_leaves_the_cluster_at_once(cluster: Cluster,
+                                                                               tmp_path: Path) -> None:
+    """Its jobs end as a single host's do at shutdown, and its lease goes with it: a start pinned to it is
+    refused at once rather than left waiting for a host that is gone."""
+    agent = start_agent(tmp_path, cluster.url, "h4", host_timeout=60)
+    front_end = cluster.front_ends[0]
+    mark = marker()
+    job = front_end.start(f"sleep {mark}", host="h4")
+    front_end.wait_running(job)
+    agent.stop()
+    wait_none_left(mark)
+    status = front_end.status(job)
+    assert (status["status"], status["reason"]) == ("error", "server shut down"), status
+    answer = front_end.call("start", command="true", host="h4")
+    assert answer.status == 400 and "no host h4" in answer.body["error"], answer.body
 
 
 def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: Cluster) -> None:

@@ -71,14 +71,15 @@ def run_cluster_front_end(settings: ServerSettings, listening: socket.socket) ->
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
     server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
                           settings.max_connections_per_client, settings.handshake_timeout)
-    asyncio.run(_serve(server, listening, link))  # type: ignore[arg-type]
+    asyncio.run(_serve(server, listening, link, alone=True))  # type: ignore[arg-type]
 
 
-async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink) -> None:
+async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink, alone: bool = False) -> None:
+    """Serve until SIGTERM, or Ctrl-C if the front end is `alone` in its process (else the serve process decides)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C: the serve process decides
+    loop.add_signal_handler(signal.SIGINT, stop.set if alone else lambda: None)
     listening.setblocking(False)  # Tornado accepts until the socket would block
     maintaining = asyncio.create_task(link.maintain())
     accepting = asyncio.create_task(_accept_when_ready(server, link, listening))
