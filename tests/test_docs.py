@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from support import Server, Tls, Users, reachable_by_jobs, start_server
-from workerctl.server.settings import SETTINGS, load_settings
+from workerctl.server.settings import FRONT_END_SETTINGS, SETTINGS, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,6 +37,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ALL_PAGES = [ROOT / "README.md", *sorted(page for page in (ROOT / "docs").rglob("*.md")
                                         if page.name != "README-summary.md")]
 UNIT = ROOT / "deploy" / "workerctl.service"
+AGENT_UNIT = ROOT / "deploy" / "workerctl-agent.service"
 UNIT_BINARY = "/opt/workerctl/bin/workerctl"
 HOST_PATHS = ("/etc/workerctl", "/var/lib/workerctl", "/var/log/workerctl", "/var/backups/workerctl")
 DOC_SERVERS = ("https://127.0.0.1:8443", "https://worker.example.com:8443")
@@ -205,7 +206,8 @@ def test_a_block_is_left_out_only_with_a_reason() -> None:
 
 
 def _unit_flags(unit_text: str) -> tuple[list[str], dict[str, object]]:
-    """The ExecStart command line of the unit, and its serve flags as load_settings takes them."""
+    """The ExecStart command line of the unit, and its flags as load_settings takes them (`config` among them
+    if the unit names a settings file)."""
     joined = re.sub(r"\\\n\s*", " ", unit_text)
     exec_start = next(line for line in joined.splitlines() if line.startswith("ExecStart="))
     argv = shlex.split(exec_start.removeprefix("ExecStart="))
@@ -213,7 +215,10 @@ def _unit_flags(unit_text: str) -> tuple[list[str], dict[str, object]]:
     flags: dict[str, object] = {}
     words = iter(argv[2:])
     for word in words:
-        assert word.startswith("--") and word[2:] in kinds, f"ExecStart has {word!r}, not a serve flag"
+        if word == "--config":
+            flags["config"] = next(words)
+            continue
+        assert word.startswith("--") and word[2:] in kinds, f"ExecStart has {word!r}, not a server flag"
         setting = kinds[word[2:]]
         flags[setting.name] = True if setting.kind is bool else next(words)
     return argv, flags
@@ -228,24 +233,32 @@ def test_the_unit_serves_with_serve_flags() -> None:
         assert str(path).startswith("/etc/workerctl/")
 
 
+def test_the_agent_unit_runs_an_agent_with_agent_flags() -> None:
+    argv, flags = _unit_flags(AGENT_UNIT.read_text())
+    assert argv[:2] == [UNIT_BINARY, "agent"] and flags.pop("config") == "/etc/workerctl/agent.toml"
+    assert not set(flags) & set(FRONT_END_SETTINGS) and {"name", "data_dir"} <= set(flags)
+    assert str(load_settings(None, **{**flags, "name": "host-1"}).data_dir) == "/var/lib/workerctl"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
-def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, AGENT_UNIT], ids=lambda unit: unit.name)
+def test_the_units_pass_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
     # verify checks that ExecStart's program exists: point a copy at this installation's workerctl, and change
     # nothing else.
     installed = Path(sys.executable).parent / "workerctl"
-    text = UNIT.read_text()
+    text = unit.read_text()
     assert text.count(UNIT_BINARY) == 1
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(UNIT_BINARY, str(installed)))
     result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
     # Unknown directives and bad values are only warned about, with the file's name: none may be.
-    warnings = [line for line in result.stderr.splitlines() if UNIT.name in line]
+    warnings = [line for line in result.stderr.splitlines() if unit.name in line]
     assert result.returncode == 0 and not warnings, result.stderr
 
 
-def test_settings_files_shown_for_serve_load(tmp_path: Path) -> None:
+def test_settings_files_shown_for_serve_and_agent_load(tmp_path: Path) -> None:
     shown = [block for page in PAGES for block in blocks(page)
-             if block.language == "toml" and "serve.toml" in block.text.splitlines()[0]]
+             if block.language == "toml" and re.search(r"(serve|agent)\.toml", block.text.splitlines()[0])]
     assert shown
     for block in shown:
         file = tmp_path / "serve.toml"
