@@ -108,3 +108,23 @@ class RedisServer:
         self.stop()
         if not self._start():
             pytest.fail(f"port {self.port} was taken while redis-server was down")
+
+
+def start_tls_redis(directory: Path) -> tuple[RedisServer, int, Path]:
+    """A redis-server that also listens for TLS, its certificate signed by a CA of its own: the server, its TLS
+    port and the CA's certificate (for a URL's ssl_ca_certs)."""
+    import trustme
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, chain, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    authority.cert_pem.write_to_path(str(ca))
+    certificate.cert_chain_pems[0].write_to_path(str(chain))
+    certificate.private_key_pem.write_to_path(str(key))
+    server = RedisServer(directory / "redis", "--tls-cert-file", str(chain), "--tls-key-file", str(key),
+                         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no")
+    try:
+        return server, server.add_tls_port(), ca
+    except BaseException:
+        server.stop()
+        raise

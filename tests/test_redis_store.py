@@ -12,8 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import trustme
-from redis_server import RedisServer
+from redis_server import RedisServer, start_tls_redis
 from store_backends import LocalBackend
 from workerctl.protocol.jobs import JobStatus
 from workerctl.store.backends import open_reader, open_writer
@@ -320,16 +319,8 @@ def test_jobs_of_several_writers_are_listed_in_the_order_they_were_committed(red
 
 
 def test_rediss_with_the_ca_named_in_the_location(tmp_path):
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1")
-    ca, chain, key = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
-    authority.cert_pem.write_to_path(str(ca))
-    certificate.cert_chain_pems[0].write_to_path(str(chain))
-    certificate.private_key_pem.write_to_path(str(key))
-    server = RedisServer(tmp_path / "redis", "--tls-cert-file", str(chain), "--tls-key-file", str(key),
-                         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no")
+    server, port, ca = start_tls_redis(tmp_path)
     try:
-        port = server.add_tls_port()
         location = f"rediss://:{server.password}@127.0.0.1:{port}/0?prefix=tls&ssl_ca_certs={ca}"
         writer, reader = open_writer(location, MIB), open_reader(location)
         writer.insert(job(1))
