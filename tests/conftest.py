@@ -4,6 +4,8 @@ Redis back end (see redis_server.py), and a cluster of agents and front ends on 
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,23 @@ from cluster_support import Cluster, start_cluster
 from redis_server import RedisServer
 from support import Server, Tls, Users, mint_tls, start_server
 from workerctl.store.users import add_user
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run a temporary directory of its own, outside /tmp/pytest-of-USER: pytest makes that one 0700
+    as each run starts, which would shut the jobs of a run already going beside it (they run as other users)
+    out of their working directories. A run that passes removes it; one that fails leaves it to look into."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="workerctl-tests-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
