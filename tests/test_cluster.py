@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -131,19 +132,15 @@ def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: 
 
 def test_a_cluster_on_a_redis_over_tls(tmp_path: Path, tls: Tls, users: Users) -> None:
     """rediss:// with the CA in the URL, for the store and for Celery's messages alike."""
-    redis, port, ca = start_tls_redis(tmp_path / "tls")
-    agent = front_end = None
-    try:
+    with ExitStack() as stack:
+        redis, port, ca = start_tls_redis(tmp_path / "tls")
+        stack.callback(redis.stop)
         url = f"rediss://:{redis.password}@127.0.0.1:{port}/0?prefix=tls&ssl_ca_certs={ca}"
-        agent = start_agent(tmp_path, url, "h1")
+        stack.callback(start_agent(tmp_path, url, "h1").stop)
         front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
+        stack.callback(front_end.stop)
         job = front_end.start("echo over-tls")
         assert front_end.wait_final(job)["output"] == "over-tls\n"
-    finally:
-        for process in (front_end, agent):
-            if process is not None:
-                process.stop()
-        redis.stop()
 
 
 def test_a_front_end_answers_503_at_once_while_redis_is_down(tmp_path: Path, tls: Tls, users: Users) -> None:

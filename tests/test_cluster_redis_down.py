@@ -11,6 +11,7 @@ import re
 import secrets
 import signal
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,16 @@ def _unavailable(answer):  # noqa: ANN001, ANN202 - support.Answer
 
 def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_back(tmp_path: Path, tls: Tls,
                                                                                    users: Users) -> None:
-    redis = RedisServer(tmp_path / "redis", "--appendfsync", "always")
-    agent = front_end = late_front_end = None
-    try:
+    with ExitStack() as stack:
+        redis = RedisServer(tmp_path / "redis", "--appendfsync", "always")
+        stack.callback(redis.stop)
         prefix = f"down-{secrets.token_hex(4)}"
         url = redis.url(prefix=prefix)
         agent = start_agent(tmp_path, url, "h1", host_timeout=_AGENT_HOST_TIMEOUT)
+        stack.callback(agent.stop)
         front_end_flags = ("--cluster", url, "--host-timeout", str(_FRONT_END_HOST_TIMEOUT))
         front_end = start_server(tmp_path / "front", tls, users, *front_end_flags)
+        stack.callback(front_end.stop)
         done = front_end.start("echo done-before")
         front_end.wait_final(done)
         ending_mark, running_mark = marker(), marker()
@@ -55,6 +58,7 @@ def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_b
                           message="a 503 while Redis is down").body["error"].startswith("cannot read the job")
         assert front_end.call("start", command="true").status == 503
         late_front_end = start_server(tmp_path / "late", tls, users, *front_end_flags)  # starts all the same
+        stack.callback(late_front_end.stop)
         answer = late_front_end.call("list")
         assert answer.status == 503 and "Redis" in answer.body["error"], answer.body
         wait_none_left(ending_mark)  # timed out while Redis was down
@@ -88,19 +92,12 @@ def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_b
         wait_none_left(running_mark)
         after = late_front_end.start("echo after")
         assert late_front_end.wait_final(after)["output"] == "after\n"
-    finally:
-        for server in (late_front_end, front_end):
-            if server is not None:
-                server.stop()
-        if agent is not None:
-            agent.stop()
-        redis.stop()
 
 
 def test_an_agent_started_while_redis_is_down_waits_for_it(tmp_path: Path, tls: Tls, users: Users) -> None:
-    redis = RedisServer(tmp_path / "redis")
-    agent = front_end = None
-    try:
+    with ExitStack() as stack:
+        redis = RedisServer(tmp_path / "redis")
+        stack.callback(redis.stop)
         url = redis.url(prefix=f"late-{secrets.token_hex(4)}")
         redis.stop()
         log = tmp_path / "agent-h1.log"  # start_agent's
@@ -113,14 +110,10 @@ def test_an_agent_started_while_redis_is_down_waits_for_it(tmp_path: Path, tls: 
         restarting = threading.Thread(target=restart_redis_once_the_agent_waits)
         restarting.start()
         try:
-            agent = start_agent(tmp_path, url, "h1")  # returns once the agent is ready
+            stack.callback(start_agent(tmp_path, url, "h1").stop)  # started once the agent is ready
         finally:
             restarting.join()
         front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
+        stack.callback(front_end.stop)
         job = front_end.start("echo ran")
         assert front_end.wait_final(job)["output"] == "ran\n"
-    finally:
-        for process in (front_end, agent):
-            if process is not None:
-                process.stop()
-        redis.stop()
