@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 from workerctl.protocol.jobs import JobStatus
-from workerctl.store.interface import StoreError, now
+from workerctl.store.interface import JobRecord, StoreError, now
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect, storing
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 START_TASK = "workerctl.start"
 STOP_TASK = "workerctl.stop"
+ADOPT_TASK = "workerctl.adopt"
 LEASE_RENEWAL_SECONDS = 2.0
 _SWEEPER_OUTPUT_BYTES = 1024 * 1024  # the sweeper writes no output; the writer needs a cap all the same
 
@@ -129,13 +130,21 @@ class Cluster:
                 counts.zcard(self.store_keys.unsettled_on(name))
             return dict(zip(names, counts.execute()))
 
-    def place(self) -> str:
-        """The queue for a new job: the host with the most free slots, or the shared queue if none has one."""
+    def place(self, count: int = 1) -> list[str]:
+        """The queues for `count` new jobs, one by one: the host with the most free slots left, or the shared
+        queue once no host has one."""
         hosts = self.live_hosts()
         busy = self.busy(list(hosts))
         free = {name: slots - busy[name] for name, slots in hosts.items()}
-        best = max(free, key=lambda name: (free[name], name), default=None)
-        return self.keys.host_queue(best) if best is not None and free[best] > 0 else self.keys.shared_queue
+        queues = []
+        for _ in range(count):
+            best = max(free, key=lambda name: (free[name], name), default=None)
+            if best is None or free[best] <= 0:
+                queues.append(self.keys.shared_queue)
+            else:
+                queues.append(self.keys.host_queue(best))
+                free[best] -= 1
+        return queues
 
     def publish_changed(self, job_ids: list[str]) -> None:
         try:
@@ -150,13 +159,16 @@ class Cluster:
             leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
         return [name for name, lease in zip(names, leases) if lease is None]
 
-    def settle_lost_host(self, name: str) -> None:
-        """Settle the unsettled jobs of a host whose lease has lapsed as `error`, "host NAME lost". Any process
-        may, and several may at once: they write the same."""
+    def settle_lost_host(self, name: str) -> list[JobRecord]:
+        """Settle the running jobs of a host whose lease has lapsed as `error`, "host NAME lost"; the jobs that
+        wait on it (created, never started: a job is recorded as running before it starts), for other hosts to
+        take over. Any process may, and several may at once: they write the same. The host is forgotten once
+        none of its jobs waits."""
         writer = self._writer()
         writer.host = name
-        records = writer.unsettled()
-        for record in records:
+        unsettled = writer.unsettled()
+        running = [record for record in unsettled if record.status is JobStatus.RUNNING]
+        for record in running:
             record.status, record.reason, record.ended_at = JobStatus.ERROR, lost_reason(name), now()
             writer.save(record)
         try:
@@ -164,8 +176,17 @@ class Cluster:
         except StoreError:
             writer.rollback()
             raise
+        waiting = [record for record in unsettled if record.status is JobStatus.CREATED]
+        if not waiting:
+            self._forget_host(name)
+        if running:
+            log.warning("host %s lost: settled its %d running jobs", name, len(running))
+            self.publish_changed([record.id for record in running])
+        return waiting
+
+    def _forget_host(self, name: str) -> None:
+        """Take the host out of `hosts`, unless it has come back meanwhile (its renewal adds it with its lease)."""
         with storing("forget a lost host", self.location.where), self.client.pipeline(transaction=True) as forget:
-            # Only if it has not come back meanwhile: its renewal adds it again with its lease.
             try:
                 forget.watch(self.keys.lease(name))
                 if not forget.exists(self.keys.lease(name)):
@@ -174,9 +195,6 @@ class Cluster:
                     forget.execute()
             except redis.WatchError:
                 pass
-        if records:
-            log.warning("host %s lost: settled its %d unfinished jobs", name, len(records))
-            self.publish_changed([record.id for record in records])
 
     def _writer(self) -> Any:
         if self._sweeper is None:

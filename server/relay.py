@@ -22,6 +22,7 @@ from pathlib import Path
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import (
+    AdoptJob,
     FenceJobs,
     JobReply,
     JobsChanged,
@@ -34,7 +35,15 @@ from workerctl.protocol.messages import (
     encode,
 )
 from workerctl.server.celery_connection import quiet_reconnects
-from workerctl.server.cluster import LEASE_RENEWAL_SECONDS, START_TASK, STOP_TASK, Cluster, ClusterKeys, celery_app
+from workerctl.server.cluster import (
+    ADOPT_TASK,
+    LEASE_RENEWAL_SECONDS,
+    START_TASK,
+    STOP_TASK,
+    Cluster,
+    ClusterKeys,
+    celery_app,
+)
 from workerctl.server.link import read_available, tune_link_socket
 from workerctl.server.linux import die_with_parent
 from workerctl.server.logs import configure_logging
@@ -63,7 +72,7 @@ class RelayLink:
         self._ids = itertools.count(1)
         threading.Thread(target=self._read_forever, name="relay-link", daemon=True).start()
 
-    def request(self, message: StartJob | StopJob) -> JobReply | Refusal:
+    def request(self, message: StartJob | StopJob | AdoptJob) -> JobReply | Refusal:
         if not self._connected.wait(_ANSWER_SECONDS):
             return Refusal(0, ErrorKind.UNAVAILABLE, "the host's supervisor is not available right now")
         request_id = next(self._ids)
@@ -143,12 +152,13 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
             message = decode(payload.encode())
         except MalformedMessage as error:
             return encode(Refusal.of(0, ApiError(ErrorKind.BAD_REQUEST, str(error)))).decode()
-        if not isinstance(message, (StartJob, StopJob)):
+        if not isinstance(message, (StartJob, StopJob, AdoptJob)):
             return encode(Refusal(0, ErrorKind.BAD_REQUEST, "not a request")).decode()
         return encode(link.request(message)).decode()
 
     app.task(name=START_TASK)(relay)
     app.task(name=STOP_TASK)(relay)
+    app.task(name=ADOPT_TASK, ignore_result=True)(relay)
     keys = ClusterKeys(cluster.location.prefix)
     quiet_reconnects()
     # Celery warns of running as root for its pickle serializer, which is not accepted here (JSON only).

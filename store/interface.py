@@ -121,6 +121,15 @@ class JobWriter(Protocol):
 
     def rollback(self) -> None: ...
 
+    def claim(self, record: JobRecord) -> bool:
+        """Record at once, before its first process starts, that this host runs the job (`record`, running):
+        False, and nothing written, if its stored record is no longer this host's created job (another host took
+        it over). A store no other host writes has nothing to check, and leaves the record to the next commit."""
+
+    def adopt(self, job_id: str, owner: str, from_host: str) -> JobRecord | None:
+        """Make the owner's job, created on `from_host` and not started there, this host's, at once; its record,
+        or None if it is no longer that (started, ended, or taken over already)."""
+
     def open_output(self, job_id: str) -> OutputSink:
         """A new, empty output for a job about to start; OutputWriteError if it cannot be made."""
 

@@ -63,6 +63,12 @@ class LocalJobWriter(RecordWriter):
     def holding_back(self) -> bool:
         return False  # output goes straight to its files
 
+    def claim(self, record: JobRecord) -> bool:
+        return True  # only this host writes here
+
+    def adopt(self, job_id: str, owner: str, from_host: str) -> JobRecord | None:
+        return None  # no other host's jobs are kept here
+
     def prune(self, older_than: float, keep_per_owner: int) -> int:
         try:
             expired = self.expired(older_than, keep_per_owner)

@@ -21,6 +21,9 @@ free; if another writer changes either before EXEC, EXEC does nothing and the co
 replaces a record only while the stored one is still the writer's host's unfinished (created or running) job, in
 one Lua script (_GUARDED_SAVE): a job settled meanwhile by another hand, as the lost-host sweep's "host NAME lost"
 settles one, keeps that ending; the supervisor of a host back from a lapsed lease cannot record its own over it.
+Before a job's first process starts, its host claims it with the same guarded save, at once (`claim`): a job
+waiting on a lost host can be taken over by another (`adopt`, a compare-and-set of the record that moves it to
+the other host's index) only while its record says `created`, so it starts on one host only.
 Output written while Redis cannot be reached is held back in memory (at most what the limits keep) and sent
 by the next commit, before its batch. Every Redis error is a StoreError with one sentence, after at most the
 connection's timeouts. Needs Redis 6.2 or
@@ -69,6 +72,17 @@ if ARGV[4] == '1' then
     redis.call('ZREM', KEYS[4], ARGV[2])
     if ARGV[5] == '' then redis.call('ZREM', KEYS[3], ARGV[2]) else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2]) end
 end
+return 1
+"""
+
+# Replace the record (KEYS[1]) with ARGV[2] only if it is still ARGV[1], and move job ARGV[3] from the index
+# KEYS[2] to KEYS[3] with its score in KEYS[4]. 1 if replaced, 0 if the record had changed.
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+local score = redis.call('ZSCORE', KEYS[4], ARGV[3])
+if score then redis.call('ZADD', KEYS[3], score, ARGV[3]) end
 return 1
 """
 
@@ -247,6 +261,26 @@ class RedisJobWriter(_RedisStore):
         """Drop the batch, if a failed commit left it."""
         self._forget_batch()
 
+    def claim(self, record: JobRecord) -> bool:
+        """Save the record now if the stored one is still this host's unfinished job (the guarded save, outside
+        the batch); whether it was."""
+        with self._storing("record the job's start"):
+            saved = self._guarded_save(self._client, record.id, _encode(record), record.status, record.ended_at)
+        return saved == 1
+
+    def adopt(self, job_id: str, owner: str, from_host: str) -> JobRecord | None:
+        with self._storing("take the job over"):
+            text = self._client.get(self.keys.job(job_id))
+            record = _decode(text) if text is not None else None
+            if record is None or record.owner != owner or record.host != from_host or \
+                    record.status is not JobStatus.CREATED:
+                return None
+            record.host = self.host
+            swapped = self._client.eval(_SWAP, 4, self.keys.job(job_id), self.keys.unsettled_on(from_host),
+                                        self.keys.unsettled_on(self.host), self.keys.unsettled, text,
+                                        _encode(record), job_id)
+        return record if swapped == 1 else None
+
     def open_output(self, job_id: str) -> RedisOutputSink:
         return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits,
                                self._held_back)
@@ -399,11 +433,15 @@ class RedisJobWriter(_RedisStore):
     def _queue_save(self, job_id: str, text: str, status: JobStatus, ended_at: float | None,
                     transaction: Pipeline, numbers: dict[str, int]) -> None:
         self._guarded.append((len(transaction.command_stack), job_id, status))
+        self._guarded_save(transaction, job_id, text, status, ended_at)
+
+    def _guarded_save(self, client: redis.Redis | Pipeline, job_id: str, text: str, status: JobStatus,
+                      ended_at: float | None) -> int | Pipeline:
         # Statuses never go back, so an unsettled job is in its index already.
         settled = "1" if status not in _UNSETTLED else "0"
-        transaction.eval(_GUARDED_SAVE, 4, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at,
-                         self.keys.unsettled_on(self.host), text, job_id, self.host or "", settled,
-                         "" if ended_at is None else repr(ended_at))
+        return client.eval(_GUARDED_SAVE, 4, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at,
+                           self.keys.unsettled_on(self.host), text, job_id, self.host or "", settled,
+                           "" if ended_at is None else repr(ended_at))
 
     def _queue_ended(self, job_id: str, ended_at: float | None, transaction: Pipeline) -> None:
         transaction.zrem(self.keys.unsettled, job_id)

@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.sizes import format_size
 from workerctl.server.settings import ServerSettings
-from workerctl.store.interface import JobRecord, OutputWriteError
+from workerctl.store.interface import JobRecord, OutputWriteError, StoreError, now
 from workerctl.store.layout import DataLayout
 from workerctl.store.remover import TreeRemover
 from workerctl.supervisor.accounts import JobAccounts, JobUser
@@ -35,6 +36,8 @@ from workerctl.supervisor.sandbox import JobPlan, Sandbox
 from workerctl.supervisor.spawner import job_environment, make_private_directory, spawn
 
 log = logging.getLogger(__name__)
+
+_CLAIM_AGAIN_SECONDS = 1.0
 
 _READ_CHUNK = 1024 * 1024
 
@@ -61,6 +64,7 @@ class JobLifecycle:
         self._to_launch: deque[Job] = deque()
         self._launch_handle: asyncio.Handle | None = None
         self._remover = TreeRemover()
+        self._claims_failing = False  # whether the store could not record a job's start (logged once)
 
     def add(self, record: JobRecord) -> None:
         """Take a newly recorded job into the pool; `start_runnable` launches it when its turn comes."""
@@ -98,6 +102,8 @@ class JobLifecycle:
             if not self.homes.ready(job.owner):
                 self._prepare_home(job, user)
                 return
+            if not self._claimed(job):
+                return
             with contextlib.ExitStack() as undo:  # hands back what was acquired if a later step fails
                 temporary = None
                 if not self.sandbox.namespaces:  # no /tmp of its own: a directory of its own instead
@@ -127,6 +133,34 @@ class JobLifecycle:
         loop.add_reader(spawned.output_fd, self._drain_output, job)
         launched.deadline = loop.call_later(job.limits.timeout_seconds, self._time_limit_reached, job)
         self.publisher.save(job.record)
+
+    def _claimed(self, job: Job) -> bool:
+        """Whether the job may start here. In a cluster's store it is recorded as running before its first
+        process starts, if its record is still this host's created job: a job that waited on a host taken for
+        lost is taken over by another, and must then never start here too. If the store cannot be reached, the
+        job keeps its slot and is tried again in a second."""
+        try:
+            claimed = self.publisher.store.claim(replace(job.record, status=JobStatus.RUNNING, started_at=now()))
+        except StoreError as error:
+            if not self._claims_failing:
+                log.warning("jobs wait to start until the store can record it: %s", error)
+            self._claims_failing = True
+            asyncio.get_running_loop().call_later(_CLAIM_AGAIN_SECONDS, self._launch_again, job)
+            return False
+        if self._claims_failing:
+            log.info("jobs start again")
+            self._claims_failing = False
+        if not claimed:
+            log.warning("job %s: another host has taken it over; it does not start here", job.id)
+            self._settle(job, JobStatus.ERROR, recorded=False, reason="taken over by another host")
+            asyncio.get_running_loop().call_soon(self.start_runnable)
+        return claimed
+
+    def _launch_again(self, job: Job) -> None:
+        if job.phase is Phase.QUEUED and self.launching:  # it has its slot still
+            self._to_launch.appendleft(job)
+            if self._launch_handle is None:
+                self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
 
     def _could_not_start(self, job: Job, error: BaseException) -> None:
         log.error("job %s could not start: %s", job.id, error)
@@ -270,8 +304,9 @@ class JobLifecycle:
                 if (job.record.cpu_seconds, job.record.peak_memory_bytes) != before:
                     self.publisher.save(job.record)
 
-    def _settle(self, job: Job, status: JobStatus, **changes: Any) -> None:
-        """Give the job its final status and let go of everything it held, its slot in the pool included."""
+    def _settle(self, job: Job, status: JobStatus, recorded: bool = True, **changes: Any) -> None:
+        """Give the job its final status and let go of everything it held, its slot in the pool included; the
+        status is recorded unless the store keeps another host's (`recorded` False)."""
         self.pool.release(job.id)
         if job.launched is not None:
             changes["output_bytes"] = job.launched.output.total
@@ -279,7 +314,8 @@ class JobLifecycle:
             if job.launched.temporary is not None:
                 self._remover.remove(job.launched.temporary)
         job.settle(status, **changes)
-        self.publisher.save(job.record)
+        if recorded:
+            self.publisher.save(job.record)
         del self.jobs[job.id]
         self.jobs_settled.set()
 

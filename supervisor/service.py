@@ -15,7 +15,16 @@ from pathlib import Path
 
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.messages import FenceJobs, JobReply, Message, Refusal, StartJob, StopJob, SupervisorClosing
+from workerctl.protocol.messages import (
+    AdoptJob,
+    FenceJobs,
+    JobReply,
+    Message,
+    Refusal,
+    StartJob,
+    StopJob,
+    SupervisorClosing,
+)
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobWriter, StoreError, now
@@ -151,13 +160,15 @@ class Supervisor:
             if isinstance(message, FenceJobs):
                 if not self._shutdown_requested.is_set():
                     self._fence()
-            elif not isinstance(message, StartJob | StopJob):
+            elif not isinstance(message, StartJob | StopJob | AdoptJob):
                 log.error("ignored a message the front end should not send: %.200r", message)
             elif self._shutdown_requested.is_set():
                 self._refuse(connection, message.request_id, ApiError(ErrorKind.UNAVAILABLE,
                                                                       "the server is shutting down"))
             elif isinstance(message, StartJob):
                 starts.append(message)
+            elif isinstance(message, AdoptJob):
+                self._adopt(connection, message)
             else:
                 asyncio.create_task(self._stop(connection, message))
         if starts:
@@ -180,6 +191,23 @@ class Supervisor:
                 + ("" if record.host == self.settings.name else f", on host {record.host}"))
             log.warning("job %s: ending it, as %s", job.id, why)
             self.lifecycle.end(job, EndRequest(JobStatus.ERROR, record.reason if record is not None else None))
+
+    def _adopt(self, connection: Connection, request: AdoptJob) -> None:
+        """Take over a job that waits on a lost host: it joins this host's queue as if it had been started here."""
+        try:
+            record = self.store.adopt(request.job_id, request.user, request.from_host)
+        except StoreError as error:
+            self._refuse(connection, request.request_id, ApiError(ErrorKind.UNAVAILABLE, str(error)))
+            return
+        if record is None:
+            self._refuse(connection, request.request_id, ApiError(
+                ErrorKind.NOT_FOUND, f"no such job waiting on host {request.from_host}"))
+            return
+        log.info("job %s (user %s): taken over from host %s, which was lost", record.id, record.owner,
+                 request.from_host)
+        self.lifecycle.add(record)
+        self.link.send(connection, JobReply(request.request_id, record.id, record.status))
+        self.lifecycle.start_runnable()
 
     def _refuse(self, connection: Connection, request_id: int, error: ApiError) -> None:
         self.link.send(connection, Refusal.of(request_id, error))

@@ -29,6 +29,10 @@ class Agent:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def relay_pid(self) -> int:
+        """The pid of the agent's relay (its Celery worker), as its log names it."""
+        return int(re.search(r"relay\[(\d+)\]", self.log()).group(1))
+
     def kill_group(self) -> None:
         """kill -9 of the agent's whole process group: the agent, its supervisor and its relay at once."""
         os.killpg(self.process.pid, signal.SIGKILL)

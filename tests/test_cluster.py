@@ -7,7 +7,6 @@ lapsed lease ends the jobs settled as lost meanwhile and keeps their records; Re
 from __future__ import annotations
 
 import os
-import re
 import signal
 from contextlib import ExitStack
 from pathlib import Path
@@ -103,6 +102,33 @@ def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: 
     wait_none_left(kept_mark)
 
 
+def test_a_job_waiting_on_a_lost_host_is_taken_over_and_never_starts_there(cluster: Cluster, tmp_path: Path) -> None:
+    """A host with one slot runs a job and keeps the next waiting. Cut off past --host-timeout (its relay frozen),
+    its running job is settled as lost, and the waiting one is taken over by a host that is left. When the cut-off
+    host's slot frees (its job's processes killed here), it does not start the job it no longer has."""
+    with ExitStack() as stack:
+        agent = start_agent(tmp_path, cluster.url, "h6", "--max-jobs", "1", host_timeout=2)
+        stack.callback(agent.stop)
+        front_end = cluster.front_ends[0]
+        first_mark, waiting_mark = marker(), marker()
+        first = front_end.start(f"sleep {first_mark}", host="h6")
+        front_end.wait_running(first)
+        waiting = front_end.start(f"sleep {waiting_mark}", host="h6")
+        assert front_end.status(waiting)["status"] == "created"
+        relay = agent.relay_pid()
+        os.kill(relay, signal.SIGSTOP)
+        stack.callback(os.kill, relay, signal.SIGCONT)
+        assert front_end.wait_final(first, timeout=30)["reason"] == "host h6 lost"
+        taken = front_end.wait_running(waiting)
+        assert taken["host"] in ("h1", "h2"), taken
+        for process in processes_with(first_mark):
+            process.kill()
+        poll_until(lambda: f"job {waiting}: another host has taken it over" in agent.log(),
+                   message="the cut-off host to see the job taken over")
+        assert cluster.front_ends[1].call("stop", jobID=waiting).body["status"] == "stopped"
+        wait_none_left(waiting_mark)  # before the cut-off host's fence could end anything there
+
+
 def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: Cluster, tmp_path: Path) -> None:
     """Its relay frozen past --host-timeout, the host's running job is settled as lost while its supervisor still
     runs it; once the relay runs again, the job's processes are ended and its record still says it was lost."""
@@ -112,7 +138,7 @@ def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: 
         mark = marker()
         job = front_end.start(f"sleep {mark}", host="h3")
         front_end.wait_running(job)
-        relay = int(re.search(r"relay\[(\d+)\]", agent.log()).group(1))
+        relay = agent.relay_pid()
         os.kill(relay, signal.SIGSTOP)
         try:
             assert front_end.wait_final(job, timeout=30)["reason"] == "host h3 lost"

@@ -7,7 +7,6 @@ Redis runs with the append-only file and appendfsync always, as docs/cluster.md 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import threading
@@ -66,7 +65,7 @@ def test_nothing_is_lost_while_redis_is_down_and_everything_goes_on_once_it_is_b
 
         # Redis comes back with the host's lease lapsed: a front end must give the host time to renew it before
         # taking it for lost. Its relay (which renews it) is held until both front ends have swept once more.
-        relay = int(re.search(r"relay\[(\d+)\]", agent.log()).group(1))
+        relay = agent.relay_pid()
         os.kill(relay, signal.SIGSTOP)
         try:
             redis.restart()

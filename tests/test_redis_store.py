@@ -169,6 +169,24 @@ def test_output_written_while_redis_is_down_is_held_back_and_kept_as_the_local_s
         store.close()
 
 
+def test_a_job_waiting_on_one_host_is_taken_over_by_another_once_and_never_starts_on_the_first(redis_location):
+    first, second = open_writer(redis_location, MIB, "first"), open_writer(redis_location, MIB, "second")
+    first.insert(job(1))
+    first.commit()
+    assert second.adopt(job(1).id, "bob", "first") is None  # another user's job is no job
+    taken = second.adopt(job(1).id, "alice", "first")
+    assert (taken.host, taken.status) == ("second", JobStatus.CREATED)
+    assert second.adopt(job(1).id, "alice", "first") is None  # taken already
+    assert [record.id for record in second.unsettled()] == [job(1).id] and first.unsettled() == []
+    assert not first.claim(replace(job(1), host="first", status=JobStatus.RUNNING))
+    assert second.claim(replace(taken, status=JobStatus.RUNNING, started_at=5.0))
+    reader = open_reader(redis_location)
+    assert reader.get(job(1).id, "alice").status is JobStatus.RUNNING
+    assert second.adopt(job(1).id, "alice", "second") is None  # started: not waiting any more
+    for store in (first, second, reader):
+        store.close()
+
+
 def test_two_prefixes_are_two_stores(redis_server):
     first, second = redis_server.url(prefix="team-a"), redis_server.url(prefix="team-b")
     writers = [open_writer(first, MIB), open_writer(second, MIB)]

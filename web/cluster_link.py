@@ -23,9 +23,18 @@ import redis
 from workerctl.protocol.actions import StartRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.messages import JobReply, MalformedMessage, Refusal, StartJob, StopJob, decode, encode
+from workerctl.protocol.messages import (
+    AdoptJob,
+    JobReply,
+    MalformedMessage,
+    Refusal,
+    StartJob,
+    StopJob,
+    decode,
+    encode,
+)
 from workerctl.protocol.replies import JobRef
-from workerctl.server.cluster import START_TASK, STOP_TASK, Cluster, celery_app
+from workerctl.server.cluster import ADOPT_TASK, START_TASK, STOP_TASK, Cluster, celery_app
 from workerctl.store.interface import JobReader, JobRecord, OutputChunk, StoreError
 from workerctl.store.redis_connection import storing
 from workerctl.web.supervisor_link import JobWatchers
@@ -48,6 +57,7 @@ class ClusterLink:
         self._checked = asyncio.Event()  # set once Redis has been checked, whether it answered or not
         self._up_since = 0.0  # the event loop's time when Redis last began to answer
         self._given_time: set[str] = set()  # lapsed hosts given until --host-timeout after that to renew
+        self._handed_over: dict[str, float] = {}  # lost hosts with waiting jobs: when to hand them over again
 
     async def ready(self) -> None:
         """Return once requests can be answered: with 503 while Redis is down, so after its first check."""
@@ -67,7 +77,7 @@ class ClusterLink:
                 raise ApiError(ErrorKind.BAD_REQUEST, f"no host {request.host} is in the cluster now")
             queue = self.cluster.keys.host_queue(request.host)
         else:
-            queue = await self._blocking(self.cluster.place)
+            queue = (await self._blocking(self.cluster.place))[0]
         return await self._send(START_TASK, message, queue, timeout)
 
     async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
@@ -149,8 +159,27 @@ class ClusterLink:
             self._given_time.update(lapsed)
             return
         self._given_time.clear()
+        loop = asyncio.get_running_loop()
         for name in lapsed:
-            await asyncio.get_running_loop().run_in_executor(None, self.cluster.settle_lost_host, name)
+            waiting = await loop.run_in_executor(None, self.cluster.settle_lost_host, name)
+            if not waiting:
+                self._handed_over.pop(name, None)
+            elif loop.time() >= self._handed_over.get(name, 0.0):
+                # Again after --host-timeout while any still waits: a request may reach a host that dies too.
+                self._handed_over[name] = loop.time() + self.host_timeout
+                try:
+                    await loop.run_in_executor(None, self._hand_over, name, waiting)
+                except Exception as error:  # Celery's and kombu's own connection errors; tried at the next sweep
+                    log.warning("cannot hand host %s's waiting jobs over: %s", name, error)
+                    self._handed_over.pop(name, None)
+
+    def _hand_over(self, name: str, waiting: list[JobRecord]) -> None:
+        """Ask other hosts to take over the jobs that wait on lost host `name`, placed as new jobs are. A job
+        goes to one of them only (the store's adopt is guarded), and never runs on the lost host after."""
+        log.warning("host %s lost: handing its %d waiting jobs to other hosts", name, len(waiting))
+        for record, queue in zip(waiting, self.cluster.place(len(waiting))):
+            message = AdoptJob(0, record.owner, record.id, name)
+            self.celery.send_task(ADOPT_TASK, args=[encode(message).decode()], queue=queue, ignore_result=True)
 
     def _ping(self) -> None:
         with storing("reach the cluster's Redis", self.cluster.location.where):

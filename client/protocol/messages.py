@@ -3,7 +3,8 @@
 The front end sends requests, each with a request ID; the supervisor answers each with that ID and either the
 job (`JobReply`) or a refusal (`Refusal`, an error kind and a sentence), and tells the front end which jobs
 changed (`JobsChanged`) so it can wake whoever waits on them. An agent's relay also tells it now and then to fence
-itself (`FenceJobs`). On the wire each message is one JSON object
+itself (`FenceJobs`), and passes on a cluster front end's request to take over a job that waits on a lost host
+(`AdoptJob`). On the wire each message is one JSON object
 whose `type` names it: plain data, never pickle.
 """
 
@@ -37,6 +38,18 @@ class StopJob:
     request_id: int
     user: str
     job_id: str
+
+
+@dataclass(frozen=True)
+class AdoptJob:
+    """From a cluster's front end: take over job `job_id` of `user`, created on host `from_host` (lost since)
+    and not started there, and run it here as if it had been started here."""
+
+    type: ClassVar[str] = "adopt"
+    request_id: int
+    user: str
+    job_id: str
+    from_host: str
 
 
 @dataclass(frozen=True)
@@ -92,10 +105,10 @@ class FenceJobs:
 
 SupervisorRequest = StartJob | StopJob
 Reply = JobReply | Refusal
-Message = StartJob | StopJob | JobReply | Refusal | JobsChanged | SupervisorClosing | FenceJobs
+Message = StartJob | StopJob | AdoptJob | JobReply | Refusal | JobsChanged | SupervisorClosing | FenceJobs
 
-_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, JobReply, Refusal, JobsChanged,
-                                                              SupervisorClosing, FenceJobs)}
+_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, AdoptJob, JobReply, Refusal,
+                                                              JobsChanged, SupervisorClosing, FenceJobs)}
 
 
 class MalformedMessage(ValueError):
