@@ -13,12 +13,15 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from workerctl.server.cluster import Cluster
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
@@ -35,6 +38,7 @@ from workerctl.supervisor.limits import remove_abandoned_v1_trees
 log = logging.getLogger(__name__)
 
 _RELAY_STOP_SECONDS = 5.0
+_NAME_CHECK_SECONDS = 0.5
 _SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
 
 
@@ -69,13 +73,33 @@ def run_agent(settings: ServerSettings) -> int:
         with tempfile.TemporaryDirectory(prefix="workerctl-agent-") as run_dir:
             guard_end = _start_guard(settings, job_uids, Path(run_dir))
             link_address = Path(run_dir) / "supervisor.sock"
+            holder = secrets.token_hex(8)
+            _wait_for_the_name(settings)
             status = run_children(settings, containment, job_uids, link_address, (
-                "relay", run_relay, lambda authkey, parent: (settings, link_address, authkey, parent),
+                "relay", run_relay, lambda authkey, parent: (settings, holder, link_address, authkey, parent),
                 _RELAY_STOP_SECONDS))
         guard_end.close()
         return status
     finally:
         containment.close()
+
+
+def _wait_for_the_name(settings: ServerSettings) -> None:
+    """Return once no agent holds the lease of this host's name: one that stopped a moment ago without giving it
+    up lets it lapse within --host-timeout; another agent running with the same --name never does, and this one
+    waits (its supervisor would take that agent's jobs for its own)."""
+    assert settings.cluster is not None and settings.name is not None
+    cluster = Cluster(settings.cluster)
+    try:
+        waiting = False
+        while when_reachable(lambda: cluster.lease_holder(settings.name)) is not None:
+            if not waiting:
+                log.warning("host %s holds a lease already: waiting for it to lapse (its agent stopped a moment "
+                            "ago, or another agent runs with --name %s)", settings.name, settings.name)
+            waiting = True
+            time.sleep(_NAME_CHECK_SECONDS)
+    finally:
+        cluster.close()
 
 
 def _start_guard(settings: ServerSettings, job_uids: range, run_dir: Path) -> Any:

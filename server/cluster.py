@@ -9,7 +9,8 @@ the agent's supervisor's to control.
 
 Keys, beside the store's and under the same prefix:
 
-    host:<name>    the agent's lease, its settings as JSON, expiring `--host-timeout` after its last renewal
+    host:<name>    the agent's lease: JSON of its --max-jobs and its holder (one run of the agent), expiring
+                   `--host-timeout` after its last renewal
     hosts          set: every agent that has held a lease and whose jobs are not yet settled as lost
     changed        pub/sub channel: job IDs (JSON list) whose record or output an agent's supervisor changed
     celery:…       Celery's queues and results
@@ -99,15 +100,22 @@ class Cluster:
         self.client = connect(self.location)
         self._sweeper: Any = None
 
-    def renew_lease(self, name: str, max_jobs: int, host_timeout: float) -> bool:
-        """Renew the host's lease; whether it was still held (False the first time, and after a lapse)."""
+    def renew_lease(self, name: str, holder: str, max_jobs: int, host_timeout: float) -> str | None:
+        """Renew the host's lease for `holder` (one run of its agent); who held it until now (None the first
+        time, and after a lapse)."""
         with storing("renew the host's lease", self.location.where):
             with self.client.pipeline(transaction=True) as renewal:
-                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs}), px=int(host_timeout * 1000),
-                            get=True)
+                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs, "holder": holder}),
+                            px=int(host_timeout * 1000), get=True)
                 renewal.sadd(self.keys.hosts, name)
                 held, _ = renewal.execute()
-        return held is not None
+        return json.loads(held)["holder"] if held is not None else None
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the host's lease now, if anyone."""
+        with storing("read the host's lease", self.location.where):
+            held = self.client.get(self.keys.lease(name))
+        return json.loads(held)["holder"] if held is not None else None
 
     def give_up_lease(self, name: str) -> None:
         """End the host's lease now, at a clean stop: starts are no longer placed on it, and the sweep settles

@@ -134,16 +134,16 @@ class RelayLink:
                 waiting.put(None)
 
 
-def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, parent_pid: int) -> None:
-    """Run the agent's Celery worker until SIGTERM."""
+def run_relay(settings: ServerSettings, holder: str, link_address: Path, authkey: bytes, parent_pid: int) -> None:
+    """Run the agent's Celery worker until SIGTERM, renewing the host's lease for `holder`, the agent's run."""
     configure_logging(settings.log_level)
     die_with_parent(parent_pid)
     assert settings.cluster is not None and settings.name is not None
     cluster = Cluster(settings.cluster)
     link = RelayLink(link_address, authkey, cluster.publish_changed)
     stopping = threading.Event()
-    renewing = threading.Thread(target=_renew_lease, args=(cluster, settings, link, stopping), name="lease",
-                                daemon=True)
+    renewing = threading.Thread(target=_renew_lease, args=(cluster, settings, holder, link, stopping),
+                                name="lease", daemon=True)
     renewing.start()
     app = celery_app(cluster.location)
 
@@ -175,17 +175,18 @@ def run_relay(settings: ServerSettings, link_address: Path, authkey: bytes, pare
         log.warning("%s", error)
 
 
-def _renew_lease(cluster: Cluster, settings: ServerSettings, link: RelayLink, stopping: threading.Event) -> None:
+def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: RelayLink,
+                 stopping: threading.Event) -> None:
     """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout) until `stopping`
     is set, and after each renewal have the supervisor end the jobs no longer its own. After every renewal, not
     only one that finds the lease lapsed: a sweep that read the lease as lapsed just before it was renewed
     settles the jobs after."""
     assert settings.name is not None
     every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
-    renewed_before = failing = False
+    renewed_before = failing = shared = False
     while not stopping.is_set():
         try:
-            held = cluster.renew_lease(settings.name, settings.max_jobs, settings.host_timeout)
+            held_by = cluster.renew_lease(settings.name, holder, settings.max_jobs, settings.host_timeout)
         except StoreError as error:
             if not failing:
                 log.warning("%s; trying again every %g s", error, every)
@@ -193,9 +194,13 @@ def _renew_lease(cluster: Cluster, settings: ServerSettings, link: RelayLink, st
         else:
             if failing:
                 log.info("renewed the host's lease again")
-            if renewed_before and not held:
+            if renewed_before and held_by is None:
                 log.warning("the host's lease had lapsed: its unfinished jobs may have been settled as lost, and "
                             "those are ended here")
+            if held_by not in (None, holder) and not shared:
+                log.error("another agent renews the lease of host %s too: each agent needs a --name of its own",
+                          settings.name)
+                shared = True
             renewed_before, failing = True, False
             link.notify(FenceJobs())
         stopping.wait(every)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from cluster_support import Cluster, start_agent
+from cluster_support import Agent, Cluster, start_agent
 from redis_server import RedisServer, start_tls_redis
 from support import (
     Tls,
@@ -78,6 +79,29 @@ def test_an_agent_stopped_cleanly_ends_its_jobs_and_leaves_the_cluster_at_once(c
     assert (status["status"], status["reason"]) == ("error", "server shut down"), status
     answer = front_end.call("start", command="true", host="h4")
     assert answer.status == 400 and "no host h4" in answer.body["error"], answer.body
+
+
+def test_an_agent_waits_while_another_holds_its_hosts_name(cluster: Cluster, tmp_path: Path) -> None:
+    """A second agent given a name in use waits (its supervisor would take the first one's jobs for its own),
+    and starts once the first has stopped."""
+    with ExitStack() as stack:
+        first = start_agent(tmp_path / "first", cluster.url, "h8")
+        stack.callback(first.stop)
+        log = tmp_path / "second" / "agent-h8.log"  # start_agent's
+        started: list[Agent] = []
+        second = threading.Thread(target=lambda: started.append(start_agent(tmp_path / "second", cluster.url, "h8")))
+        second.start()
+        stack.callback(lambda: [agent.stop() for agent in started])
+        poll_until(lambda: log.exists() and "host h8 holds a lease already" in log.read_text(),
+                   message="the second agent to wait")
+        front_end = cluster.front_ends[0]
+        job = front_end.start("sleep 600", host="h8")
+        front_end.wait_running(job)
+        first.stop()
+        second.join()
+        assert started, "the second agent did not start"
+        assert front_end.status(job)["reason"] == "server shut down"  # the first agent's, not the second's
+        assert front_end.wait_final(front_end.start("echo second", host="h8"))["output"] == "second\n"
 
 
 def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: Cluster) -> None:

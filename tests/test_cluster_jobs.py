@@ -31,6 +31,8 @@ from support import (
 
 pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
 
+_LEASE_SECONDS = 12.0
+
 # A job that forks a tree trying to get away: grandchildren, a `setsid` child, a double-forked `setsid`
 # grandchild, and (after the `trap`) a process that ignores SIGTERM; all sleep with the marker {m}.
 TREE = "sh -c 'sleep {m} & sleep {m}' & setsid sleep {m} & (setsid sh -c 'sleep {m} &' &); trap '' TERM; sleep {m}"
@@ -164,9 +166,10 @@ def test_a_start_pinned_to_a_host_that_just_died_is_answered_503_and_never_runs(
     placed by the module's other tests."""
     url = redis_server.url(prefix=f"dead-{secrets.token_hex(6)}")
     front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
-    # A long lease, so that it surely still holds when the start arrives: the start must not be refused as
-    # pinned to a host that is not in the cluster (400) but sent to the host's queue.
-    agent = start_agent(tmp_path, url, "h1", host_timeout=60)
+    # A lease longer than the start's wait (10 s), so that it surely still holds when the start arrives: the start
+    # must not be refused as pinned to a host that is not in the cluster (400) but sent to the host's queue. The
+    # agent started again below waits for it to lapse.
+    agent = start_agent(tmp_path, url, "h1", host_timeout=_LEASE_SECONDS)
     try:
         guard = guard_of(agent)
         agent.kill_group()
@@ -176,7 +179,7 @@ def test_a_start_pinned_to_a_host_that_just_died_is_answered_503_and_never_runs(
         # The dead agent's guard kills what its jobs left by the data directory's cgroups and job tags: it must
         # be done before an agent runs jobs there again.
         poll_until(lambda: gone(guard), timeout=30, message="the dead agent's guard to finish")
-        agent = start_agent(tmp_path, url, "h1", host_timeout=60)
+        agent = start_agent(tmp_path, url, "h1", host_timeout=_LEASE_SECONDS)
         # The host's queue is taken in order, one message at a time: once a later start pinned to it has run,
         # the agent has taken the expired one.
         later = front_end.start("true", host="h1")
