@@ -95,6 +95,7 @@ def test_a_command_with_dashes_is_one_quoted_argument(cli, server):
     (("status",), 64),
     (("status", "a", "b"), 64),
     (("start", "true", "--bogus"), 64),
+    (("list", "--status", "bogus"), 64),
 ])
 def test_usage_errors_are_one_line_and_64(cli, args, status):
     code, out, err = cli(*args)

@@ -132,6 +132,8 @@ def _from_tail(answers: Iterator[dict[str, Any]], lines: int) -> Iterator[dict[s
 
 
 def list_jobs(client: Client, as_json: bool, status: str | None, label: str | None, limit: int) -> ExitStatus:
+    if status is not None and status not in _STATUSES:
+        raise usage_error(f"--status must be one of {', '.join(_STATUSES)}, not {status!r}")
     jobs = client.list(status=status, label=label, limit=limit)
     _out(render.as_json({"jobs": jobs}) if as_json else render.job_table(jobs))
     return ExitStatus.OK
