@@ -4,8 +4,9 @@ Redis (server/cluster.py).
 A start goes to the queue of the host with the most free slots (or of the host it names, or to the shared queue
 when every host is full) and is answered with the reply of that host's supervisor; a stop goes to the queue of
 the job's host. Change events come from the agents over Redis pub/sub and wake long polls and followers, which
-also re-read their job every second in case an event was missed. While Redis cannot be reached the link is
-down and every request is answered 503 at once; meanwhile the lost-host sweep runs every second.
+also re-read their job every second in case an event was missed. Every second the link checks Redis and sweeps
+lost hosts: their running jobs are settled as lost, their waiting ones handed to other hosts (AdoptJob). While
+Redis cannot be reached the link is down and every request is answered 503 at once.
 """
 
 from __future__ import annotations
@@ -188,13 +189,13 @@ class ClusterLink:
     def _follow_changes(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             try:
-                subscription = self.cluster.client.pubsub(ignore_subscribe_messages=True)
-                subscription.subscribe(self.cluster.keys.changed)
-                while True:
-                    event = subscription.get_message(timeout=_CHECK_SECONDS)
-                    if event is not None and event["type"] == "message":
-                        job_ids = json.loads(event["data"])
-                        loop.call_soon_threadsafe(self.watchers.notify, job_ids)
+                with self.cluster.client.pubsub(ignore_subscribe_messages=True) as subscription:
+                    subscription.subscribe(self.cluster.keys.changed)
+                    while True:
+                        event = subscription.get_message(timeout=_CHECK_SECONDS)
+                        if event is not None and event["type"] == "message":
+                            job_ids = json.loads(event["data"])
+                            loop.call_soon_threadsafe(self.watchers.notify, job_ids)
             except (redis.RedisError, ValueError) as error:
                 log.debug("change events interrupted: %s", error)
                 threading.Event().wait(_CHECK_SECONDS)
