@@ -11,7 +11,6 @@ wall time of `workerctl status ID`; it prints the medians and every round as mar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,12 +27,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.deps import REPOSITORY  # noqa: E402
-from bench.load import Operation, OperationFactory, run_load  # noqa: E402
+from bench.load import run_load  # noqa: E402
 from bench.material import Credentials, make_credentials  # noqa: E402
 from bench.measure_limits import measure_time_limit  # noqa: E402
 from bench.rounds import Round  # noqa: E402
-from bench.workerctl_server import WorkerctlServer  # noqa: E402
-from bench.workload import TRIVIAL_COMMAND  # noqa: E402
+from bench.workerctl_server import WorkerctlServer, finished_job, jobs_operation, status_operation  # noqa: E402
 
 _CLIENTS = 4
 _WINDOW_SECONDS = 3.0
@@ -53,30 +51,6 @@ def _build(site: Path) -> Iterator[None]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = before
-
-
-def _finished_job(server: WorkerctlServer) -> str:
-    api = server.connect()
-    job_id = api.start(TRIVIAL_COMMAND)
-    api.wait_status(job_id, ("finished",))
-    api.close()
-    return job_id
-
-
-def _status(server: WorkerctlServer, job_id: str) -> OperationFactory:
-    body = json.dumps({"action": "status", "jobID": job_id}).encode()
-
-    def factory(_index: int) -> Operation:
-        connection = server.connect().connection
-        return lambda: connection.post(body)
-    return factory
-
-
-def _jobs(server: WorkerctlServer) -> OperationFactory:
-    def factory(_index: int) -> Operation:
-        api = server.connect()
-        return lambda: api.wait_status(api.start(TRIVIAL_COMMAND), ("finished",))
-    return factory
 
 
 def _cli_wall_ms(server: WorkerctlServer, job_id: str) -> float:
@@ -120,10 +94,10 @@ def compare(other: Path, rounds: int) -> str:
         for build in (BUILDS if number % 2 == 0 else BUILDS[::-1]):
             with _build(sites[build]):
                 with WorkerctlServer(credentials, directory / f"{number}-{build.replace(' ', '-')}") as server:
-                    job_id = _finished_job(server)
-                    record(build, "status answers/s", run_load(_status(server, job_id), _CLIENTS,
+                    job_id = finished_job(server)
+                    record(build, "status answers/s", run_load(status_operation(server, job_id), _CLIENTS,
                                                                _WINDOW_SECONDS).rate)
-                    record(build, "trivial jobs/s", run_load(_jobs(server), _CLIENTS, _WINDOW_SECONDS).rate)
+                    record(build, "trivial jobs/s", run_load(jobs_operation(server), _CLIENTS, _WINDOW_SECONDS).rate)
                     record(build, "`workerctl status ID` wall, ms", _cli_wall_ms(server, job_id))
                 record(build, "time-limit lateness p99, ms",
                        _lateness_p99_ms(credentials, directory / f"{number}-{build.replace(' ', '-')}-limit"))

@@ -1,11 +1,13 @@
-"""Looking at processes from outside: memory and CPU of a set of them, waiting for a line in a log, and
-watching many processes end at once."""
+"""Looking at processes from outside: memory and CPU of a set of them, waiting for a line in a log, watching
+many processes end at once, and stopping one."""
 
 from __future__ import annotations
 
 import os
 import re
 import select
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,3 +97,18 @@ def watch_exits(pids: Iterable[int], timeout: float) -> dict[int, float]:
             os.close(fd)
         poller.close()
     return exits
+
+
+def terminate(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """SIGTERM the process and wait at most `seconds` for it to exit, then kill it; whether it exited in time (one
+    already gone did)."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False

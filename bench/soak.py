@@ -117,20 +117,13 @@ def _stopped(api: WorkerctlApi, job_id: str) -> bool:
         time.sleep(_RATE_LIMITED_SECONDS)
 
 
-def _server_processes(server: WorkerctlServer) -> dict[str, psutil.Process]:
-    """The front end and the supervisor, by name."""
-    supervisor = server.supervisor().pid
-    return {"supervisor" if process.pid == supervisor else "front end": process
-            for process in server.server_processes()[1:]}
-
-
 def _footprint(server: WorkerctlServer) -> Footprint:
     return {name: (process.num_fds(), process.memory_info().rss)
-            for name, process in _server_processes(server).items()}
+            for name, process in server.front_end_and_supervisor().items()}
 
 
 def _cpu_seconds(server: WorkerctlServer) -> dict[str, float]:
-    return {name: total_cpu_seconds([process]) for name, process in _server_processes(server).items()}
+    return {name: total_cpu_seconds([process]) for name, process in server.front_end_and_supervisor().items()}
 
 
 def _shown(footprint: Footprint) -> str:

@@ -7,7 +7,6 @@ job user, in numbered copies so that every client process has a copy of its own 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import psutil
 
 from bench.http_client import HttpConnection, HttpError
 from bench.load import Operation, OperationFactory
+from bench.processes import terminate
 from bench.workload import JOB_USER
 
 _READY_SECONDS = 30.0
@@ -134,14 +134,8 @@ class Supervisord:
                 time.sleep(0.05)
 
     def __exit__(self, *_: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # supervisord stops its programs, then exits
-        try:
-            self.process.wait(_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process, _STOP_SECONDS)  # supervisord stops its programs, then exits
 
     def kill(self) -> None:
         """End supervisord and its programs at once, rather than wait for it to stop them one by one."""
