@@ -81,7 +81,7 @@ def celery_app(location: RedisLocation) -> Any:
         broker_connection_max_retries=None,  # a relay waits for Redis for as long as it is down
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
         task_acks_late=False, worker_prefetch_multiplier=1, task_publish_retry=False,
-        broker_transport_options=options, result_backend_transport_options=options, result_expires=600,
+        broker_transport_options=options, result_backend_transport_options=options, result_expires=60,
         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False, worker_send_task_events=False,
         task_default_queue=ClusterKeys(location.prefix).shared_queue, worker_enable_remote_control=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,

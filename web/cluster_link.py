@@ -48,13 +48,13 @@ _RESEND_KEY_PREFIX = "workerctl-resend:"
 
 
 class ClusterLink:
-    def __init__(self, location: str, watchers: JobWatchers, jobs: JobReader, host_timeout: float) -> None:
+    def __init__(self, location: str, watchers: JobWatchers, reader: JobReader, host_timeout: float) -> None:
         self.cluster = Cluster(location)
         self.celery = celery_app(self.cluster.location)
         self.watchers = watchers
-        self.jobs = jobs
         self.host_timeout = host_timeout
         self.up = asyncio.Event()  # set while Redis answers
+        self.jobs = UnavailableWhenDown(reader, self.up)  # the reads the API makes, 503 while Redis is down
         self._checked = asyncio.Event()  # set once Redis has been checked, whether it answered or not
         self._up_since = 0.0  # the event loop's time when Redis last began to answer
         self._given_time: set[str] = set()  # lapsed hosts given until --host-timeout after that to renew
@@ -97,11 +97,10 @@ class ClusterLink:
             result = self.celery.send_task(task, args=[encode(message).decode()], queue=queue, expires=timeout)
             from celery.exceptions import TimeoutError as NoResultYet
             try:
+                # Not forgotten after: a delete synced to Redis's disk before each answer; results expire anyway.
                 return str(result.get(timeout=timeout, propagate=True))
             except NoResultYet:
                 raise TimeoutError from None
-            finally:
-                result.forget()
 
         try:
             reply = decode((await self._blocking(send_and_wait)).encode())
@@ -202,30 +201,34 @@ class ClusterLink:
 
 
 class UnavailableWhenDown:
-    """A JobReader whose store errors are the API's 503: in a cluster, Redis being down is a passing state."""
+    """A JobReader whose store errors are the API's 503: in a cluster, Redis being down is a passing state. While
+    the link has found Redis down (`up` clear) it answers 503 without trying: a Redis that hangs would otherwise
+    hold the front end's event loop for a command timeout at every read."""
 
-    def __init__(self, reader: JobReader) -> None:
+    def __init__(self, reader: JobReader, up: asyncio.Event) -> None:
         self.reader = reader
+        self.up = up
 
     def get(self, job_id: str, owner: str) -> JobRecord | None:
-        with _unavailable():
+        with self._unavailable():
             return self.reader.get(job_id, owner)
 
     def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
-        with _unavailable():
+        with self._unavailable():
             return self.reader.list(owner, status, limit, label)
 
     def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
-        with _unavailable():
+        with self._unavailable():
             return self.reader.read_output(record, offset, limit)
 
     def close(self) -> None:
         self.reader.close()
 
-
-@contextmanager
-def _unavailable() -> Iterator[None]:
-    try:
-        yield
-    except StoreError as error:
-        raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        if not self.up.is_set():
+            raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN)
+        try:
+            yield
+        except StoreError as error:
+            raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None

@@ -55,19 +55,19 @@ def run_front_end(settings: ServerSettings, listening: socket.socket, link_addre
 def run_cluster_front_end(settings: ServerSettings, listening: socket.socket) -> None:
     """A front end of the cluster whose Redis is `settings.cluster`: starts and stops go to its agents over Celery,
     the rest is read from the shared store. Runs until SIGTERM."""
-    from workerctl.web.cluster_link import ClusterLink, UnavailableWhenDown
+    from workerctl.web.cluster_link import ClusterLink
 
     assert settings.cluster is not None
     try:
         auth = Authenticator(settings.users)
         tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
-        jobs = UnavailableWhenDown(open_reader(settings.cluster, may_be_down=True))
         audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
-        link = ClusterLink(settings.cluster, JobWatchers(), jobs, settings.host_timeout)
+        link = ClusterLink(settings.cluster, JobWatchers(), open_reader(settings.cluster, may_be_down=True),
+                           settings.host_timeout)
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    api = JobApi(link, jobs, settings.kill_grace)  # type: ignore[arg-type]
+    api = JobApi(link, link.jobs, settings.kill_grace)  # type: ignore[arg-type]
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
     server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
                           settings.max_connections_per_client, settings.handshake_timeout)
