@@ -69,9 +69,9 @@ class RedisOutputSink:
     the pieces that fell out of the tail and the new total. Written by offset, a transaction sent again writes
     the same bytes to the same place: if Redis cannot be reached (or does not answer in time, having perhaps
     done it), the staged bytes are held back and sent again later, by the next write at most once a second or
-    by the writer's commit (`held_back` is the writer's). Only what can still be
-    kept is held: the head, and the tail segments the total so far keeps, so a job writing on while Redis is
-    down holds at most its output cap in memory."""
+    by the writer's commit (`held_back` is the writer's). Only what can still be kept is held: the head, and the
+    tail segments the total so far keeps, so a job writing on while Redis is down holds at most its output cap
+    in memory."""
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, where: str, job_id: str, limits: OutputLimits,
                  held_back: HeldBack) -> None:
