@@ -92,7 +92,7 @@ def _wait_for_the_name(settings: ServerSettings) -> None:
     cluster = Cluster(settings.cluster)
     try:
         waiting = False
-        while when_reachable(lambda: cluster.lease_holder(settings.name)) is not None:
+        while when_reachable(lambda: cluster.lease(settings.name)) is not None:
             if not waiting:
                 log.warning("host %s holds a lease already: waiting for it to lapse (its agent stopped a moment "
                             "ago, or another agent runs with --name %s)", settings.name, settings.name)

@@ -9,8 +9,8 @@ the agent's supervisor's to control.
 
 Keys, beside the store's and under the same prefix:
 
-    host:<name>    the agent's lease: JSON of its --max-jobs and its holder (one run of the agent), expiring
-                   `--host-timeout` after its last renewal
+    host:<name>    the agent's lease: JSON of its holder (one run of the agent), --max-jobs and --kill-grace,
+                   expiring `--host-timeout` after its last renewal; only its holder renews or deletes it
     hosts          set: every agent that has held a lease and whose jobs are not yet settled as lost
     changed        pub/sub channel: job IDs (JSON list) whose record or output an agent's supervisor changed
     celery:…       Celery's queues and results
@@ -36,6 +36,24 @@ STOP_TASK = "workerctl.stop"
 ADOPT_TASK = "workerctl.adopt"
 LEASE_RENEWAL_SECONDS = 2.0
 _SWEEPER_OUTPUT_BYTES = 1024 * 1024  # the sweeper writes no output; the writer needs a cap all the same
+
+
+# Renew lease KEYS[1] as ARGV[2] for holder ARGV[1], for ARGV[3] ms, and add host ARGV[4] to the hosts (KEYS[2]),
+# unless another holder has it. The lease as it was (nil if none).
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held).holder ~= ARGV[1] then return held end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+return held
+"""
+
+# Delete lease KEYS[1] if holder ARGV[1] holds it.
+_GIVE_UP = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held).holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
 
 
 def lost_reason(name: str) -> str:
@@ -100,28 +118,36 @@ class Cluster:
         self.client = connect(self.location)
         self._sweeper: Any = None
 
-    def renew_lease(self, name: str, holder: str, max_jobs: int, host_timeout: float) -> str | None:
-        """Renew the host's lease for `holder` (one run of its agent); who held it until now (None the first
-        time, and after a lapse)."""
+    def renew_lease(self, name: str, holder: str, max_jobs: int, kill_grace: float, host_timeout: float) -> str | None:
+        """Renew the host's lease for `holder` (one run of its agent), unless another holds it; who held it until
+        now (None the first time, and after a lapse; another holder's name if it was not renewed)."""
+        lease = json.dumps({"holder": holder, "maxJobs": max_jobs, "killGrace": kill_grace})
         with storing("renew the host's lease", self.location.where):
-            with self.client.pipeline(transaction=True) as renewal:
-                renewal.set(self.keys.lease(name), json.dumps({"maxJobs": max_jobs, "holder": holder}),
-                            px=int(host_timeout * 1000), get=True)
-                renewal.sadd(self.keys.hosts, name)
-                held, _ = renewal.execute()
+            held = self.client.eval(_RENEW, 2, self.keys.lease(name), self.keys.hosts, holder, lease,
+                                    int(host_timeout * 1000), name)
         return json.loads(held)["holder"] if held is not None else None
 
-    def lease_holder(self, name: str) -> str | None:
-        """Who holds the host's lease now, if anyone."""
+    def lease(self, name: str) -> dict[str, Any] | None:
+        """The host's lease now (`holder`, `maxJobs`, `killGrace`), if anyone holds it."""
         with storing("read the host's lease", self.location.where):
             held = self.client.get(self.keys.lease(name))
-        return json.loads(held)["holder"] if held is not None else None
+        return json.loads(held) if held is not None else None
 
-    def give_up_lease(self, name: str) -> None:
-        """End the host's lease now, at a clean stop: starts are no longer placed on it, and the sweep settles
-        whatever its jobs' records still say is unfinished (none, if its supervisor recorded their ends)."""
+    def give_up_lease(self, name: str, holder: str) -> None:
+        """End the host's lease now, at a clean stop, if `holder` holds it: starts are no longer placed on it,
+        and the sweep settles whatever its jobs' records still say is unfinished (none, if its supervisor
+        recorded their ends)."""
         with storing("give up the host's lease", self.location.where):
-            self.client.delete(self.keys.lease(name))
+            self.client.eval(_GIVE_UP, 1, self.keys.lease(name), holder)
+
+    def stop_waiting(self, record: JobRecord) -> JobRecord | None:
+        """Stop a job that waits (created) on its host, without that host; its record, or None if it no longer
+        waits there."""
+        assert record.host is not None
+        stopped = self._writer().stop_waiting(record.id, record.owner, record.host)
+        if stopped is not None:
+            self.publish_changed([stopped.id])
+        return stopped
 
     def live_hosts(self) -> dict[str, int]:
         """Each host holding a lease, and how many jobs it runs at once."""

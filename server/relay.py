@@ -4,8 +4,8 @@ the supervisor's reply as the task's result. Beside it, it renews the host's lea
 supervisor's change events on Redis for the front ends, and after each renewal has the supervisor fence the
 host (FenceJobs): a job whose record the lost-host sweep settled while the lease had lapsed is ended at once.
 
-The Celery worker runs the solo pool (a task is a short round trip to the supervisor, never the job itself) and
-takes one message at a time.
+The Celery worker runs a pool of threads (a task is a round trip to the supervisor, never the job itself), each
+taking one message at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import queue
+import signal
+import sys
 import threading
 import time
 import warnings
@@ -47,7 +50,7 @@ from workerctl.server.cluster import (
 from workerctl.server.link import read_available, tune_link_socket
 from workerctl.server.linux import die_with_parent
 from workerctl.server.logs import configure_logging
-from workerctl.server.settings import ServerSettings
+from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.interface import StoreError
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 _RECONNECT_SECONDS = 0.1
 _SEND_TIMEOUT_SECONDS = 2.0
 _ANSWER_SECONDS = 30.0  # a stop waits for the kill's grace; the front end gives up sooner anyway
+_THREADS = 16
 
 
 class RelayLink:
@@ -141,8 +145,8 @@ def run_relay(settings: ServerSettings, holder: str, link_address: Path, authkey
     assert settings.cluster is not None and settings.name is not None
     cluster = Cluster(settings.cluster)
     link = RelayLink(link_address, authkey, cluster.publish_changed)
-    stopping = threading.Event()
-    renewing = threading.Thread(target=_renew_lease, args=(cluster, settings, holder, link, stopping),
+    stopping, stood_down = threading.Event(), threading.Event()
+    renewing = threading.Thread(target=_renew_lease, args=(cluster, settings, holder, link, stopping, stood_down),
                                 name="lease", daemon=True)
     renewing.start()
     app = celery_app(cluster.location)
@@ -163,30 +167,37 @@ def run_relay(settings: ServerSettings, holder: str, link_address: Path, authkey
     quiet_reconnects()
     # Celery warns of running as root for its pickle serializer, which is not accepted here (JSON only).
     warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
-    worker = app.Worker(pool="solo", concurrency=1, prefetch_multiplier=1, hostname=f"{settings.name}@workerctl",
+    # Threads, each one request at a time: a stop holds its thread until the job's processes are gone (up to
+    # --kill-grace), and must not hold up the host's other requests.
+    worker = app.Worker(pool="threads", concurrency=_THREADS, prefetch_multiplier=1,
+                        hostname=f"{settings.name}@workerctl",
                         queues=[keys.host_queue(settings.name), keys.shared_queue], without_gossip=True,
                         without_mingle=True, without_heartbeat=True, loglevel=settings.log_level, quiet=True)
-    worker.start()  # returns at SIGTERM, once the supervisor has ended its jobs (serve.run_children)
+    worker.start()  # returns at SIGTERM: the agent's, once the supervisor has ended its jobs, or _stand_down's
     stopping.set()
     renewing.join()
     try:  # so that no start waits for this host until its lease would lapse
-        cluster.give_up_lease(settings.name)
+        cluster.give_up_lease(settings.name, holder)
     except StoreError as error:
         log.warning("%s", error)
+    if stood_down.is_set():
+        sys.exit(UNUSABLE_SETTINGS_EXIT)  # the agent stops: restarting it is useless while the other runs
 
 
 def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: RelayLink,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, stood_down: threading.Event) -> None:
     """Renew the host's lease every LEASE_RENEWAL_SECONDS (sooner with a short --host-timeout) until `stopping`
     is set, and after each renewal have the supervisor end the jobs no longer its own. After every renewal, not
     only one that finds the lease lapsed: a sweep that read the lease as lapsed just before it was renewed
-    settles the jobs after."""
+    settles the jobs after. If another agent holds the lease (it took the name while this one's lease had
+    lapsed), stand down: `stood_down` is set and the relay stops, and with it the agent."""
     assert settings.name is not None
     every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
-    renewed_before = failing = shared = False
+    renewed_before = failing = False
     while not stopping.is_set():
         try:
-            held_by = cluster.renew_lease(settings.name, holder, settings.max_jobs, settings.host_timeout)
+            held_by = cluster.renew_lease(settings.name, holder, settings.max_jobs, settings.kill_grace,
+                                          settings.host_timeout)
         except StoreError as error:
             if not failing:
                 log.warning("%s; trying again every %g s", error, every)
@@ -197,10 +208,12 @@ def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: 
             if renewed_before and held_by is None:
                 log.warning("the host's lease had lapsed: its unfinished jobs may have been settled as lost, and "
                             "those are ended here")
-            if held_by not in (None, holder) and not shared:
-                log.error("another agent renews the lease of host %s too: each agent needs a --name of its own",
-                          settings.name)
-                shared = True
+            if held_by not in (None, holder):
+                log.critical("another agent holds the lease of host %s (each agent needs a --name of its own): "
+                             "stopping this one", settings.name)
+                stood_down.set()
+                os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown
+                return
             renewed_before, failing = True, False
             link.notify(FenceJobs())
         stopping.wait(every)

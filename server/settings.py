@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_SERVER_KEY, DEV_USERS
+from workerctl.protocol.actions import HOST_NAME, HOST_NAME_RULE
 from workerctl.protocol.sizes import format_size, parse_size
 
 UNUSABLE_SETTINGS_EXIT = 78
@@ -79,6 +80,11 @@ def _one_of(*choices: str) -> Check:
             raise SettingsError(f"{name} must be {', '.join(f'{choice!r}' for choice in choices[:-1])} or "
                                 f"{choices[-1]!r}, not {value!r}")
     return check
+
+
+def _host_name(name: str, value: str) -> None:
+    if not HOST_NAME.fullmatch(value):
+        raise SettingsError(f"{name} must be {HOST_NAME_RULE} characters, not {value!r}")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -176,8 +182,8 @@ class ServerSettings:
     cluster: str | None = _setting(None, "a redis:// or rediss:// URL: serve as a front end of the cluster whose jobs "
                                    "and hosts that Redis holds (docs/cluster.md)", shown_default="none: one host",
                                    metavar="URL")
-    name: str | None = _setting(None, "an agent's host name in its cluster (`workerctl agent` only)",
-                                shown_default="none", metavar="NAME")
+    name: str | None = _setting(None, f"an agent's host name in its cluster ({HOST_NAME_RULE}; `workerctl agent` "
+                                "only)", _host_name, shown_default="none", metavar="NAME")
     host_timeout: float = _setting(10.0, "seconds after an agent's last sign of life when its running jobs end in "
                                    "`error` as lost", _positive, metavar="SECONDS")
     log_level: str = _setting("INFO", "how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level,

@@ -151,5 +151,9 @@ class StoreError(Exception):
     """The store could not do what was asked (a full disk, a broken database); the message says why."""
 
 
+class KeyTaken(StoreError):
+    """A new job's idempotency key is another job's of the same owner, recorded by another writer meanwhile."""
+
+
 class StoreUnreachable(StoreError):
     """A shared store cannot be reached right now (down, or not answering in time); it may be later."""

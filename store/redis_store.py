@@ -42,7 +42,15 @@ from functools import partial
 import redis
 from redis.client import Pipeline
 from workerctl.protocol.jobs import JobStatus
-from workerctl.store.interface import JobRecord, OutputChunk, OutputWriteError, StoreError, StoreUnreachable
+from workerctl.store.interface import (
+    JobRecord,
+    KeyTaken,
+    OutputChunk,
+    OutputWriteError,
+    StoreError,
+    StoreUnreachable,
+    now,
+)
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
@@ -83,6 +91,18 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 local score = redis.call('ZSCORE', KEYS[4], ARGV[3])
 if score then redis.call('ZADD', KEYS[3], score, ARGV[3]) end
+return 1
+"""
+
+# Replace the record (KEYS[1]) with ARGV[2] only if it is still ARGV[1], and move job ARGV[3] out of the unsettled
+# indexes (KEYS[2], KEYS[3]) into the ended-at index (KEYS[4]) with score ARGV[4]. 1 if replaced, 0 if the record
+# had changed.
+_SETTLE_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 1
 """
 
@@ -228,7 +248,7 @@ class RedisJobWriter(_RedisStore):
         if key is not None:
             holder = self._key_holder(record.owner, key, "record the job")
             if holder is not None and holder != record.id:
-                raise StoreError(_not_unique(record.owner, key, holder))
+                raise KeyTaken(_not_unique(record.owner, key, holder))
             self._claimed[(record.owner, key)] = record.id
         text = self._stage(record)
         self._inserted.append(record.id)
@@ -270,16 +290,38 @@ class RedisJobWriter(_RedisStore):
 
     def adopt(self, job_id: str, owner: str, from_host: str) -> JobRecord | None:
         with self._storing("take the job over"):
-            text = self._client.get(self.keys.job(job_id))
-            record = _decode(text) if text is not None else None
-            if record is None or record.owner != owner or record.host != from_host or \
-                    record.status is not JobStatus.CREATED:
+            waiting = self._waiting(job_id, owner, from_host)
+            if waiting is None:
                 return None
+            text, record = waiting
             record.host = self.host
             swapped = self._client.eval(_SWAP, 4, self.keys.job(job_id), self.keys.unsettled_on(from_host),
                                         self.keys.unsettled_on(self.host), self.keys.unsettled, text,
                                         _encode(record), job_id)
         return record if swapped == 1 else None
+
+    def stop_waiting(self, job_id: str, owner: str, host: str) -> JobRecord | None:
+        """Stop the owner's job while it waits (created, never started) on `host`, at once, without that host:
+        it never starts after (its host's claim is refused). Its record, or None if it is no longer waiting
+        there (started, ended, or taken over)."""
+        with self._storing("stop the job"):
+            waiting = self._waiting(job_id, owner, host)
+            if waiting is None:
+                return None
+            text, record = waiting
+            record.status, record.ended_at = JobStatus.STOPPED, now()
+            swapped = self._client.eval(_SETTLE_SWAP, 4, self.keys.job(job_id), self.keys.unsettled,
+                                        self.keys.unsettled_on(host), self.keys.ended_at, text, _encode(record),
+                                        job_id, repr(record.ended_at))
+        return record if swapped == 1 else None
+
+    def _waiting(self, job_id: str, owner: str, host: str) -> tuple[bytes, JobRecord] | None:
+        """The stored text and record of the owner's job if it waits (created) on `host`."""
+        text = self._client.get(self.keys.job(job_id))
+        record = _decode(text) if text is not None else None
+        if record is None or record.owner != owner or record.host != host or record.status is not JobStatus.CREATED:
+            return None
+        return text, record
 
     def open_output(self, job_id: str) -> RedisOutputSink:
         return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits,
@@ -395,7 +437,7 @@ class RedisJobWriter(_RedisStore):
             raise StoreError("cannot record the jobs: a job with the same ID exists already")
         for ((owner, key), job_id), holder in zip(self._claimed.items(), holders):
             if holder is not None and holder.decode() != job_id and not self._deleted(holder.decode()):
-                raise StoreError(_not_unique(owner, key, holder.decode()))
+                raise KeyTaken(_not_unique(owner, key, holder.decode()))
         first = last - len(self._inserted) + 1
         return {job_id: first + index for index, job_id in enumerate(self._inserted)}
 

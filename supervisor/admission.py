@@ -47,6 +47,14 @@ class LimitsPolicy:
         return JobLimits(asked.timeout_seconds or self.timeout_seconds, asked.memory_bytes or self.memory_bytes,
                          asked.cpus or self.cpus, self.processes)
 
+    def bring_within(self, record: JobRecord) -> None:
+        """Bring the limits of a job another host admitted (and this one takes over) within this host's: none
+        above what a start may ask for here, and this host's processes."""
+        record.timeout_seconds = min(record.timeout_seconds or self.timeout_seconds, self.longest_timeout_seconds)
+        record.memory_bytes = min(record.memory_bytes or self.memory_bytes, self.memory_bytes)
+        record.cpus = min(record.cpus or self.cpus, self.cpus)
+        record.processes = self.processes
+
 
 @dataclass(frozen=True)
 class NewJob:

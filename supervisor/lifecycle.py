@@ -151,8 +151,9 @@ class JobLifecycle:
             log.info("jobs start again")
             self._claims_failing = False
         if not claimed:
-            log.warning("job %s: another host has taken it over; it does not start here", job.id)
-            self._settle(job, JobStatus.ERROR, recorded=False, reason="taken over by another host")
+            log.warning("job %s: its record is no longer this host's waiting job (stopped, or taken over by another "
+                        "host); it does not start here", job.id)
+            self._settle(job, JobStatus.ERROR, recorded=False, reason="no longer this host's")
             asyncio.get_running_loop().call_soon(self.start_runnable)
         return claimed
 

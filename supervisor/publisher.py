@@ -42,6 +42,10 @@ class Publisher:
         if self._commit_handle is None:
             self._commit_handle = asyncio.get_running_loop().call_soon(self._commit)
 
+    def saving(self, job_id: str) -> bool:
+        """Whether a change of the job is waiting to be committed."""
+        return job_id in self._unsaved
+
     def output_grew(self, job_id: str) -> None:
         self._changed.add(job_id)
         self._schedule_events()

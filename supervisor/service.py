@@ -27,7 +27,7 @@ from workerctl.protocol.messages import (
 )
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
-from workerctl.store.interface import JobWriter, StoreError, now
+from workerctl.store.interface import JobWriter, KeyTaken, StoreError, StoreUnreachable, now
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verdict
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 _REAP_SECONDS = 0.5
 _USAGE_SECONDS = 2.0  # how stale a running job's usage may be in its status
 _LAST_SAVE_SECONDS = 5.0
+_UNKNOWN_HERE = "its host no longer had it (the store had lost writes)"
 
 
 class Supervisor:
@@ -177,20 +178,28 @@ class Supervisor:
     def _fence(self) -> None:
         """End every job whose record is no longer this host's unfinished job: one the lost-host sweep settled
         while this host's lease had lapsed (its relay frozen or restarting, say) must not run on, as it is
-        never run again anywhere. Its final save is refused by the store, so the record keeps saying why."""
-        for job in list(self.lifecycle.jobs.values()):
-            try:
-                record = self.store.get(job.id, job.owner)
-            except StoreError as error:
-                log.warning("cannot check whether the jobs are still this host's: %s", error)
-                return
-            if record is not None and not record.status.is_final and record.host == self.settings.name:
-                continue
+        never run again anywhere, nor one stopped or taken over while it waited. Its final save is refused by
+        the store, so the record keeps saying why. And settle every record that says this host runs a job it
+        does not have (a Redis that lost writes brought it back), which would otherwise say so for ever."""
+        try:
+            own = {record.id: record for record in self.store.unsettled()}
+            fenced = [(job, self.store.get(job.id, job.owner)) for job in list(self.lifecycle.jobs.values())
+                      if job.id not in own]
+        except StoreError as error:
+            log.warning("cannot check whether the jobs are still this host's: %s", error)
+            return
+        for job, record in fenced:
             why = "its record is gone" if record is None else (
                 f"its record says {record.status.value}" + (f", {record.reason}" if record.reason else "")
                 + ("" if record.host == self.settings.name else f", on host {record.host}"))
             log.warning("job %s: ending it, as %s", job.id, why)
             self.lifecycle.end(job, EndRequest(JobStatus.ERROR, record.reason if record is not None else None))
+        for record in own.values():
+            if record.id not in self.lifecycle.jobs and not self.publisher.saving(record.id):
+                log.warning("job %s: its record says it is %s on this host, which does not have it; settling it",
+                            record.id, record.status.value)
+                record.status, record.reason, record.ended_at = JobStatus.ERROR, _UNKNOWN_HERE, now()
+                self.publisher.save(record)
 
     def _adopt(self, connection: Connection, request: AdoptJob) -> None:
         """Take over a job that waits on a lost host: it joins this host's queue as if it had been started here."""
@@ -205,6 +214,8 @@ class Supervisor:
             return
         log.info("job %s (user %s): taken over from host %s, which was lost", record.id, record.owner,
                  request.from_host)
+        self.admission.limits.bring_within(record)
+        self.publisher.save(record)
         self.lifecycle.add(record)
         self.link.send(connection, JobReply(request.request_id, record.id, record.status))
         self.lifecycle.start_runnable()
@@ -214,25 +225,35 @@ class Supervisor:
 
     def _start(self, connection: Connection, requests: list[StartJob]) -> None:
         """Record a batch of new jobs in one transaction, answer, then start what the pool allows."""
-        verdicts = self.admission.decide(requests)
-        created = [verdict.record for verdict in verdicts if isinstance(verdict, NewJob)]
         try:
-            for record in created:
-                self.store.insert(record)
-            self.store.commit()
-        except StoreError as error:
-            self.store.rollback()
-            log.error("cannot record new jobs: %s", error)
-            failure = ApiError(ErrorKind.STORAGE_FULL,
-                               f"the server could not record the job: {error.__cause__ or error}")
-            verdicts = [failure if isinstance(verdict, NewJob) else verdict for verdict in verdicts]
-            created = []
+            verdicts = self._record_new(self.admission.decide(requests), key_taken_is_final=False)
+        except KeyTaken:  # another host recorded a job with one of these keys a moment ago: that job is the answer
+            verdicts = self._record_new(self.admission.decide(requests), key_taken_is_final=True)
+        created = [verdict.record for verdict in verdicts if isinstance(verdict, NewJob)]
         for record in created:
             log.info("job %s (user %s): created: %.200r", record.id, record.owner, record.command)
             self.lifecycle.add(record)
         for request, verdict in zip(requests, verdicts):
             self._answer(connection, request.request_id, verdict)
         self.lifecycle.start_runnable()
+
+    def _record_new(self, verdicts: list[Verdict], key_taken_is_final: bool) -> list[Verdict]:
+        """Record the new jobs among the verdicts in one transaction; the verdicts, those new jobs refused if
+        they could not be recorded (KeyTaken raised, unless `key_taken_is_final`)."""
+        try:
+            for verdict in verdicts:
+                if isinstance(verdict, NewJob):
+                    self.store.insert(verdict.record)
+            self.store.commit()
+            return verdicts
+        except StoreError as error:
+            self.store.rollback()
+            if isinstance(error, KeyTaken) and not key_taken_is_final:
+                raise
+            log.error("cannot record new jobs: %s", error)
+            kind = ErrorKind.UNAVAILABLE if isinstance(error, StoreUnreachable) else ErrorKind.STORAGE_FULL
+            failure = ApiError(kind, f"the server could not record the job: {error.__cause__ or error}")
+            return [failure if isinstance(verdict, NewJob) else verdict for verdict in verdicts]
 
     def _answer(self, connection: Connection, request_id: int, verdict: Verdict) -> None:
         if isinstance(verdict, ApiError):

@@ -7,11 +7,13 @@ lapsed lease ends the jobs settled as lost meanwhile and keeps their records; Re
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
+import psutil
 import pytest
 from cluster_support import Agent, Cluster, start_agent
 from redis_server import RedisServer, start_tls_redis
@@ -128,29 +130,89 @@ def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: 
 
 def test_a_job_waiting_on_a_lost_host_is_taken_over_and_never_starts_there(cluster: Cluster, tmp_path: Path) -> None:
     """A host with one slot runs a job and keeps the next waiting. Cut off past --host-timeout (its relay frozen),
-    its running job is settled as lost, and the waiting one is taken over by a host that is left. When the cut-off
-    host's slot frees (its job's processes killed here), it does not start the job it no longer has."""
+    its running job is settled as lost, and the waiting one is taken over by a host that is left, within that
+    host's limits. When the cut-off host's slot frees (its job's processes killed here), it does not start the job
+    it no longer has."""
     with ExitStack() as stack:
-        agent = start_agent(tmp_path, cluster.url, "h6", "--max-jobs", "1", host_timeout=2)
+        agent = start_agent(tmp_path, cluster.url, "h6", "--max-jobs", "1", "--max-job-timeout", "3600",
+                            host_timeout=2)
         stack.callback(agent.stop)
         front_end = cluster.front_ends[0]
         first_mark, waiting_mark = marker(), marker()
         first = front_end.start(f"sleep {first_mark}", host="h6")
         front_end.wait_running(first)
-        waiting = front_end.start(f"sleep {waiting_mark}", host="h6")
+        waiting = front_end.start(f"sleep {waiting_mark}", host="h6", limits={"timeoutSeconds": 3000})
         assert front_end.status(waiting)["status"] == "created"
         relay = agent.relay_pid()
         os.kill(relay, signal.SIGSTOP)
         stack.callback(os.kill, relay, signal.SIGCONT)
         assert front_end.wait_final(first, timeout=30)["reason"] == "host h6 lost"
         taken = front_end.wait_running(waiting)
-        assert taken["host"] in ("h1", "h2"), taken
+        assert taken["host"] in ("h1", "h2") and taken["limits"]["timeoutSeconds"] == 20, taken  # their most
         for process in processes_with(first_mark):
-            process.kill()
-        poll_until(lambda: f"job {waiting}: another host has taken it over" in agent.log(),
+            with suppress(psutil.NoSuchProcess):  # the shell may end as soon as its sleep is killed
+                process.kill()
+        poll_until(lambda: f"job {waiting}: its record is no longer this host's waiting job" in agent.log(),
                    message="the cut-off host to see the job taken over")
         assert cluster.front_ends[1].call("stop", jobID=waiting).body["status"] == "stopped"
         wait_none_left(waiting_mark)  # before the cut-off host's fence could end anything there
+
+
+def test_a_job_waiting_on_a_dead_host_is_stopped_at_once_and_never_runs(cluster: Cluster, tmp_path: Path) -> None:
+    """A stop of a waiting job needs no host: one whose host was just killed is stopped in the store, and is
+    not handed to another host once that host is taken for lost."""
+    with ExitStack() as stack:
+        agent = start_agent(tmp_path, cluster.url, "h9", "--max-jobs", "1", host_timeout=2)
+        stack.callback(agent.stop)
+        front_end = cluster.front_ends[0]
+        running_mark, waiting_mark = marker(), marker()
+        running = front_end.start(f"sleep {running_mark}", host="h9")
+        front_end.wait_running(running)
+        waiting = front_end.start(f"sleep {waiting_mark}", host="h9")
+        agent.kill_group()
+        stopped = front_end.call("stop", jobID=waiting)
+        assert stopped.status == 200 and stopped.body["status"] == "stopped", stopped.body
+        assert front_end.wait_final(running, timeout=30)["reason"] == "host h9 lost"
+        assert cluster.front_ends[1].status(waiting)["status"] == "stopped"
+        assert not processes_with(waiting_mark)
+
+
+def test_a_stop_that_waits_for_a_jobs_grace_holds_up_no_other_request(cluster: Cluster, tmp_path: Path) -> None:
+    """A job that ignores SIGTERM takes its host's --kill-grace to stop; meanwhile the host answers a start."""
+    with ExitStack() as stack:
+        agent = start_agent(tmp_path, cluster.url, "h10", "--kill-grace", "5")
+        stack.callback(agent.stop)
+        front_end = cluster.front_ends[0]
+        mark = marker()
+        stubborn = front_end.start(f"trap '' TERM; sleep {mark}", host="h10")
+        front_end.wait_running(stubborn)
+        stopping = threading.Thread(target=front_end.call, args=("stop",), kwargs={"jobID": stubborn})
+        stopping.start()
+        stack.callback(stopping.join)
+        poll_until(lambda: re.search(r"Task workerctl\.stop\[[^]]*\] received", agent.log()),
+                   message="the stop to reach the host")
+        started = front_end.start("echo meanwhile", host="h10")
+        assert stopping.is_alive(), "the start waited for the stop to end"
+        assert front_end.wait_final(started)["output"] == "meanwhile\n"
+
+
+def test_an_agent_whose_name_was_taken_while_it_was_cut_off_stands_down(cluster: Cluster, tmp_path: Path) -> None:
+    """Its lease lapsed (relay frozen) and another agent started with its name; when it comes back it finds the
+    lease held by the other, ends its jobs and stops with status 78, leaving the other running."""
+    with ExitStack() as stack:
+        first = start_agent(tmp_path / "first", cluster.url, "h11", host_timeout=2)
+        stack.callback(first.stop)
+        relay = first.relay_pid()
+        os.kill(relay, signal.SIGSTOP)
+        try:
+            second = start_agent(tmp_path / "second", cluster.url, "h11", host_timeout=2)  # once the lease lapsed
+            stack.callback(second.stop)
+        finally:
+            os.kill(relay, signal.SIGCONT)
+        assert first.process.wait(60) == 78
+        assert "another agent holds the lease of host h11" in first.log()
+        front_end = cluster.front_ends[0]
+        assert front_end.wait_final(front_end.start("echo second", host="h11"))["output"] == "second\n"
 
 
 def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: Cluster, tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import redis
 from workerctl.protocol.actions import StartRequest
@@ -36,13 +37,17 @@ from workerctl.protocol.messages import (
 )
 from workerctl.protocol.replies import JobRef
 from workerctl.server.cluster import ADOPT_TASK, START_TASK, STOP_TASK, Cluster, celery_app
-from workerctl.store.interface import JobReader, JobRecord, OutputChunk, StoreError
+from workerctl.store.interface import JobReader, JobRecord, StoreError
 from workerctl.store.redis_connection import storing
 from workerctl.web.supervisor_link import JobWatchers
 
 log = logging.getLogger(__name__)
 
 _CHECK_SECONDS = 1.0  # how often Redis is checked, lost hosts swept and waiters woken without an event
+_STOP_MARGIN_SECONDS = 10.0  # past the host's --kill-grace, for a stop's answer
+_READER_THREADS = 16
+
+T = TypeVar("T")
 _STORE_DOWN = "the cluster's job store (Redis) cannot be reached right now; try again in a moment"
 _RESEND_KEY_PREFIX = "workerctl-resend:"
 
@@ -54,7 +59,9 @@ class ClusterLink:
         self.watchers = watchers
         self.host_timeout = host_timeout
         self.up = asyncio.Event()  # set while Redis answers
-        self.jobs = UnavailableWhenDown(reader, self.up)  # the reads the API makes, 503 while Redis is down
+        self.jobs = reader
+        # Reads have threads of their own: a Redis that hangs holds them, not the checks that find it down.
+        self._readers = ThreadPoolExecutor(_READER_THREADS, thread_name_prefix="reads")
         self._checked = asyncio.Event()  # set once Redis has been checked, whether it answered or not
         self._up_since = 0.0  # the event loop's time when Redis last began to answer
         self._given_time: set[str] = set()  # lapsed hosts given until --host-timeout after that to renew
@@ -67,6 +74,15 @@ class ClusterLink:
     async def ensure_up(self) -> None:
         if not self.up.is_set():
             raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN)
+
+    async def read(self, call: Callable[[], T]) -> T:
+        """A read of the shared store, off the event loop (a Redis that hangs must not hold every connection);
+        503 at once while Redis is known to be down, or if the read fails."""
+        await self.ensure_up()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, call)
+        except StoreError as error:
+            raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None
 
     async def start(self, user: str, request: StartRequest, timeout: float) -> JobRef:
         await self.ensure_up()
@@ -82,38 +98,57 @@ class ClusterLink:
         return await self._send(START_TASK, message, queue, timeout)
 
     async def stop(self, user: str, job_id: str, timeout: float) -> JobRef:
+        """A job waiting (created) is stopped here, in the store, without its host, which may be gone: it never
+        starts after. A running one is stopped by its host; if the job ends meanwhile another way (its host
+        lost, say), that is the answer."""
         await self.ensure_up()
         record = await self._blocking(lambda: self.jobs.get(job_id, user))
+        while record is not None and record.status is JobStatus.CREATED and record.host is not None:
+            waiting = record
+            if await self._blocking(lambda: self.cluster.stop_waiting(waiting)) is not None:
+                return JobRef(record.id, JobStatus.STOPPED)
+            record = await self._blocking(lambda: self.jobs.get(job_id, user))  # started or taken over meanwhile
         if record is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
         if record.status.is_final or record.host is None:
             return JobRef(record.id, record.status)
-        return await self._send(STOP_TASK, StopJob(0, user, job_id), self.cluster.keys.host_queue(record.host),
-                                timeout)
+        host = record.host
+        lease = await self._blocking(lambda: self.cluster.lease(host))
+        if lease is not None:  # its host ends a job within its own --kill-grace, which may be longer than ours
+            timeout = max(timeout, lease["killGrace"] + _STOP_MARGIN_SECONDS)
 
-    async def _send(self, task: str, message: StartJob | StopJob, queue: str, timeout: float) -> JobRef:
-        def send_and_wait() -> str:
+        def ended() -> JobRef | None:
+            now = self.jobs.get(job_id, user)
+            return JobRef(now.id, now.status) if now is not None and now.status.is_final else None
+
+        return await self._send(STOP_TASK, StopJob(0, user, job_id), self.cluster.keys.host_queue(host), timeout,
+                                ended)
+
+    async def _send(self, task: str, message: StartJob | StopJob, queue: str, timeout: float,
+                    settled: Callable[[], JobRef | None] = lambda: None) -> JobRef:
+        """Send the request to `queue` and return its host's reply; or, while waiting for it, what `settled`
+        finds (checked every second)."""
+        def send_and_wait() -> JobRef:
             # Expires when this front end stops waiting: a start answered 503 must never run later.
             result = self.celery.send_task(task, args=[encode(message).decode()], queue=queue, expires=timeout)
             from celery.exceptions import TimeoutError as NoResultYet
-            try:
-                # Not forgotten after: a delete synced to Redis's disk before each answer; results expire anyway.
-                return str(result.get(timeout=timeout, propagate=True))
-            except NoResultYet:
-                raise TimeoutError from None
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    # Not forgotten after: a delete synced to Redis's disk before each answer; results expire.
+                    return _job_ref(str(result.get(timeout=min(_CHECK_SECONDS, timeout), propagate=True)))
+                except NoResultYet:
+                    answer = settled()
+                    if answer is not None:
+                        return answer
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError from None
 
         try:
-            reply = decode((await self._blocking(send_and_wait)).encode())
+            return await self._blocking(send_and_wait)
         except TimeoutError:
             raise ApiError(ErrorKind.UNAVAILABLE, "no host of the cluster answered in time; check with status or "
                                                   "list whether the request took effect") from None
-        except MalformedMessage:
-            raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else") from None
-        if isinstance(reply, Refusal):
-            raise reply.error()
-        if not isinstance(reply, JobReply):
-            raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else")
-        return JobRef(reply.job_id, reply.status)
 
     async def _blocking(self, call: Callable[[], Any]) -> Any:
         """Run a blocking Redis or Celery call off the event loop; 503 if Redis cannot be reached."""
@@ -165,21 +200,26 @@ class ClusterLink:
             if not waiting:
                 self._handed_over.pop(name, None)
             elif loop.time() >= self._handed_over.get(name, 0.0):
-                # Again after --host-timeout while any still waits: a request may reach a host that dies too.
-                self._handed_over[name] = loop.time() + self.host_timeout
+                # Again after --host-timeout while any still waits: a request may reach a host that dies too
+                # (and expires unanswered meanwhile).
                 try:
-                    await loop.run_in_executor(None, self._hand_over, name, waiting)
+                    if await loop.run_in_executor(None, self._hand_over, name, waiting):
+                        self._handed_over[name] = loop.time() + self.host_timeout
                 except Exception as error:  # Celery's and kombu's own connection errors; tried at the next sweep
                     log.warning("cannot hand host %s's waiting jobs over: %s", name, error)
-                    self._handed_over.pop(name, None)
 
-    def _hand_over(self, name: str, waiting: list[JobRecord]) -> None:
-        """Ask other hosts to take over the jobs that wait on lost host `name`, placed as new jobs are. A job
-        goes to one of them only (the store's adopt is guarded), and never runs on the lost host after."""
+    def _hand_over(self, name: str, waiting: list[JobRecord]) -> bool:
+        """Ask other hosts to take over the jobs that wait on lost host `name`, placed as new jobs are; False if
+        no host is there to ask. A job goes to one of them only (the store's adopt is guarded), and never runs on
+        the lost host after."""
+        if not self.cluster.live_hosts():
+            return False
         log.warning("host %s lost: handing its %d waiting jobs to other hosts", name, len(waiting))
         for record, queue in zip(waiting, self.cluster.place(len(waiting))):
             message = AdoptJob(0, record.owner, record.id, name)
-            self.celery.send_task(ADOPT_TASK, args=[encode(message).decode()], queue=queue, ignore_result=True)
+            self.celery.send_task(ADOPT_TASK, args=[encode(message).decode()], queue=queue, ignore_result=True,
+                                  expires=self.host_timeout)
+        return True
 
     def _ping(self) -> None:
         with storing("reach the cluster's Redis", self.cluster.location.where):
@@ -200,35 +240,14 @@ class ClusterLink:
                 threading.Event().wait(_CHECK_SECONDS)
 
 
-class UnavailableWhenDown:
-    """A JobReader whose store errors are the API's 503: in a cluster, Redis being down is a passing state. While
-    the link has found Redis down (`up` clear) it answers 503 without trying: a Redis that hangs would otherwise
-    hold the front end's event loop for a command timeout at every read."""
-
-    def __init__(self, reader: JobReader, up: asyncio.Event) -> None:
-        self.reader = reader
-        self.up = up
-
-    def get(self, job_id: str, owner: str) -> JobRecord | None:
-        with self._unavailable():
-            return self.reader.get(job_id, owner)
-
-    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
-        with self._unavailable():
-            return self.reader.list(owner, status, limit, label)
-
-    def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
-        with self._unavailable():
-            return self.reader.read_output(record, offset, limit)
-
-    def close(self) -> None:
-        self.reader.close()
-
-    @contextmanager
-    def _unavailable(self) -> Iterator[None]:
-        if not self.up.is_set():
-            raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN)
-        try:
-            yield
-        except StoreError as error:
-            raise ApiError(ErrorKind.UNAVAILABLE, str(error)) from None
+def _job_ref(text: str) -> JobRef:
+    """The job a host's reply names; its refusal as an ApiError."""
+    try:
+        reply = decode(text.encode())
+    except MalformedMessage:
+        reply = None
+    if isinstance(reply, Refusal):
+        raise reply.error()
+    if not isinstance(reply, JobReply):
+        raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else")
+    return JobRef(reply.job_id, reply.status)

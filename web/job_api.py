@@ -62,7 +62,7 @@ class JobApi:
 
     async def list(self, user: str, request: ListRequest) -> JobList:
         await self.link.ensure_up()
-        records = self.jobs.list(user, request.status, request.limit, request.label)
+        records = await self.link.read(lambda: self.jobs.list(user, request.status, request.limit, request.label))
         return JobList(tuple(summary(record) for record in records))
 
     async def status(self, user: str, request: StatusRequest) -> JobDetail:
@@ -73,7 +73,8 @@ class JobApi:
         while True:
             with self.link.watchers.watching(request.job_id) as changed:
                 record = await self._record(user, request.job_id)
-                chunk = self.jobs.read_output(record, request.offset, MAX_ANSWER_OUTPUT_BYTES)
+                chunk = await self.link.read(lambda: self.jobs.read_output(record, request.offset,
+                                                                           MAX_ANSWER_OUTPUT_BYTES))
                 first_status = first_status or record.status
                 remaining = deadline - loop.time()
                 if chunk.next_offset != request.offset or record.status is not first_status \
@@ -89,7 +90,7 @@ class JobApi:
         while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
                 record = await self._record(user, request.job_id)
-                chunk = self.jobs.read_output(record, offset, _STREAM_CHUNK_BYTES)
+                chunk = await self.link.read(lambda: self.jobs.read_output(record, offset, _STREAM_CHUNK_BYTES))
                 for part in chunk.parts:
                     if part.skipped:
                         await send(dropped_marker(part.skipped).encode())
@@ -106,7 +107,7 @@ class JobApi:
     async def _record(self, user: str, job_id: str) -> JobRecord:
         """The user's job; while it has not ended, read once the supervisor is connected (without it the
         record may be stale: a new supervisor settles what a dead one left)."""
-        record = self.jobs.get(job_id, user) if is_job_id(job_id) else None
+        record = await self.link.read(lambda: self.jobs.get(job_id, user)) if is_job_id(job_id) else None
         if record is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
         if not record.status.is_final and not self.link.up.is_set():

@@ -57,7 +57,7 @@ def _take_repeated(command: Command, rest: list[str]) -> tuple[list[str], dict[s
             continue
         if not equals:
             value = next(words, None)
-            if value is None:
+            if value is None or _is_option(value):
                 raise usage_error(f"{option.flag} needs a value (see '{PROGRAM} {command.name} --help')")
         repeated.setdefault(option.attribute, []).append(value)
     return kept, repeated
@@ -148,10 +148,11 @@ def _command(commands: Sequence[Command], args: list[str]) -> tuple[Command, lis
 
 
 def _spelled_out(command: Command, rest: list[str]) -> list[str]:
-    """Switches as `--name=True`, short options as long ones; a usage error for an option the command lacks."""
+    """Switches as `--name=True`, short options as long ones; a usage error for an option the command lacks, or
+    for one that takes a value and is not given one (Fire would make it the text "True")."""
     spelled = []
-    for arg in rest:
-        if not arg.startswith("-") or arg == "-" or _is_number(arg):
+    for position, arg in enumerate(rest):
+        if not _is_option(arg):
             spelled.append(arg)
             continue
         flag, equals, value = arg.partition("=")
@@ -160,9 +161,15 @@ def _spelled_out(command: Command, rest: list[str]) -> list[str]:
             raise usage_error(_unknown_option(command, flag))
         if option.is_switch:
             spelled.append(f"{option.flag}={value if equals else 'True'}")
-        else:
-            spelled.append(f"{option.flag}{equals}{value}")
+            continue
+        if not equals and (position + 1 == len(rest) or _is_option(rest[position + 1])):
+            raise usage_error(f"{option.flag} needs a value (see '{PROGRAM} {command.name} --help')")
+        spelled.append(f"{option.flag}{equals}{value}")
     return spelled
+
+
+def _is_option(arg: str) -> bool:
+    return arg.startswith("-") and arg != "-" and not _is_number(arg)
 
 
 def _is_number(arg: str) -> bool:

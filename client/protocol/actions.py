@@ -28,6 +28,8 @@ MAX_LABEL_LENGTH = 64
 MAX_ENV_VARIABLES = 256
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f]*")  # no control characters
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # an agent's --name: a host name, or one like it
+HOST_NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64"
 RESERVED_ENV_PREFIX = "WORKERCTL_"  # the server's own variables in every job
 
 Check = Callable[[str, Any], Any]
@@ -55,6 +57,12 @@ def check_text(name: str, value: Any) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
         raise _refuse(f"{name} must be valid Unicode text") from None
+    return value
+
+
+def check_host_name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not HOST_NAME.fullmatch(value):
+        raise _refuse(f"{name} must be a host's name ({HOST_NAME_RULE}), not {_shown(value)}")
     return value
 
 
@@ -214,8 +222,8 @@ class StartRequest:
         "labels", check_labels, f"labels to find the job by (at most {MAX_LABELS}, each at most "
         f"{MAX_LABEL_LENGTH} characters)", default=())
     host: str | None = api_field(
-        "host", check_text, "the cluster host to run the job on (a cluster's front end only; one host refuses it)",
-        default=None)
+        "host", check_host_name, "the cluster host to run the job on (a cluster's front end only; one host refuses "
+        "it)", default=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 from workerctl.protocol.actions import (
     ACTIONS,
     ENV_NAME,
+    HOST_NAME,
     LABEL_TEXT,
     MAX_ENV_VARIABLES,
     MAX_KEY_LENGTH,
@@ -33,6 +34,7 @@ from workerctl.protocol.actions import (
     api_fields,
     check_env,
     check_flag,
+    check_host_name,
     check_key,
     check_label,
     check_labels,
@@ -61,6 +63,7 @@ _LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH, "patt
 _ACCEPTED: dict[Check, dict[str, Any]] = {
     check_text: {"type": "string", "minLength": 1, "pattern": _NO_NUL},
     check_key: {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": _NO_NUL},
+    check_host_name: {"type": "string", "pattern": f"^{HOST_NAME.pattern}$"},
     check_offset: {"type": "integer", "minimum": 0},
     check_wait: {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
     check_limit: {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},

@@ -63,6 +63,9 @@ def test_groups_of_commands():
      'start has no option -l (quote the command as one argument, as in: workerctl start "ls -l")'),
     (("status",), "status needs JOB_ID (see 'workerctl status --help')"),
     (("status", "a", "b"), "unexpected argument 'b' for status (see 'workerctl status --help')"),
+    (("start", "true", "--host-name"), "--host-name needs a value (see 'workerctl start --help')"),
+    (("start", "true", "--key", "--json"), "--key needs a value (see 'workerctl start --help')"),
+    (("start", "true", "--label", "--server", "https://h:1"), "--label needs a value (see 'workerctl start --help')"),
 ])
 def test_usage_errors_say_what_is_wrong_in_one_line(args, message):
     assert usage(*args) == message
