@@ -2,8 +2,8 @@
 stop requests to the agents, the agents' leases, placement, and the sweep that settles a lost host's jobs.
 
 Celery only carries messages: a task's argument is a supervisor request (protocol/messages.py, as JSON) and its
-result the supervisor's reply. Each agent consumes its own queue and the shared one, one message at a time, and
-acknowledges a message when it takes it (never `acks_late`: a redelivered start would run a command twice); a
+result the supervisor's reply. Each agent consumes its own queue and the shared one (a thread per message, each
+taking one at a time), and acknowledges a message when it takes it (never `acks_late`: a redelivered start would run a command twice); a
 request not taken before its sender stops waiting expires unrun. Celery never signals a job: every process is
 the agent's supervisor's to control.
 
