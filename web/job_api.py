@@ -24,7 +24,7 @@ from workerctl.protocol.actions import (
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import MAX_ANSWER_OUTPUT_BYTES, is_job_id
 from workerctl.protocol.replies import JobDetail, JobList, JobRef
-from workerctl.store.interface import JobReader, JobRecord
+from workerctl.store.interface import JobReader, JobRecord, OutputChunk
 from workerctl.web.job_view import detail, dropped_marker, summary
 from workerctl.web.supervisor_link import SupervisorLink, changed_within
 
@@ -72,9 +72,7 @@ class JobApi:
         first_status = None
         while True:
             with self.link.watchers.watching(request.job_id) as changed:
-                record = await self._record(user, request.job_id)
-                chunk = await self.link.read(lambda: self.jobs.read_output(record, request.offset,
-                                                                           MAX_ANSWER_OUTPUT_BYTES))
+                record, chunk = await self._job_output(user, request.job_id, request.offset, MAX_ANSWER_OUTPUT_BYTES)
                 first_status = first_status or record.status
                 remaining = deadline - loop.time()
                 if chunk.next_offset != request.offset or record.status is not first_status \
@@ -89,8 +87,7 @@ class JobApi:
         offset = request.offset
         while not client_gone():
             with self.link.watchers.watching(request.job_id) as changed:
-                record = await self._record(user, request.job_id)
-                chunk = await self.link.read(lambda: self.jobs.read_output(record, offset, _STREAM_CHUNK_BYTES))
+                record, chunk = await self._job_output(user, request.job_id, offset, _STREAM_CHUNK_BYTES)
                 for part in chunk.parts:
                     if part.skipped:
                         await send(dropped_marker(part.skipped).encode())
@@ -104,13 +101,18 @@ class JobApi:
                     return
                 await changed_within(changed, _FOLLOW_RECHECK_SECONDS)
 
-    async def _record(self, user: str, job_id: str) -> JobRecord:
-        """The user's job; while it has not ended, read once the supervisor is connected (without it the
-        record may be stale: a new supervisor settles what a dead one left)."""
-        record = await self.link.read(lambda: self.jobs.get(job_id, user)) if is_job_id(job_id) else None
-        if record is None:
+    async def _job_output(self, user: str, job_id: str, offset: int, limit: int) -> tuple[JobRecord, OutputChunk]:
+        """The user's job and its output from `offset`, read together (one trip off the event loop where the
+        store's reads leave it); while the job has not ended, read once the supervisor is connected (without
+        it the record may be stale: a new supervisor settles what a dead one left)."""
+        def read() -> tuple[JobRecord | None, OutputChunk | None]:
+            record = self.jobs.get(job_id, user) if is_job_id(job_id) else None
+            return record, (self.jobs.read_output(record, offset, limit) if record is not None else None)
+
+        record, chunk = await self.link.read(read)
+        if record is None or chunk is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
         if not record.status.is_final and not self.link.up.is_set():
             await self.link.ensure_up()
-            return await self._record(user, job_id)
-        return record
+            return await self._job_output(user, job_id, offset, limit)
+        return record, chunk
