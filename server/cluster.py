@@ -3,9 +3,9 @@ stop requests to the agents, the agents' leases, placement, and the sweep that s
 
 Celery only carries messages: a task's argument is a supervisor request (protocol/messages.py, as JSON) and its
 result the supervisor's reply. Each agent consumes its own queue and the shared one (a thread per message, each
-taking one at a time), and acknowledges a message when it takes it (never `acks_late`: a redelivered start would run a command twice); a
-request not taken before its sender stops waiting expires unrun. Celery never signals a job: every process is
-the agent's supervisor's to control.
+taking one at a time), and acknowledges a message when it takes it (never `acks_late`: a redelivered start would
+run a command twice); a request not taken before its sender stops waiting expires unrun. Celery never signals a
+job: every process is the agent's supervisor's to control.
 
 Keys, beside the store's and under the same prefix:
 
