@@ -185,7 +185,7 @@ def test_a_stop_that_waits_for_a_jobs_grace_holds_up_no_other_request(cluster: C
         front_end = cluster.front_ends[0]
         mark = marker()
         stubborn = front_end.start(f"trap '' TERM; sleep {mark}", host="h10")
-        front_end.wait_running(stubborn)
+        poll_until(lambda: processes_with(mark), message="the job's sleep, so its shell has set its trap")
         stopping = threading.Thread(target=front_end.call, args=("stop",), kwargs={"jobID": stubborn})
         stopping.start()
         stack.callback(stopping.join)
