@@ -245,6 +245,8 @@ def test_a_full_redis_is_a_store_error_until_the_reserve_is_released(own_redis):
     with pytest.raises(OutputWriteError, match="out of memory"):
         for _ in range(100):
             sink.write(bytes(64 * 1024))
+    with own_redis.client() as admin:  # full for good: the refused write's query buffer, once freed, made room
+        admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 256 * 1024)
     writer.insert(job(1))
     with pytest.raises(StoreError, match=r"^cannot record the jobs: Redis at .* is out of memory"):
         writer.commit()
