@@ -60,7 +60,11 @@ def start_agent(directory: Path, url: str, name: str, *extra: str, host_timeout:
             pytest.fail(f"agent {name} exited with {process.returncode}:\n{agent.log()}")
         return "connected to the supervisor" in agent.log() and re.search(rf"{name}@workerctl ready", agent.log())
 
-    poll_until(ready, 30, message=f"agent {name} to be ready")
+    try:
+        poll_until(ready, 30, message=f"agent {name} to be ready")
+    except BaseException:  # not ready: stopped here, as the caller has no agent to stop
+        agent.stop()
+        raise
     return agent
 
 
