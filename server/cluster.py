@@ -151,10 +151,18 @@ class Cluster:
 
     def live_hosts(self) -> dict[str, int]:
         """Each host holding a lease, and how many jobs it runs at once."""
+        return {name: lease["maxJobs"] for name, lease in self._leases().items() if lease is not None}
+
+    def lapsed_hosts(self) -> list[str]:
+        """The hosts whose lease has lapsed and whose jobs are not yet settled as lost."""
+        return [name for name, lease in self._leases().items() if lease is None]
+
+    def _leases(self) -> dict[str, dict[str, Any] | None]:
+        """Every host in `hosts`, by name, with its lease (None where it has lapsed)."""
         with storing("read the hosts", self.location.where):
             names = sorted(name.decode() for name in self.client.smembers(self.keys.hosts))
             leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
-        return {name: json.loads(lease)["maxJobs"] for name, lease in zip(names, leases) if lease is not None}
+        return {name: json.loads(lease) if lease is not None else None for name, lease in zip(names, leases)}
 
     def busy(self, names: list[str]) -> dict[str, int]:
         """How many unsettled (created or running) jobs each of these hosts has."""
@@ -164,10 +172,10 @@ class Cluster:
                 counts.zcard(self.store_keys.unsettled_on(name))
             return dict(zip(names, counts.execute()))
 
-    def place(self, count: int = 1) -> list[str]:
+    def place(self, count: int = 1, hosts: dict[str, int] | None = None) -> list[str]:
         """The queues for `count` new jobs, one by one: the host with the most free slots left, or the shared
-        queue once no host has one."""
-        hosts = self.live_hosts()
+        queue once no host has one. `hosts` are the live hosts, if the caller has read them already."""
+        hosts = self.live_hosts() if hosts is None else hosts
         busy = self.busy(list(hosts))
         free = {name: slots - busy[name] for name, slots in hosts.items()}
         queues = []
@@ -185,13 +193,6 @@ class Cluster:
             self.client.publish(self.keys.changed, json.dumps(job_ids))
         except redis.RedisError as error:  # front ends re-read every job now and then anyway
             log.debug("cannot publish job changes: %s", error)
-
-    def lapsed_hosts(self) -> list[str]:
-        """The hosts whose lease has lapsed and whose jobs are not yet settled as lost."""
-        with storing("read the hosts", self.location.where):
-            names = sorted(name.decode() for name in self.client.smembers(self.keys.hosts))
-            leases = self.client.mget([self.keys.lease(name) for name in names]) if names else []
-        return [name for name, lease in zip(names, leases) if lease is None]
 
     def settle_lost_host(self, name: str) -> list[JobRecord]:
         """Settle the running jobs of a host whose lease has lapsed as `error`, "host NAME lost"; the jobs that

@@ -81,8 +81,16 @@ class JobLifecycle:
         if not self.launching:
             return
         self._to_launch.extend(self.jobs[job_id] for job_id in self.pool.take_runnable())
+        self._schedule_launches()
+
+    def _schedule_launches(self) -> None:
         if self._to_launch and self._launch_handle is None:
             self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+
+    def _launch_first(self, job: Job) -> None:
+        """Launch next a job that has its slot already (it waited for its owner's home, or for the store)."""
+        self._to_launch.appendleft(job)
+        self._schedule_launches()
 
     def _launch_next(self) -> None:
         """Launch one job, and leave the next for the next turn of the loop: a spawn takes a millisecond or so,
@@ -93,8 +101,7 @@ class JobLifecycle:
             if job.phase is Phase.QUEUED:  # not stopped while it waited
                 self._launch(job)
                 break
-        if self._to_launch:
-            self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+        self._schedule_launches()
 
     def _launch(self, job: Job) -> None:
         try:
@@ -159,9 +166,7 @@ class JobLifecycle:
 
     def _launch_again(self, job: Job) -> None:
         if job.phase is Phase.QUEUED and self.launching:  # it has its slot still
-            self._to_launch.appendleft(job)
-            if self._launch_handle is None:
-                self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+            self._launch_first(job)
 
     def _could_not_start(self, job: Job, error: BaseException) -> None:
         log.error("job %s could not start: %s", job.id, error)
@@ -183,9 +188,7 @@ class JobLifecycle:
             if done.exception() is not None:
                 self._could_not_start(job, done.exception())  # type: ignore[arg-type]
                 return
-            self._to_launch.appendleft(job)
-            if self._launch_handle is None:
-                self._launch_handle = asyncio.get_running_loop().call_soon(self._launch_next)
+            self._launch_first(job)
         preparing.add_done_callback(prepared)
 
     # --- output ---------------------------------------------------------------------------------------------

@@ -102,12 +102,12 @@ class ClusterLink:
         starts after. A running one is stopped by its host; if the job ends meanwhile another way (its host
         lost, say), that is the answer."""
         await self.ensure_up()
-        record = await self._blocking(lambda: self.jobs.get(job_id, user))
+        record = await self.read(lambda: self.jobs.get(job_id, user))
         while record is not None and record.status is JobStatus.CREATED and record.host is not None:
             waiting = record
             if await self._blocking(lambda: self.cluster.stop_waiting(waiting)) is not None:
                 return JobRef(record.id, JobStatus.STOPPED)
-            record = await self._blocking(lambda: self.jobs.get(job_id, user))  # started or taken over meanwhile
+            record = await self.read(lambda: self.jobs.get(job_id, user))  # started or taken over meanwhile
         if record is None:
             raise ApiError(ErrorKind.NOT_FOUND, "no such job")
         if record.status.is_final or record.host is None:
@@ -212,10 +212,11 @@ class ClusterLink:
         """Ask other hosts to take over the jobs that wait on lost host `name`, placed as new jobs are; False if
         no host is there to ask. A job goes to one of them only (the store's adopt is guarded), and never runs on
         the lost host after."""
-        if not self.cluster.live_hosts():
+        hosts = self.cluster.live_hosts()
+        if not hosts:
             return False
         log.warning("host %s lost: handing its %d waiting jobs to other hosts", name, len(waiting))
-        for record, queue in zip(waiting, self.cluster.place(len(waiting))):
+        for record, queue in zip(waiting, self.cluster.place(len(waiting), hosts)):
             message = AdoptJob(0, record.owner, record.id, name)
             self.celery.send_task(ADOPT_TASK, args=[encode(message).decode()], queue=queue, ignore_result=True,
                                   expires=self.host_timeout)
