@@ -37,7 +37,7 @@ from workerctl.supervisor.exits import reap_exited
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
 from workerctl.supervisor.main import run_supervisor
-from workerctl.supervisor.sandbox import namespaces_problem, unavailable
+from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
 from workerctl.web.app import tls_context
 from workerctl.web.main import run_front_end
 
@@ -97,27 +97,30 @@ def check_front_end_settings(settings: ServerSettings) -> None:
 def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
     """What a host that runs jobs needs, serve's or an agent's: the data directory (locked until this process
     exits), the user IDs jobs get (likewise), containment and the sandbox; a ServeError of one sentence for
-    what is missing. Returns the settings with the containment chosen, which the supervisor uses instead of
-    choosing again, the containment, and the user IDs."""
+    what is missing. Returns the settings with the containment and the sandbox chosen, which the supervisor uses
+    instead of choosing again, the containment, and the user IDs."""
     try:
+        # First: a server that refuses to start leaves nothing behind (no ID block claimed, no cgroup made).
+        accounts = JobAccounts.resolve(settings.job_user)
+        sandbox = Sandbox.choose(settings)
+        sandbox.close()
         layout = DataLayout(settings.data_dir)
         prepare(layout)
         hold_lock(layout.serve_lock)
-        accounts = JobAccounts.resolve(settings.job_user)
         job_uids = claim_id_block(layout)[0] if accounts.dynamic else NO_IDS
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
         containment = choose_containment(settings.containment, layout.instance, job_uids)
-        if settings.sandbox == "on" and (problem := namespaces_problem(settings.network)) is not None:
-            raise ServeError(unavailable(problem))
-    except (DataDirError, ValueError) as error:
+    except (DataDirError, ValueError, SandboxUnavailable) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
         raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
     if accounts.fixed is not None and accounts.fixed.is_self:
         log.warning("jobs run as the server's own user, so they can read its files and signal it; run the "
                     "server as root to give each job a user of its own")
-    return replace(settings, containment=containment.name), containment, job_uids
+    sandbox_mode, seccomp_mode = sandbox.resolved
+    return (replace(settings, containment=containment.name, sandbox=sandbox_mode, seccomp=seccomp_mode),
+            containment, job_uids)
 
 
 def _listen(host: str, port: int) -> socket.socket:

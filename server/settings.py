@@ -171,11 +171,15 @@ class ServerSettings:
     containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
                                 "`auto`: cgroup where possible", choices=("auto", "cgroup", "process"),
                                 metavar="KIND")
-    sandbox: str = _setting("auto", "`on`: each job in namespaces of its own (its processes, mounts, /tmp, IPC, "
-                            "host name; see --network), or refuse to start; `off`; `auto`: on where the kernel "
-                            "allows", choices=("auto", "on", "off"), metavar="MODE")
+    sandbox: str = _setting("auto", "`on`: each job in namespaces of its own (its processes, a read-only root, /tmp, "
+                            "IPC, host name; see --network), or refuse to start; `off`; `auto`: on as root (which "
+                            "refuses to start without it), off with a warning otherwise",
+                            choices=("auto", "on", "off"), metavar="MODE")
     network: str = _setting("none", "with the sandbox, `none`: a job has only a loopback of its own; `host`: the "
                             "host's network", choices=("none", "host"), metavar="MODE")
+    seccomp: str = _setting("default", "`default`: jobs may not make the system calls that widen what they can reach "
+                            "of the kernel (namespaces, mounts, keyrings, BPF, io_uring...); `off`",
+                            choices=("default", "off"), metavar="MODE")
     retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
                                      _positive, metavar="DAYS")
     retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
@@ -275,7 +279,7 @@ FRONT_END_SETTINGS = ("host", "port", "cert", "key", "users", "client_ca", "requ
 SUPERVISOR_SETTINGS = ("data_dir", "job_timeout", "max_job_timeout", "max_jobs", "max_jobs_per_user",
                        "max_queued_per_user", "max_output_bytes", "job_memory", "job_cpus", "job_processes",
                        "home_size", "user_memory", "user_cpus", "user_processes", "job_user", "containment", "sandbox",
-                       "network", "retention_days", "retention_jobs", "name")
+                       "network", "seccomp", "retention_days", "retention_jobs", "name")
 """The settings only a supervisor uses: a cluster's front end ignores them (each agent has its own)."""
 
 

@@ -119,6 +119,8 @@ class JobAccounts:
             entry = pwd.getpwnam(setting)
         except KeyError:
             raise ValueError(f"there is no user named {setting!r} to run jobs as") from None
+        if entry.pw_uid == 0 or entry.pw_gid == 0:
+            raise ValueError(f"jobs must not run as {setting!r}: its user or group ID is 0, root's")
         if entry.pw_uid != os.geteuid() and os.geteuid() != 0:
             raise ValueError(f"running jobs as {setting!r} needs the server to run as root or as {setting!r}")
         return cls(JobUser(entry.pw_name, entry.pw_uid, entry.pw_gid))

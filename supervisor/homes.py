@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _TOOL_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _TOOL_SECONDS = 60.0
+_TOOL_ENVIRONMENT = {"PATH": _TOOL_PATH, "LC_ALL": "C"}
 
 
 class HomeError(OSError):
@@ -31,9 +32,11 @@ class HomeError(OSError):
 
 
 def _run(tool: str, *arguments: str) -> None:
+    """Run a tool as root: with a fixed environment and in "/", so nothing of a job's or a request's reaches it."""
     command = [shutil.which(tool, path=_TOOL_PATH) or tool, *arguments]
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_TOOL_SECONDS)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_TOOL_SECONDS,
+                       env=_TOOL_ENVIRONMENT, cwd="/")
     except subprocess.CalledProcessError as error:
         raise HomeError(f"{tool} failed: {(error.stderr or error.stdout).strip()[-300:]}") from None
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -77,9 +80,15 @@ class Homes:
             if not image.exists():
                 self._make_image(image, user)
             _run("mount", "-o", "loop,nosuid,nodev,noatime", str(image), str(home))
-        if not user.is_self:
-            os.chown(home, user.uid, user.gid)
-        home.chmod(0o700)
+        # By descriptor, and only the home itself: its contents are the job's, links included, and root follows
+        # none of them.
+        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not user.is_self:
+                os.fchown(fd, user.uid, user.gid)
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
         self._ready.add(owner)
         return home
 

@@ -23,7 +23,7 @@ from workerctl.supervisor.cgroups import CgroupContainment
 from workerctl.supervisor.containment import choose_containment
 from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.limits import UserLimits, choose_limits
-from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable, hidden_from_jobs
+from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
 from workerctl.supervisor.service import Supervisor
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
     become_subreaper()
     raise_open_files_limit()
     try:
+        # serve chose the sandbox and logged it; this checks it still holds, before anything is set up for jobs.
+        sandbox = Sandbox.choose(settings, announce=False)
+    except SandboxUnavailable as error:
+        log.critical("the supervisor cannot start: %s", error)
+        sys.exit(UNUSABLE_SETTINGS_EXIT)
+    try:
         # Held until this process exits: a new supervisor starts only once the last one has ended its jobs.
         layout = DataLayout(settings.data_dir)
         hold_lock(layout.supervisor_lock, wait=settings.kill_grace + _LOCK_WAIT_MARGIN_SECONDS)
@@ -54,11 +60,6 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
     accounts = JobAccounts.resolve(settings.job_user, job_uids, layout.job_users)
     if accounts.dynamic:
         limit_processes_per_user(settings.user_processes)
-    try:
-        sandbox = Sandbox.choose(settings.sandbox, settings.network, hidden_from_jobs(settings))
-    except SandboxUnavailable as error:
-        log.critical("the supervisor cannot start: %s", error)
-        sys.exit(UNUSABLE_SETTINGS_EXIT)
     limits = choose_limits(layout.instance, containment.root if isinstance(containment, CgroupContainment) else None,
                            UserLimits(settings.user_memory, settings.user_cpus, settings.user_processes))
     homes = Homes.choose(layout, settings.home_size)

@@ -1,49 +1,65 @@
-"""How a job's first process is made: the sandbox helper, or a fallback chain of standard tools.
+"""How a job's first process is made: the sandbox helper, the one program that runs with privileges for a job.
 
-The helper (`workerctl-sandbox`, compiled from sandbox_helper.c when the package is installed) joins the job's
-cgroups, gives it namespaces of its own where the sandbox is on, and switches to the job's user, all in one
-exec. Where it is missing, the job's first process is a two-line shell that joins the cgroups, then
-util-linux's setpriv switches users: the same job without namespaces, one or two execs slower.
+The helper (`workerctl-sandbox`, compiled statically from sandbox_helper.c when the package is installed) joins
+the job's cgroups, gives it namespaces and a root of its own where the sandbox is on, drops every privilege,
+switches to the job's user, installs the seccomp filter (seccomp.py) and runs the job, all in one exec. Nothing
+a request carries reaches it as anything but data: it starts with a fixed environment and "/" as its working
+directory, and reads its options, the job's variables among them, from a memory file, so that none of them is
+in an environment the helper itself runs with, nor in a command line a job can read (/proc/1/cmdline in its PID
+namespace). The job's variables take effect only in the job's own execve, after the switch of user.
 
-With the sandbox on, a job sees only its own processes (PID namespace), has private /tmp, /var/tmp and
-/dev/shm (tmpfs, charged to its memory cgroup) that vanish with it, its own SysV IPC and host name, a
-read-only view of the rest of the system in which the data directory, the server's key and the users file do
-not appear, its home at /home/USER, and with `--network none` only a loopback of its own.
+As root the helper is required, sandbox or not: there is no safe way to start a job as another user without it.
+A server that is not root (a developer's laptop) runs jobs as itself, with no privileges to guard; without the
+helper its job's first process is a two-line shell that joins the cgroups it can and runs the job.
+
+With the sandbox on, a job sees only its own processes (PID namespace) and its own cgroup (cgroup namespace);
+its root is read-only and holds only the system paths (SYSTEM_PATHS, without the server's data directory, key,
+users file and audit log where those lie inside them), a /dev of harmless devices, its own /proc, private /tmp,
+/var/tmp and /dev/shm (tmpfs, charged to its memory cgroup) that vanish with it, and its home at /home/USER. It
+has its own SysV IPC and host name, and with `--network none` only a loopback of its own.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from workerctl.server.linux import JOB_OOM_SCORE_ADJ
 from workerctl.server.settings import ServerSettings
 from workerctl.supervisor.accounts import JobUser
+from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV
+from workerctl.supervisor.seccomp import SeccompUnavailable, job_filter
 
 log = logging.getLogger(__name__)
 
 HELPER = Path(__file__).resolve().with_name("workerctl-sandbox")
 SHELL = "/bin/sh"
-SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 SANDBOX_CHOICES = ("auto", "on", "off")
 NETWORK_CHOICES = ("none", "host")
+SECCOMP_CHOICES = ("default", "off")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 HOMES_INSIDE = Path("/home")
+PROBE_ID = 65534  # "nobody": the start-up probe's job runs as it
+# The helper's own environment: the tags that find a job's processes (containment.py), and nothing else.
+_HELPER_ENVIRONMENT = (JOB_ENV, INSTANCE_ENV)
 
 # Sets the OOM score adjustment at $1 to $2, joins the cgroups named after it up to "--", then becomes the rest
-# of the command line: the fallback when the helper is missing. It runs as root, before anything of the job, so
-# the job is a member before it can fork.
+# of the command line: a server that is not root, without the helper. It runs as the server's own user.
 _JOIN_THEN_EXEC = ('echo "$2" > "$1"; shift 2; while [ "$1" != -- ]; do echo 0 > "$1" || { '
                    'echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; shift; done; shift; exec "$@"')
 _PROBE_SECONDS = 10.0
 
 
 class SandboxUnavailable(Exception):
-    """The sandbox was asked for and cannot be had here; the message says why in one sentence."""
+    """The sandbox is needed and cannot be had here; the message says why and what to do in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -57,88 +73,175 @@ class JobPlan:
     cgroups: tuple[Path, ...]  # the cgroup.procs files it joins
 
 
+@dataclass(frozen=True)
+class FirstProcess:
+    """How to start a job's first process: its command line, environment and working directory, and the
+    descriptors it must inherit (their numbers are the same in it)."""
+
+    argv: list[str]
+    environment: dict[str, str]
+    directory: Path
+    pass_fds: tuple[int, ...]
+
+
 class Sandbox:
-    def __init__(self, namespaces: bool, network: str, hidden: tuple[Path, ...]) -> None:
+    def __init__(self, namespaces: bool, network: str, hidden: tuple[Path, ...], helper: Path | None,
+                 seccomp_filter: int | None) -> None:
         self.namespaces = namespaces
         self.isolated_network = namespaces and network == "none"
         self.hidden = hidden
-        self.helper = HELPER if os.access(HELPER, os.X_OK) else None
+        self.helper = helper
+        self.seccomp_filter = seccomp_filter  # the sealed memory file of seccomp.job_filter, or None
 
     @classmethod
-    def choose(cls, sandbox: str, network: str, hidden: tuple[Path, ...]) -> Sandbox:
-        """The sandbox for the settings: on where the kernel allows with "auto"; SandboxUnavailable for "on"
-        where it does not. Logs what is in force."""
-        if sandbox == "off":
-            chosen = cls(False, network, hidden)
-        else:
-            problem = namespaces_problem(network)
-            if problem is not None and sandbox == "on":
-                raise SandboxUnavailable(unavailable(problem))
+    def choose(cls, settings: ServerSettings, announce: bool = True) -> Sandbox:
+        """The sandbox for the settings, logged if `announce`. As root it fails closed: SandboxUnavailable
+        unless everything asked for works (the helper, namespaces unless `--sandbox off`, seccomp unless
+        `--seccomp off`). Not as root, "auto" and "default" fall back with one warning each."""
+        if not announce:
+            with _quiet():
+                return cls.choose(settings)
+        root = os.geteuid() == 0
+        helper = HELPER if os.access(HELPER, os.X_OK) else None
+        if root and helper is None:
+            raise SandboxUnavailable(f"the sandbox helper {HELPER} was not built, and a server run as root needs it "
+                                     "to start jobs as their own users: install a C compiler and libc's static "
+                                     "library (Debian: build-essential), then reinstall workerctl")
+        seccomp_filter = None
+        if settings.seccomp == "default":
+            if helper is None:
+                log.warning("seccomp: off, as the sandbox helper was not built; jobs may make any system call")
+            else:
+                try:
+                    seccomp_filter = job_filter()
+                except SeccompUnavailable as error:
+                    if root:
+                        raise SandboxUnavailable(f"seccomp \"default\" needs libseccomp, and {error}: install it, "
+                                                 "or give --seccomp off") from None
+                    log.warning("seccomp: off, as %s; jobs may make any system call", error)
+        namespaces = settings.sandbox != "off"
+        hidden = hidden_from_jobs(settings)
+        if namespaces:
+            problem = cls(True, settings.network, hidden, helper, seccomp_filter).problem()
+            if problem is not None and (root or settings.sandbox == "on"):
+                raise SandboxUnavailable(f"the sandbox is on, and {problem}: give --sandbox off to run jobs "
+                                         "without it (they then see the host's processes, files and network)")
             if problem is not None:
-                log.warning("sandbox: off, as %s; jobs see the host's processes, /tmp and network", problem)
-            chosen = cls(problem is None, network, hidden)
+                log.warning("sandbox: off, as %s; jobs see the host's processes, files and network", problem)
+                namespaces = False
+        chosen = cls(namespaces, settings.network, hidden, helper, seccomp_filter)
         if chosen.namespaces:
-            log.info("sandbox: on: namespaces for processes, mounts, IPC and host name, network %s",
-                     "none (a loopback of its own)" if chosen.isolated_network else "the host's")
-        elif sandbox == "off":
-            log.info("sandbox: off: jobs see the host's processes, /tmp and network")
+            log.info("sandbox: on: namespaces for processes, mounts, cgroups, IPC and host name, a read-only root "
+                     "of the system paths, network %s; seccomp %s",
+                     "none (a loopback of its own)" if chosen.isolated_network else "the host's",
+                     "on" if seccomp_filter is not None else "off")
+        elif settings.sandbox == "off":
+            log.warning("sandbox: off (--sandbox off): jobs see the host's processes, files and network; seccomp %s",
+                        "on" if seccomp_filter is not None else "off")
         return chosen
+
+    @property
+    def resolved(self) -> tuple[str, str]:
+        """The `--sandbox` and `--seccomp` settings this sandbox amounts to."""
+        return "on" if self.namespaces else "off", "default" if self.seccomp_filter is not None else "off"
+
+    def close(self) -> None:
+        if self.seccomp_filter is not None:
+            os.close(self.seccomp_filter)
 
     def home_inside(self, plan: JobPlan) -> Path:
         """Where the job finds its home."""
         return HOMES_INSIDE / plan.owner if self.namespaces else plan.home
 
-    def argv(self, plan: JobPlan) -> list[str]:
-        """The command line of the job's first process."""
+    @contextmanager
+    def first_process(self, plan: JobPlan, environment: dict[str, str]) -> Iterator[FirstProcess]:
+        """How to start the job's first process; start it inside this block (the descriptors it inherits are
+        closed here after it)."""
         job = [SHELL, "-c", plan.command]
         if self.helper is None:
-            return self._fallback(plan, job)
-        argv = [str(self.helper), "-a", str(JOB_OOM_SCORE_ADJ)]
+            yield FirstProcess([SHELL, "-c", _JOIN_THEN_EXEC, SHELL, "/proc/self/oom_score_adj",
+                                str(JOB_OOM_SCORE_ADJ), *map(str, plan.cgroups), "--", *job],
+                               environment, plan.home, ())
+            return
+        options = ["-a", str(JOB_OOM_SCORE_ADJ)]
         for cgroup in plan.cgroups:
-            argv += ["-j", str(cgroup)]
+            options += ["-j", str(cgroup)]
+        options += self._isolation(home=(plan.home, self.home_inside(plan)))
+        if not plan.user.is_self:
+            options += ["-u", str(plan.user.uid), "-g", str(plan.user.gid)]
+        options += ["-d", str(self.home_inside(plan))]
+        options += [f"-e{name}={value}" for name, value in environment.items()]
+        with self._options_file([*options, "--", *job]) as fds:
+            yield FirstProcess([str(self.helper), "-f", str(fds[0])],
+                               {name: environment[name] for name in _HELPER_ENVIRONMENT if name in environment},
+                               Path("/"), fds)
+
+    def _isolation(self, home: tuple[Path, Path] | None) -> list[str]:
+        """The helper's options for namespaces, the job's root and seccomp."""
+        options = []
         if self.namespaces:
-            argv += ["-n", "-o", "workerctl-job", "-r"]
+            options += ["-n", "-o", "workerctl-job"]
             if self.isolated_network:
-                argv.append("-N")
-            for path in (*self.hidden, HOMES_INSIDE):
-                argv += ["-H", str(path)]
-            argv += ["-b", f"{plan.home}:{self.home_inside(plan)}"]
+                options.append("-N")
+            for path in SYSTEM_PATHS:
+                options += ["-R", path]
+            for path in self.hidden:
+                options += ["-H", str(path)]
+            if home is not None:
+                options += ["-b", f"{home[0]}:{home[1]}"]
             for path in PRIVATE_TMPFS:
-                argv += ["-t", path]
-        if not plan.user.is_self:
-            argv += ["-u", str(plan.user.uid), "-g", str(plan.user.gid)]
-        return [*argv, "-d", str(self.home_inside(plan)), "--", *job]
+                options += ["-t", path]
+        if self.seccomp_filter is not None:
+            options += ["-S", str(self.seccomp_filter)]
+        return options
 
-    @staticmethod
-    def _fallback(plan: JobPlan, job: list[str]) -> list[str]:
-        if not plan.user.is_self:
-            if SETPRIV is None:
-                raise OSError("neither the sandbox helper nor util-linux's setpriv is installed to switch users")
-            job = [SETPRIV, f"--reuid={plan.user.uid}", f"--regid={plan.user.gid}", "--clear-groups", "--", *job]
-        return [SHELL, "-c", _JOIN_THEN_EXEC, SHELL, "/proc/self/oom_score_adj", str(JOB_OOM_SCORE_ADJ),
-                *map(str, plan.cgroups), "--", *job]
+    @contextmanager
+    def _options_file(self, options: list[str]) -> Iterator[tuple[int, ...]]:
+        """The helper's options in a memory file: its descriptor, then the seccomp filter's if any."""
+        if any("\0" in option for option in options):  # the protocol refuses them; each string ends at one
+            raise OSError(errno.EINVAL, "a NUL character in the job's command or variables")
+        fd = os.memfd_create("workerctl-job", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, b"".join(option.encode() + b"\0" for option in options))
+            yield (fd,) if self.seccomp_filter is None else (fd, self.seccomp_filter)
+        finally:
+            os.close(fd)
+
+    def problem(self) -> str | None:
+        """Why this sandbox cannot run a job here, in words; None if it can (it runs one as "nobody", with the
+        same namespaces, root, seccomp filter and hidden paths a job gets)."""
+        if os.geteuid() != 0:
+            return "the server does not run as root"
+        if self.helper is None:
+            return f"the sandbox helper {HELPER} was not built"
+        with tempfile.TemporaryDirectory(prefix="workerctl-probe-") as home:
+            os.chown(home, PROBE_ID, PROBE_ID)
+            options = [*self._isolation(home=(Path(home), HOMES_INSIDE / "probe")),
+                       "-u", str(PROBE_ID), "-g", str(PROBE_ID), "--", "/bin/true"]
+            with self._options_file(options) as fds:
+                try:
+                    done = subprocess.run([str(self.helper), "-f", str(fds[0])], capture_output=True, text=True,
+                                          timeout=_PROBE_SECONDS, env={}, cwd="/", pass_fds=fds)
+                except (OSError, subprocess.TimeoutExpired) as error:
+                    return f"the sandbox helper cannot run ({error})"
+        if done.returncode != 0:
+            return f"this kernel refuses it ({done.stderr.strip() or f'exit status {done.returncode}'})"
+        return None
 
 
-def unavailable(problem: str) -> str:
-    return f"sandbox \"on\" needs namespaces, and {problem}"
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """This module logs nothing in the block but errors."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def hidden_from_jobs(settings: ServerSettings) -> tuple[Path, ...]:
-    """What a sandboxed job must not see: the data directory, the server's key and the users file."""
-    return (settings.data_dir, settings.key, settings.users)
-
-
-def namespaces_problem(network: str) -> str | None:
-    """Why this server cannot give jobs namespaces, in words; None if it can (it tries, once)."""
-    if os.geteuid() != 0:
-        return "the server does not run as root"
-    if not os.access(HELPER, os.X_OK):
-        return f"the sandbox helper {HELPER} was not built (it needs a C compiler when workerctl is installed)"
-    probe = [str(HELPER), "-n", *(["-N"] if network == "none" else []), "--", "/bin/true"]
-    try:
-        done = subprocess.run(probe, capture_output=True, text=True, timeout=_PROBE_SECONDS)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"the sandbox helper cannot run ({error})"
-    if done.returncode != 0:
-        return f"this kernel refuses them ({done.stderr.strip() or f'exit status {done.returncode}'})"
-    return None
+    """What a sandboxed job must not see where a system path holds it: the data directory, the server's key,
+    the users file and the audit log, by their real paths (the helper follows no link to cover them)."""
+    paths = [settings.data_dir, settings.key, settings.users, settings.audit_log]
+    return tuple(dict.fromkeys(Path(os.path.realpath(path)) for path in paths if path is not None))

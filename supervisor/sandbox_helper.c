@@ -1,16 +1,25 @@
 /*
- * workerctl-sandbox: the first process of every job, exec'd by the supervisor (as root) in its place.
+ * workerctl-sandbox: the first process of every job, exec'd by the supervisor (as root) in its place. It is the
+ * one program of workerctl's that runs with privileges on a job's behalf, so it is small, statically linked (no
+ * dynamic loader reads its environment) and started with a fixed environment and "/" as its working directory.
+ * Nothing of the job's own reaches it as an instruction: the job's command, variables and paths are strings it
+ * hands to execve(2) after it has become the job's user and given up every privilege, never earlier.
  *
- * It does in one exec what would otherwise take a chain of them: it joins the job's cgroups (before anything
- * of the job runs, so the job is a member before it can fork), optionally gives the job namespaces of its own,
- * switches to the job's user with no supplementary groups and no way to gain privileges, and runs the job.
+ * In one exec it joins the job's cgroups (before anything of the job runs, so the job is a member before it can
+ * fork), optionally gives the job namespaces of its own and a root file system built from nothing, switches to
+ * the job's user with no supplementary groups, no capabilities and no way to gain privileges, confines the job's
+ * system calls with a seccomp filter, and runs the job.
  *
- * With namespaces (-n) the job gets its own PID, mount, IPC and UTS namespaces (and with -N a network
- * namespace holding only a loopback). The file system is read-only but for private tmpfs mounts (-t) and
- * read-write binds (-b); paths the job must not see (-H) are covered. The job's command runs as PID 2 under an
- * init (PID 1) of this program's own, which reaps every orphan; when the command exits, init exits, and the
- * kernel ends everything else in the namespace. This process waits for init and then ends exactly as the
- * command did (the same exit code, or the same signal), so the supervisor sees the command's own status.
+ * With namespaces (-n) the job gets its own PID, mount, IPC, UTS and cgroup namespaces (and with -N a network
+ * namespace holding only a loopback). Its root is a read-only tmpfs holding only what it is shown: read-only
+ * binds of the system paths (-R), its home (-b, read-write), private tmpfs mounts (-t), a /dev of a few
+ * harmless devices and a /proc of its own, with Docker's masked /proc paths covered. Nothing else of the host
+ * is mounted, so the mount table, /sys, other users' homes and the server's files are not there to be seen; a
+ * path that must stay hidden though it lies inside a shown one (-H: the server's key under /etc, say) is
+ * covered. The job's command runs as PID 2 under an init (PID 1) of this program's own, which reaps every
+ * orphan; when the command exits, init exits, and the kernel ends everything else in the namespace. This
+ * process waits for init and then ends exactly as the command did (the same exit code, or the same signal), so
+ * the supervisor sees the command's own status.
  *
  * The supervisor ends a job by signalling its process group once. This process and init block the signals
  * that end a job, from the start, rather than ignore them: a blocked signal is held, where an ignored one (and
@@ -19,32 +28,41 @@
  * never begins, and one told to end while init was starting the command gets it all the same; without this,
  * a command started just after the signal would run on unsignalled.
  *
- * Options, in the order they take effect:
+ * Options (the supervisor passes them with -f, so that none shows in the command line a job can read as
+ * /proc/1/cmdline), in the order they take effect:
+ *   -f FD        read every other option from FD: NUL-terminated strings, as they would stand in argv
  *   -j FILE      write "0" to FILE, a cgroup.procs file: join that cgroup (repeatable)
  *   -a SCORE     the job's OOM score adjustment (the supervisor's own is low; a job's should not be)
- *   -n           new PID, mount, IPC and UTS namespaces
+ *   -n           new PID, mount, IPC, UTS and cgroup namespaces, and a root of its own
  *   -N           and a new network namespace with only a loopback (with -n)
  *   -o NAME      the namespace's host name (with -n)
- *   -b SRC:DST   bind SRC at DST, read-write (with -n; SRC may lie under a path that -H covers)
- *   -r           the file system read-only, all of it, but what this program mounts itself (with -n)
- *   -H PATH      cover PATH with an empty read-only directory, or /dev/null for a file (with -n)
+ *   -R PATH      show this system path, read-only and without setuid, at the same place (with -n)
+ *   -H PATH      cover PATH, if a shown path holds it, with an empty directory or /dev/null (with -n)
+ *   -b SRC:DST   bind the directory SRC at DST, read-write (with -n)
  *   -t DIR       a private tmpfs at DIR, mode 1777 (with -n)
- *   -u UID -g GID   run as this user and group, with no supplementary groups
- *   -d DIR       run in DIR
- * then -- PROGRAM [ARGUMENT]...
+ *   -u UID -g GID   run as this user and group, with no supplementary groups; neither may be 0
+ *   -d DIR       run in DIR (entered as the job's user)
+ *   -e NAME=VALUE   a variable of the job's environment (repeatable; the job's environment is only these)
+ *   -S FD        install the seccomp filter in FD (an array of struct sock_filter) just before the program
+ * then -- PROGRAM [ARGUMENT]..., PROGRAM an absolute path.
  *
- * A failure to set up is one line on stderr (the job's output) and exit status 125.
+ * A failure to set up anything asked for is one line on stderr (the job's output) and exit status 125; no step
+ * is skipped. As root, it refuses to run a program as root.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <linux/mount.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,28 +78,44 @@
 
 #define SETUP_FAILED 125
 #define MAX_ITEMS 32
+#define MAX_ENVIRONMENT 1024
+#define MAX_OPTIONS_BYTES (16 * 1024 * 1024)
+/* The job's root, while it is being built: a tmpfs mounted over /tmp in the job's own mount namespace. */
+#define NEW_ROOT "/tmp"
 
 struct bind {
     const char *source;
     const char *target;
+    int fd;
+};
+
+struct shown {
+    const char *path;
+    int fd;                 /* the directory to bind, or -1 */
+    char link[PATH_MAX];    /* or the symbolic link to copy ("" for neither: absent here) */
 };
 
 struct options {
     const char *joins[MAX_ITEMS];
     int join_count;
     const char *oom_score_adj;
-    int namespaces, network, read_only;
+    int namespaces, network;
     const char *hostname;
-    struct bind binds[MAX_ITEMS];
-    int bind_count;
+    struct shown shown[MAX_ITEMS];
+    int shown_count;
     const char *hides[MAX_ITEMS];
     int hide_count;
+    struct bind binds[MAX_ITEMS];
+    int bind_count;
     const char *tmpfs[MAX_ITEMS];
     int tmpfs_count;
     uid_t uid;
     gid_t gid;
-    int switch_user;
+    int switch_user, switch_group;
     const char *directory;
+    char *environment[MAX_ENVIRONMENT + 1];
+    int environment_count;
+    struct sock_fprog filter;
     char **program;
 };
 
@@ -96,6 +130,11 @@ static void fail(const char *what, ...) {
     _exit(SETUP_FAILED);
 }
 
+static void refuse(const char *what, const char *text) {
+    errno = EINVAL;
+    fail("%s %s", what, text);
+}
+
 static void add(const char **items, int *count, const char *item) {
     if (*count == MAX_ITEMS) {
         errno = E2BIG;
@@ -105,63 +144,127 @@ static void add(const char **items, int *count, const char *item) {
 }
 
 static void write_file(const char *path, const char *text) {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, text, strlen(text)) < 0) fail("joining %s", path);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || write(fd, text, strlen(text)) < 0) fail("writing %s", path);
     close(fd);
 }
 
-static long number(const char *text, const char *what) {
+/* A user or group ID: a decimal number, neither 0 (root) nor (uid_t)-1 (which set*id take for "unchanged"). */
+static unsigned int account_id(const char *text, const char *what) {
+    char *end;
+    errno = 0;
+    unsigned long value = strtoul(text, &end, 10);
+    if (errno || *end || end == text || *text < '0' || *text > '9' || value == 0 || value >= UINT32_MAX)
+        refuse(what, text);
+    return (unsigned int)value;
+}
+
+static int descriptor(const char *text) {
     char *end;
     errno = 0;
     long value = strtol(text, &end, 10);
-    if (errno || *end || end == text || value < 0) {
-        errno = EINVAL;
-        fail("%s %s", what, text);
+    if (errno || *end || end == text || value < 0 || value > INT_MAX) refuse("descriptor", text);
+    return (int)value;
+}
+
+/* The whole of what FD holds (from its start, so that one description shared by several jobs can be read by
+   each), and its size; the descriptor is closed, so the job never inherits it. */
+static char *read_all(int fd, size_t *size, size_t most) {
+    struct stat status;
+    if (fstat(fd, &status) < 0) fail("reading descriptor %d", fd);
+    if (status.st_size < 0 || (size_t)status.st_size > most) {
+        errno = EFBIG;
+        fail("reading descriptor %d", fd);
     }
-    return value;
+    char *data = malloc((size_t)status.st_size + 1);
+    if (!data) fail("reading descriptor %d", fd);
+    size_t done = 0;
+    while (done < (size_t)status.st_size) {
+        ssize_t got = pread(fd, data + done, (size_t)status.st_size - done, (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) fail("reading descriptor %d", fd);
+        done += (size_t)got;
+    }
+    close(fd);
+    data[done] = '\0';
+    *size = done;
+    return data;
+}
+
+/* The options in FD as an argument vector behind `name`: NUL-terminated strings, the last one included. */
+static char **options_from(int fd, char *name, int *count) {
+    size_t size;
+    char *data = read_all(fd, &size, MAX_OPTIONS_BYTES);
+    if (size == 0 || data[size - 1] != '\0') refuse("options", "not NUL-terminated");
+    int strings = 0;
+    for (size_t i = 0; i < size; i++) strings += data[i] == '\0';
+    char **vector = calloc((size_t)strings + 2, sizeof *vector);
+    if (!vector) fail("reading the options");
+    vector[0] = name;
+    char *next = data;
+    for (int i = 1; i <= strings; i++) {
+        vector[i] = next;
+        next += strlen(next) + 1;
+    }
+    *count = strings + 1;
+    return vector;
+}
+
+static void read_filter(const char *text, struct options *options) {
+    size_t size;
+    char *filter = read_all(descriptor(text), &size, BPF_MAXINSNS * sizeof(struct sock_filter));
+    if (size == 0 || size % sizeof(struct sock_filter)) refuse("seccomp filter of size", "not whole instructions");
+    options->filter.len = (unsigned short)(size / sizeof(struct sock_filter));
+    options->filter.filter = (struct sock_filter *)filter;
 }
 
 static void parse(int argc, char **argv, struct options *options) {
     int option;
-    while ((option = getopt(argc, argv, "+j:a:nNo:b:rH:t:u:g:d:")) != -1) {
+    optind = 1;
+    while ((option = getopt(argc, argv, "+j:a:nNo:R:H:b:t:u:g:d:e:S:")) != -1) {
         switch (option) {
         case 'j': add(options->joins, &options->join_count, optarg); break;
         case 'a': options->oom_score_adj = optarg; break;
         case 'n': options->namespaces = 1; break;
         case 'N': options->network = 1; break;
         case 'o': options->hostname = optarg; break;
+        case 'R':
+            if (options->shown_count == MAX_ITEMS || optarg[0] != '/') refuse("system path", optarg);
+            options->shown[options->shown_count++].path = optarg;
+            break;
+        case 'H': add(options->hides, &options->hide_count, optarg); break;
         case 'b': {
             char *colon = strchr(optarg, ':');
-            if (!colon || options->bind_count == MAX_ITEMS) {
-                errno = EINVAL;
-                fail("bind %s", optarg);
-            }
+            if (!colon || options->bind_count == MAX_ITEMS || colon[1] != '/') refuse("bind", optarg);
             *colon = '\0';
-            options->binds[options->bind_count++] = (struct bind){optarg, colon + 1};
+            options->binds[options->bind_count++] = (struct bind){optarg, colon + 1, -1};
             break;
         }
-        case 'r': options->read_only = 1; break;
-        case 'H': add(options->hides, &options->hide_count, optarg); break;
         case 't': add(options->tmpfs, &options->tmpfs_count, optarg); break;
-        case 'u': options->uid = (uid_t)number(optarg, "user ID"); options->switch_user = 1; break;
-        case 'g': options->gid = (gid_t)number(optarg, "group ID"); break;
+        case 'u': options->uid = account_id(optarg, "user ID"); options->switch_user = 1; break;
+        case 'g': options->gid = account_id(optarg, "group ID"); options->switch_group = 1; break;
         case 'd': options->directory = optarg; break;
-        default: errno = EINVAL; fail("usage: workerctl-sandbox [OPTION]... -- PROGRAM [ARGUMENT]...");
+        case 'e':
+            if (options->environment_count == MAX_ENVIRONMENT || !strchr(optarg, '=')) refuse("variable", optarg);
+            options->environment[options->environment_count++] = optarg;
+            break;
+        case 'S': read_filter(optarg, options); break;
+        default: refuse("usage:", "workerctl-sandbox [-f FD | OPTION...] -- PROGRAM [ARGUMENT]...");
         }
     }
-    if (optind >= argc) {
-        errno = EINVAL;
-        fail("no program to run");
-    }
+    if (optind >= argc) refuse("no program to run", "");
+    if (argv[optind][0] != '/') refuse("the program must be an absolute path, not", argv[optind]);
+    if (options->switch_user != options->switch_group) refuse("-u and -g", "go together");
+    if (geteuid() == 0 && !options->switch_user) refuse("refusing to run the job as", "root");
     options->program = argv + optind;
 }
 
-/* Make every directory of `path` that is missing (inside a tmpfs this program mounted). */
+/* Make every directory of `path` that is missing (inside the tmpfs this program mounted as the job's root). */
 static void make_directories(const char *path) {
     char partial[PATH_MAX];
     if (snprintf(partial, sizeof partial, "%s", path) >= (int)sizeof partial) {
         errno = ENAMETOOLONG;
-        fail("binding at %s", path);
+        fail("making %s", path);
     }
     for (char *slash = partial + 1; *slash; slash++) {
         if (*slash != '/') continue;
@@ -172,13 +275,195 @@ static void make_directories(const char *path) {
     if (mkdir(partial, 0755) < 0 && errno != EEXIST) fail("making %s", partial);
 }
 
-static void make_read_only(void) {
-    struct mount_attr attributes = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID};
-    if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attributes, sizeof attributes) == 0) return;
-    if (errno != ENOSYS) fail("making the file system read-only");
-    /* Before Linux 5.12: the root mount alone. */
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, NULL) < 0)
-        fail("making / read-only");
+/* `path` inside the new root. */
+static const char *in_root(const char *path, char *buffer) {
+    if (snprintf(buffer, PATH_MAX, NEW_ROOT "%s", path) >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        fail("placing %s", path);
+    }
+    return buffer;
+}
+
+/* Bind the object open as `fd` at `target` (a directory this program made), then make the bind read-only (or
+   not) and never setuid or a way to devices: a bind takes the flags asked for only when remounted. */
+static void bind_at(int fd, const char *target, int read_only) {
+    char source[64];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    if (mount(source, target, NULL, MS_BIND, NULL) < 0 ||
+        mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (read_only ? MS_RDONLY : 0),
+              NULL) < 0)
+        fail("binding at %s", target);
+}
+
+static void make_file(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) fail("making %s", path);
+    close(fd);
+}
+
+static void make_link(const char *target, const char *path) {
+    if (symlink(target, path) < 0) fail("making the link %s", path);
+}
+
+/* Open what will be shown, before anything is mounted over the paths that lead to it. */
+static void open_sources(struct options *options) {
+    for (int i = 0; i < options->shown_count; i++) {
+        struct shown *shown = &options->shown[i];
+        shown->fd = open(shown->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (shown->fd < 0 && errno == ENOENT) continue; /* not on this host: nothing to show */
+        struct stat status;
+        if (shown->fd < 0 || fstat(shown->fd, &status) < 0) fail("opening %s", shown->path);
+        if (S_ISLNK(status.st_mode)) { /* /bin -> usr/bin, say: the same link in the job's root */
+            ssize_t length = readlinkat(shown->fd, "", shown->link, sizeof shown->link - 1);
+            if (length < 0) fail("reading the link %s", shown->path);
+            shown->link[length] = '\0';
+            close(shown->fd);
+            shown->fd = -1;
+        } else if (!S_ISDIR(status.st_mode)) {
+            errno = ENOTDIR;
+            fail("showing %s", shown->path);
+        }
+    }
+    for (int i = 0; i < options->bind_count; i++) {
+        struct stat status;
+        /* The last component is the home itself, which only root's directories lead to. */
+        options->binds[i].fd = open(options->binds[i].source, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+        if (options->binds[i].fd < 0 || fstat(options->binds[i].fd, &status) < 0)
+            fail("opening %s", options->binds[i].source);
+    }
+}
+
+/* The devices a job may use, bound from the host's /dev; the rest of /dev is links and mount points. */
+static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+static const char *const device_links[][2] = {
+    {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+    {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},
+};
+
+static void set_up_dev(void) {
+    char path[PATH_MAX];
+    make_directories(in_root("/dev", path));
+    if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mounting %s", path);
+    for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
+        char host[64];
+        snprintf(host, sizeof host, "/dev/%s", devices[i]);
+        snprintf(path, sizeof path, NEW_ROOT "/dev/%s", devices[i]);
+        make_file(path);
+        int fd = open(host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) fail("opening %s", host);
+        char source[64];
+        snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+        if (mount(source, path, NULL, MS_BIND, NULL) < 0) fail("binding at %s", path);
+        close(fd);
+    }
+    for (size_t i = 0; i < sizeof device_links / sizeof device_links[0]; i++) {
+        snprintf(path, sizeof path, NEW_ROOT "/dev/%s", device_links[i][1]);
+        make_link(device_links[i][0], path);
+    }
+    make_directories(in_root("/dev/pts", path));
+    if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+        fail("mounting %s", path);
+    make_directories(in_root("/dev/shm", path));
+}
+
+/* Cover `hidden` where a shown path holds it; where nothing is there, there is nothing to see. It is looked up
+   in the job's root as the job would see it (an absolute link inside a shown path leads within that root, not
+   to the host's), and the cover is mounted through a descriptor of what was found, so no link is followed. */
+static void cover(int root, const char *hidden) {
+    struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+    int fd = (int)syscall(SYS_openat2, root, hidden, &how, sizeof how);
+    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) return;
+    struct stat status;
+    if (fd < 0 || fstat(fd, &status) < 0) fail("looking at %s", hidden);
+    char place[64];
+    snprintf(place, sizeof place, "/proc/self/fd/%d", fd);
+    if (S_ISDIR(status.st_mode)) {
+        if (mount("tmpfs", place, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=4k") < 0)
+            fail("covering %s", hidden);
+    } else if (S_ISREG(status.st_mode)) {
+        if (mount("/dev/null", place, NULL, MS_BIND, NULL) < 0) fail("covering %s", hidden);
+    } else {
+        errno = EINVAL; /* the supervisor names files and directories only */
+        fail("covering %s", hidden);
+    }
+    close(fd);
+}
+
+/* The job's root: built in a tmpfs from what it is shown, then made its root and read-only. */
+static void set_up_root(struct options *options) {
+    char path[PATH_MAX];
+    mode_t job_umask = umask(022); /* what is made here is for the job to traverse; the job keeps its own umask */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("making mounts private");
+    open_sources(options);
+    if (mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
+        fail("mounting the job's root");
+    for (int i = 0; i < options->shown_count; i++) {
+        struct shown *shown = &options->shown[i];
+        in_root(shown->path, path);
+        if (shown->fd >= 0) {
+            make_directories(path);
+            bind_at(shown->fd, path, 1);
+            close(shown->fd);
+        } else if (shown->link[0]) {
+            char *slash = strrchr(path, '/');
+            *slash = '\0';
+            make_directories(path);
+            *slash = '/';
+            make_link(shown->link, path);
+        }
+    }
+    int root = open(NEW_ROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) fail("opening the job's root");
+    for (int i = 0; i < options->hide_count; i++) cover(root, options->hides[i]);
+    close(root);
+    set_up_dev();
+    for (int i = 0; i < options->bind_count; i++) {
+        make_directories(in_root(options->binds[i].target, path));
+        bind_at(options->binds[i].fd, path, 0);
+        close(options->binds[i].fd);
+    }
+    for (int i = 0; i < options->tmpfs_count; i++) {
+        make_directories(in_root(options->tmpfs[i], path));
+        if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) fail("mounting a tmpfs at %s", path);
+    }
+    make_directories(in_root("/proc", path));
+    /* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the new one alone. */
+    if (chdir(NEW_ROOT) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+        chdir("/") < 0)
+        fail("entering the job's root");
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail("making the job's root read-only");
+    umask(job_umask);
+}
+
+/* Docker's masked and read-only /proc paths (moby's oci/defaults.go); a path this kernel lacks needs nothing. */
+static const char *const masked_proc[] = {
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats",
+};
+static const char *const read_only_proc[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                             "/proc/sysrq-trigger"};
+
+static void set_up_proc(void) {
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mounting /proc");
+    struct stat status;
+    for (size_t i = 0; i < sizeof masked_proc / sizeof masked_proc[0]; i++) {
+        if (lstat(masked_proc[i], &status) < 0) {
+            if (errno == ENOENT) continue;
+            fail("looking at %s", masked_proc[i]);
+        }
+        if (S_ISDIR(status.st_mode) ? mount("tmpfs", masked_proc[i], "tmpfs",
+                                            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+                                    : mount("/dev/null", masked_proc[i], NULL, MS_BIND, NULL))
+            fail("covering %s", masked_proc[i]);
+    }
+    for (size_t i = 0; i < sizeof read_only_proc / sizeof read_only_proc[0]; i++) {
+        int fd = open(read_only_proc[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) continue;
+        if (fd < 0) fail("opening %s", read_only_proc[i]);
+        bind_at(fd, read_only_proc[i], 1);
+        close(fd);
+    }
 }
 
 static void loopback_up(void) {
@@ -189,47 +474,6 @@ static void loopback_up(void) {
     request.ifr_flags |= IFF_UP | IFF_RUNNING;
     if (ioctl(fd, SIOCSIFFLAGS, &request) < 0) fail("bringing the loopback up");
     close(fd);
-}
-
-/* Everything that must happen in the job's new mount namespace, before its init starts. */
-static void set_up_mounts(struct options *options) {
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("making mounts private");
-    /* Sources are opened in the new namespace (a bind takes only its own namespace's mounts), and before
-       anything is covered, since a source may lie under a path that is hidden. */
-    int sources[MAX_ITEMS];
-    for (int i = 0; i < options->bind_count; i++)
-        if ((sources[i] = open(options->binds[i].source, O_PATH | O_CLOEXEC)) < 0)
-            fail("opening %s", options->binds[i].source);
-    if (options->read_only) make_read_only();
-    for (int i = 0; i < options->hide_count; i++) {
-        struct stat status;
-        if (stat(options->hides[i], &status) < 0) continue; /* nothing there to hide */
-        if (S_ISDIR(status.st_mode)) {
-            if (mount("tmpfs", options->hides[i], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)
-                fail("covering %s", options->hides[i]);
-        } else if (mount("/dev/null", options->hides[i], NULL, MS_BIND, NULL) < 0) {
-            fail("covering %s", options->hides[i]);
-        }
-    }
-    for (int i = 0; i < options->bind_count; i++) {
-        char source[64];
-        snprintf(source, sizeof source, "/proc/self/fd/%d", sources[i]);
-        make_directories(options->binds[i].target);
-        if (mount(source, options->binds[i].target, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-            mount(NULL, options->binds[i].target, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0)
-            fail("binding at %s", options->binds[i].target);
-        close(sources[i]);
-    }
-    for (int i = 0; i < options->hide_count; i++) { /* the covers were writable only to make room for binds */
-        struct stat status;
-        if (stat(options->hides[i], &status) == 0 && S_ISDIR(status.st_mode) &&
-            mount(NULL, options->hides[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  NULL) < 0)
-            fail("making the cover of %s read-only", options->hides[i]);
-    }
-    for (int i = 0; i < options->tmpfs_count; i++)
-        if (mount("tmpfs", options->tmpfs[i], "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
-            fail("mounting a tmpfs at %s", options->tmpfs[i]);
 }
 
 /* The signals that end a job: the supervisor's SIGTERM, and a terminal's. */
@@ -268,23 +512,45 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL); /* last: a held ending signal ends the job here, before it runs */
 }
 
-/* Become the job: its user, its directory, no new privileges, then its program. */
+/* Give up every capability for good: the bounding set too, so nothing the job runs can have one. */
+static void drop_capabilities(void) {
+    if (geteuid() != 0) return;
+    for (int capability = 0;; capability++) {
+        if (prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) == 0) continue;
+        if (errno == EINVAL) break; /* past the last capability this kernel has */
+        fail("dropping capability %d", capability);
+    }
+}
+
+/* Become the job: its user, its directory, no privileges and no way to gain any, a session keyring of its own,
+   its seccomp filter, then its program with its environment. */
 static void run_program(struct options *options) {
+    drop_capabilities();
     if (options->switch_user &&
         (setgroups(0, NULL) < 0 || setresgid(options->gid, options->gid, options->gid) < 0 ||
          setresuid(options->uid, options->uid, options->uid) < 0))
-        fail("switching to user %d", (int)options->uid);
+        fail("switching to user %u", (unsigned int)options->uid);
+    if (geteuid() == 0 || getuid() == 0) { /* -u was checked; this is the kernel's word for it */
+        errno = EPERM;
+        fail("leaving root");
+    }
     if (options->directory && chdir(options->directory) < 0) fail("entering %s", options->directory);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("giving up privileges");
+    /* A new, empty session keyring, the job's own: none of the supervisor's keys, none of an earlier job's. */
+    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS)
+        fail("making a session keyring");
+    if (options->filter.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &options->filter) < 0)
+        fail("installing the seccomp filter");
     reset_signals();
-    execvp(options->program[0], options->program);
+    options->environment[options->environment_count] = NULL;
+    execve(options->program[0], options->program, options->environment);
     dprintf(2, "workerctl: cannot run %s: %s\n", options->program[0], strerror(errno));
     _exit(127);
 }
 
 /* PID 1 of the job's namespace: start the program, reap every orphan, and report how the program ended. */
 static void run_init(struct options *options, int report_fd) {
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mounting /proc");
+    set_up_proc();
     int ended = held_ending_signal();
     if (ended) { /* told to end before the program began: it never begins, and ends as if by that signal */
         if (write(report_fd, &ended, sizeof ended) < 0) _exit(SETUP_FAILED); /* the wait status of that death */
@@ -325,14 +591,16 @@ static void end_as(int status) {
 int main(int argc, char **argv) {
     hold_ending_signals(); /* first: until now an ending signal ends this process, before any of the job exists */
     struct options options = {0};
+    if (argc == 3 && strcmp(argv[1], "-f") == 0) argv = options_from(descriptor(argv[2]), argv[0], &argc);
     parse(argc, argv, &options);
     for (int i = 0; i < options.join_count; i++) write_file(options.joins[i], "0");
     if (options.oom_score_adj) write_file("/proc/self/oom_score_adj", options.oom_score_adj);
     if (!options.namespaces) run_program(&options);
 
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (options.network ? CLONE_NEWNET : 0);
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
+                (options.network ? CLONE_NEWNET : 0);
     if (unshare(flags) < 0) fail("making namespaces");
-    set_up_mounts(&options);
+    set_up_root(&options);
     if (options.hostname && sethostname(options.hostname, strlen(options.hostname)) < 0) fail("naming the host");
     if (options.network) loopback_up();
 

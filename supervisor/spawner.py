@@ -3,7 +3,8 @@
 Every job is `/bin/sh -c COMMAND`, run as the job user in a session of its own, in its home, with umask 077 and
 an explicit environment (nothing of the server's leaks in), stdin from /dev/null, and stdout and stderr into
 one pipe so their order is kept. What the first process sets up before the command runs (cgroups, namespaces,
-the user switch) is the sandbox's (see sandbox.py).
+the user switch, the seccomp filter) and how the job's environment reaches the command alone are the sandbox's
+(see sandbox.py).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ class SpawnedProcess:
 
 def make_private_directory(path: Path, user: JobUser) -> Path:
     """Create a directory only `user` may enter (a job's home or temporary directory)."""
-    path.mkdir(mode=0o700)
+    path.mkdir(mode=0o700)  # new, in a directory of root's: nothing of a job's can stand in its place
     if not user.is_self:
-        os.chown(path, user.uid, user.gid)
+        os.chown(path, user.uid, user.gid, follow_symlinks=False)
     return path
 
 
@@ -68,9 +69,10 @@ def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str]) -> Spawn
         enlarge_pipe(write_end, _PIPE_BYTES)
         # Without a user switch in its arguments Popen spawns with vfork, which costs the same however large
         # the supervisor is: the switch is the first process's to make.
-        process = subprocess.Popen(sandbox.argv(plan), stdin=subprocess.DEVNULL, stdout=write_end,
-                                   stderr=subprocess.STDOUT, cwd=plan.home, env=environment,
-                                   start_new_session=True, umask=0o077)
+        with sandbox.first_process(plan, environment) as first:
+            process = subprocess.Popen(first.argv, stdin=subprocess.DEVNULL, stdout=write_end,
+                                       stderr=subprocess.STDOUT, cwd=first.directory, env=first.environment,
+                                       pass_fds=first.pass_fds, start_new_session=True, umask=0o077)
         process.returncode = _WAITED_ELSEWHERE
     except BaseException:
         os.close(read_end)

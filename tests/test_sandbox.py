@@ -101,7 +101,8 @@ def test_one_sigterm_to_the_group_ends_a_job_whose_init_is_just_starting_it():
     require_namespaces()
     for _ in range(30):  # most rounds signal before init forks the command or while it does
         mark = marker()
-        helper = subprocess.Popen([str(HELPER), "-n", "--", "/bin/sh", "-c", f"sleep {mark}"],
+        helper = subprocess.Popen([str(HELPER), "-n", "-u", "65534", "-g", "65534", "--", "/bin/sh", "-c",
+                                   f"sleep {mark}"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         try:
             while not _init_forked_or_ended(helper):
