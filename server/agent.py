@@ -5,6 +5,10 @@ both restarted if they die, both ended on SIGTERM with every job ended first.
 A guard process in a session of its own outlives a kill of the agent's whole process group: when the agent
 is gone it kills whatever its jobs left running (they must never run unsupervised), and their records, still
 `running`, are settled as lost once the host's lease lapses.
+
+Jobs must never reach the cluster's Redis: whoever can write there runs commands on every host. Where jobs share
+the host's network (`--network host`, or no sandbox), nothing but Redis's password keeps them out, so the agent
+refuses to start unless Redis needs one.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import redis
+from redis.connection import parse_url
 from workerctl.server.cluster import Cluster
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
@@ -30,10 +38,11 @@ from workerctl.server.settings import FRONT_END_SETTINGS, ServerSettings, change
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
-from workerctl.store.redis_connection import RedisLocation
+from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
+from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +53,87 @@ _SUPERVISOR_STOP_MARGIN_SECONDS = 15.0
 
 def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
     """As serve's checks, for what an agent uses: the cluster's store (waited for while it cannot be reached),
-    the data directory, containment, sandbox."""
+    the data directory, containment, sandbox; and, where its jobs would share the host's network, that Redis
+    keeps out clients without a password."""
     if settings.cluster is None or not is_redis_location(settings.cluster):
         raise ServeError("an agent needs --cluster redis://HOST:PORT/DB (or rediss://…)")
     if not settings.name:
         raise ServeError("an agent needs --name NAME, its host's name in the cluster")
     try:
+        location = RedisLocation.parse(settings.cluster)
+        shared = _shared_network(settings)
+        if shared is not None:
+            _check_the_url_keeps_jobs_out(settings.cluster, location, shared)
         when_reachable(lambda: open_writer(settings.cluster, settings.max_output_bytes, settings.name)).close()
+        if shared is not None and _answers_without_a_password(location):
+            raise ServeError(f"Redis at {location.where} lets in clients that give no password, and this agent's "
+                             f"jobs could reach it, as they share the host's network ({shared.why}): give Redis's "
+                             f"default user a password too (requirepass){shared.instead}")
     except (StoreError, ValueError) as error:
         raise ServeError(str(error)) from None
     return prepare_host(settings)
+
+
+@dataclass(frozen=True)
+class _SharedNetwork:
+    """Why an agent's jobs would share the host's network, how else to keep them off it (", or ..."), and
+    whether they would see the host's processes too, having no sandbox."""
+
+    why: str
+    instead: str
+    no_sandbox: bool
+
+
+def _shared_network(settings: ServerSettings) -> _SharedNetwork | None:
+    """How this agent's jobs would share the host's network, by the sandbox the supervisor will give them; None
+    if each would have a network of its own."""
+    try:
+        sandbox = Sandbox.choose(settings, announce=False)  # the supervisor's choice, made again there
+    except SandboxUnavailable as error:
+        raise ServeError(str(error)) from None
+    sandbox.close()
+    if settings.sandbox == "off":
+        return _SharedNetwork("--sandbox off", ", or run them in the sandbox with --network none", True)
+    if not sandbox.namespaces:  # "auto" where the agent is not root
+        not_root = os.geteuid() != 0
+        return _SharedNetwork("no sandbox here" + (", as the agent does not run as root" if not_root else ""),
+                              ", or run the agent as root, which gives each job a sandbox" if not_root else "", True)
+    if settings.network == "host":
+        return _SharedNetwork("--network host", ", or keep --network none", False)
+    return None
+
+
+def _check_the_url_keeps_jobs_out(url: str, location: RedisLocation, shared: _SharedNetwork) -> None:
+    """Refuse a URL without a password; warn where jobs can read the password from this agent's command line."""
+    if not parse_url(location.url).get("password"):
+        raise ServeError(f"this agent's jobs could reach the cluster's Redis, as they share the host's network "
+                         f"({shared.why}), and its URL has no password to keep them out: give Redis a password "
+                         f"(requirepass, or an ACL user) and put it in the URL (redis://[USER]:PASSWORD@HOST:PORT/DB, "
+                         f"best in the settings file){shared.instead}")
+    # Every user may read /proc/PID/cmdline. A warning, not a refusal: this agent cannot know what else shows the
+    # password (a front end's command line on the same host), and jobs that run as the agent's own user (where it
+    # is not root) may read its settings file all the same.
+    if shared.no_sandbox and url.encode() in Path("/proc/self/cmdline").read_bytes():
+        log.warning("the cluster's URL, with Redis's password, is on this agent's command line, where its jobs can "
+                    "read it (they see the host's processes, with %s): put it in the settings file (--config, mode "
+                    "0600) instead", shared.why)
+
+
+def _answers_without_a_password(location: RedisLocation) -> bool:
+    """Whether a client that gives no user or password, as a job would, may read the cluster's keys: Redis can
+    have a password for the agent's ACL user and none for its default one."""
+    parts = urlsplit(location.url)
+    query = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True)
+             if name not in ("username", "password")]
+    anonymous = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, urlencode(query), ""))
+    client = connect(RedisLocation(anonymous, location.prefix, location.where))
+    try:
+        client.exists(RedisKeys(location.prefix).sequence)
+        return True
+    except redis.RedisError:  # NOAUTH or NOPERM: kept out; or not reached, as a job would not reach it either
+        return False
+    finally:
+        client.close()
 
 
 def run_agent(settings: ServerSettings) -> int:
