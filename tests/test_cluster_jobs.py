@@ -7,6 +7,7 @@ that host's agent is started again."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from cluster_support import Agent, Cluster, start_agent
+from planted import build_planted_library, marks_directory, ran_as_root
 from redis_server import RedisServer
 from support import (
     Server,
@@ -98,6 +100,23 @@ def job_started(output: tuple[int, str, str]) -> str:
     job = out.split()[1] if out.startswith("jobID: ") else ""
     assert (code, out, err) == (0, f"jobID: {job}\nstatus: created\n", ""), output
     return job
+
+
+def test_a_starts_loader_variables_reach_only_the_job_on_an_agent(cluster: Cluster, tmp_path: Path) -> None:
+    """The privileged path of an agent is the single host's: a library a job plants in its home, named by a
+    start's LD_PRELOAD or LD_AUDIT through a front end, is loaded by the job alone, never as root."""
+    marks = marks_directory(tmp_path / "marks")
+    library = base64.b64encode(build_planted_library(marks).read_bytes()).decode()
+    front_end = cluster.front_ends[0]
+    planted = front_end.wait_final(front_end.start(f'echo {library} | base64 -d > "$HOME/x.so"', host="h1"))
+    assert planted["exitCode"] == 0, planted
+    host_path = str(cluster.agents["h1"].log_path.parent / "data-h1" / "homes" / "alice" / "x.so")
+    for variable in ("LD_PRELOAD", "LD_AUDIT"):
+        for path in (host_path, "/home/alice/x.so", "./x.so"):
+            status = front_end.wait_final(front_end.start("echo ran", host="h1", env={variable: path}))
+            assert ran_as_root(marks) == [] and status["output"].endswith("ran\n"), status
+            if path != host_path:
+                assert "planted library ran as uid " in status["output"], status
 
 
 def test_the_command_line_through_a_front_end(cluster: Cluster, tmp_path: Path) -> None:
