@@ -36,9 +36,9 @@ def open_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
     server.stop()
 
 
-def _run_agent(directory: Path, *arguments: str) -> tuple[int, str]:
-    """Start `workerctl agent` with these arguments, and wait for it to exit (its status and output); fails the
-    test if the agent got past its checks instead."""
+def _agent_until(directory: Path, until: str, *arguments: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `workerctl agent` with these arguments and wait until it exits or logs `until`; the process (still
+    running in the second case: the caller ends it) and its log."""
     log_path = directory / f"agent-{secrets.token_hex(4)}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -46,13 +46,23 @@ def _run_agent(directory: Path, *arguments: str) -> tuple[int, str]:
              str(reachable_by_jobs(directory) / "data"), "--log-level", "INFO", *arguments],
             stdout=log, stderr=log, start_new_session=True)
     try:
-        poll_until(lambda: process.poll() is not None or _CHECKED in log_path.read_text(errors="replace"), 30,
-                   message="the agent to exit or pass its checks")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
-            pytest.fail(f"the agent started:\n{log_path.read_text(errors='replace')}")
+        poll_until(lambda: process.poll() is not None or until in log_path.read_text(errors="replace"), 30,
+                   message=f"the agent to exit or log {until!r}")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, log_path
+
+
+def _run_agent(directory: Path, *arguments: str) -> tuple[int, str]:
+    """Start `workerctl agent` with these arguments, and wait for it to exit (its status and output); fails the
+    test if the agent got past its checks instead."""
+    process, log_path = _agent_until(directory, _CHECKED, *arguments)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        pytest.fail(f"the agent started:\n{log_path.read_text(errors='replace')}")
     return process.returncode, log_path.read_text(errors="replace")
 
 
@@ -119,18 +129,9 @@ def test_the_password_on_the_command_line_is_warned_of_where_jobs_see_the_hosts_
     settings.write_text(f'cluster = "{url}"\n')
     settings.chmod(0o600)
     for arguments, warned in ((("--cluster", url), True), (("--config", str(settings)), False)):
-        log_path = tmp_path / f"agent-{warned}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "workerctl", "agent", "--name", "warned", "--data-dir",
-                 str(reachable_by_jobs(tmp_path) / "data"), "--sandbox", "off", *arguments],
-                stdout=log, stderr=log, start_new_session=True)
-        try:
-            poll_until(lambda: process.poll() is not None or "waiting until it can be" in log_path.read_text(),
-                       30, message="the agent to wait for Redis")
-        finally:
-            process.kill()
-            process.wait()
+        process, log_path = _agent_until(tmp_path, "waiting until it can be", "--sandbox", "off", *arguments)
+        process.kill()
+        process.wait()
         output = log_path.read_text()
         assert "waiting until it can be" in output and (_URL_WARNING in output) == warned, output
         assert password not in output, output
