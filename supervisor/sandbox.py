@@ -241,7 +241,13 @@ def _quiet() -> Iterator[None]:
 
 
 def hidden_from_jobs(settings: ServerSettings) -> tuple[Path, ...]:
-    """What a sandboxed job must not see where a system path holds it: the data directory, the server's key,
-    the users file and the audit log, by their real paths (the helper follows no link to cover them)."""
-    paths = [settings.data_dir, settings.key, settings.users, settings.audit_log]
-    return tuple(dict.fromkeys(Path(os.path.realpath(path)) for path in paths if path is not None))
+    """What a sandboxed job must not see where a system path holds it, by real paths (the helper follows no
+    link to cover them): the data directory; the server's key, the users file and the audit log, each with the
+    whole directory it lies in where that directory is workerctl's own (/etc/workerctl, with the CA's key,
+    client certificates and settings files beside them)."""
+    hidden = [Path(os.path.realpath(settings.data_dir))]
+    for path in (settings.key, settings.users, settings.audit_log):
+        if path is not None:
+            real = Path(os.path.realpath(path))
+            hidden.append(real.parent if "workerctl" in real.parent.name else real)
+    return tuple(dict.fromkeys(hidden))

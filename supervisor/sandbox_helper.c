@@ -69,6 +69,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -234,7 +235,7 @@ static void parse(int argc, char **argv, struct options *options) {
             break;
         case 'H': add(options->hides, &options->hide_count, optarg); break;
         case 'b': {
-            char *colon = strchr(optarg, ':');
+            char *colon = strrchr(optarg, ':'); /* the target is a path of the job's, with no colon */
             if (!colon || options->bind_count == MAX_ITEMS || colon[1] != '/') refuse("bind", optarg);
             *colon = '\0';
             options->binds[options->bind_count++] = (struct bind){optarg, colon + 1, -1};
@@ -361,7 +362,8 @@ static void set_up_dev(void) {
         make_link(device_links[i][0], path);
     }
     make_directories(in_root("/dev/pts", path));
-    if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") < 0)
+    /* Its own pseudo-terminals, and few: the kernel's are counted host-wide (kernel.pty.max). */
+    if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,max=64") < 0)
         fail("mounting %s", path);
     make_directories(in_root("/dev/shm", path));
 }
@@ -436,13 +438,16 @@ static void set_up_root(struct options *options) {
     umask(job_umask);
 }
 
-/* Docker's masked and read-only /proc paths (moby's oci/defaults.go); a path this kernel lacks needs nothing. */
+/* Docker's masked and read-only /proc paths (moby's oci/defaults.go), and the host-wide files that would tell
+   one user of another's: key-users (every job user's ID, and its count of keys: its running jobs), partitions
+   and diskstats (every home's size and I/O), fs (each home file system's free space and journal); a path this
+   kernel lacks needs nothing. */
 static const char *const masked_proc[] = {
     "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/key-users", "/proc/partitions", "/proc/diskstats", "/proc/fs",
 };
-static const char *const read_only_proc[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                                             "/proc/sysrq-trigger"};
+static const char *const read_only_proc[] = {"/proc/bus", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
 
 static void set_up_proc(void) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mounting /proc");
@@ -522,10 +527,13 @@ static void drop_capabilities(void) {
     }
 }
 
-/* Become the job: its user, its directory, no privileges and no way to gain any, a session keyring of its own,
-   its seccomp filter, then its program with its environment. */
+/* Become the job: no core files, its user, its directory, no privileges and no way to gain any, a session
+   keyring of its own, its seccomp filter, then its program with its environment. */
 static void run_program(struct options *options) {
     drop_capabilities();
+    /* No core files: the host's core_pattern may hand them to a program that runs as root. */
+    struct rlimit no_core = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &no_core) < 0) fail("limiting core files");
     if (options->switch_user &&
         (setgroups(0, NULL) < 0 || setresgid(options->gid, options->gid, options->gid) < 0 ||
          setresuid(options->uid, options->uid, options->uid) < 0))

@@ -8,7 +8,8 @@ mount family, the keyring, BPF, perf events, userfaultfd, io_uring, kexec and mo
 a capability no job has. Docker allows a fixed list and refuses the rest; this refuses a fixed list and allows
 the rest, so a program that uses a call newer than the list runs (docs/security.md says why we chose so).
 Refused calls fail with EPERM, as in Docker; clone3 fails with ENOSYS, so that the C library falls back to
-clone, whose flags the filter can see. System calls of another architecture (32-bit calls on x86-64) kill the
+clone, whose flags the filter can see, and io_setup too, so that programs fall back from Linux AIO (whose
+contexts the whole host shares) as they do on a kernel without it. System calls of another architecture (32-bit calls on x86-64) kill the
 calling process: libseccomp's default for a foreign architecture.
 
 libseccomp is the C library every container runtime builds its filters with; it is loaded with ctypes from its
@@ -100,6 +101,9 @@ def job_filter() -> int:
         for flag in _NAMESPACE_FLAGS:
             refuse("clone", errno.EPERM, _ArgumentCompare(0, _COMPARE_MASKED_EQUAL, flag, flag))
         refuse("clone3", errno.ENOSYS)
+        # Linux AIO contexts come from one table for the whole host (fs.aio-max-nr), which one job could take;
+        # ENOSYS, as on a kernel without AIO, so that programs fall back to ordinary reads and writes.
+        refuse("io_setup", errno.ENOSYS)
         for family in _DENIED_SOCKET_FAMILIES:
             refuse("socket", errno.EAFNOSUPPORT, _ArgumentCompare(0, _COMPARE_EQUAL, family, 0))
         fd = os.memfd_create("workerctl-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)

@@ -126,6 +126,7 @@ attempt("io_uring_setup", 425, 1, 0)
 attempt("kexec_load", 246, 0, 0, 0, 0)
 attempt("init_module", 175, 0, 0, 0)
 attempt("open_tree", 428, -100, 0, 0)
+attempt("io_setup", 206, 128, 0)
 try:
     socket.socket(socket.AF_ALG, socket.SOCK_SEQPACKET)
     print("socket_alg=0")
@@ -145,6 +146,7 @@ def test_a_job_cannot_make_namespaces_mounts_keys_bpf_or_io_uring(any_server):
     errors = _errors(status["output"].replace(":\t", "="))
     assert errors.pop("Seccomp") == 2, status
     assert errors.pop("clone3") == 38, status  # ENOSYS: the C library falls back to clone, which the filter sees
+    assert errors.pop("io_setup") == 38, status  # ENOSYS: programs fall back from AIO, whose table is the host's
     assert errors.pop("socket_alg") == 97, status  # EAFNOSUPPORT
     assert errors == dict.fromkeys(errors, 1) and len(errors) == 14, status  # EPERM, every one
     assert "uid=0" not in status["output"] and "Operation not permitted" in status["output"]
@@ -159,6 +161,13 @@ def test_without_the_filter_the_same_job_makes_a_user_namespace(server_factory):
     if "Operation not permitted" in status["output"]:
         pytest.skip("this kernel refuses user namespaces to unprivileged users anyway")
     assert status["output"] == "Seccomp:\t0\n0\n", status
+
+
+def test_a_job_can_neither_take_every_pty_of_the_host_nor_dump_core(sandboxed):
+    status = run(sandboxed, "ulimit -c; ulimit -Hc; python3 -c 'import os\nopened = 0\ntry:\n    while opened < 1000:"
+                            "\n        os.openpty()\n        opened += 1\nexcept OSError as error:\n"
+                            "    print(opened, error.errno)'")
+    assert status["output"] == "0\n0\n64 28\n", status  # ENOSPC after the 64 of its own devpts
 
 
 _EUID_SOURCE = r"""
@@ -189,11 +198,13 @@ def test_a_setuid_root_program_gives_a_job_nothing(any_server, tmp_path):
 def test_a_job_sees_nothing_of_the_server_nor_of_other_users(sandboxed, tls):
     run(sandboxed, "echo bob was here > $HOME/file", user="bob")  # bob's home is mounted on the host now
     output = run(sandboxed, "cat /proc/1/cmdline; echo; cat /proc/self/mountinfo /proc/self/cgroup; ls -A /sys; "
-                            "cat /proc/keys; ls /home")["output"]
+                            "cat /proc/keys /proc/key-users /proc/partitions /proc/diskstats; ls -A /proc/fs; "
+                            "ls /home")["output"]
     for secret in (str(sandboxed.data_dir), str(tls.key), str(sandboxed.users.file), "bob", "homes", "cgroup2",
                    "user-alice"):
         assert secret not in output, (secret, output)
     assert output.count(" - ext4 /dev/loop") <= 1, output  # alice's own home, where homes are file systems
+    assert "loop" not in output.replace(" - ext4 /dev/loop", "") and "major" not in output, output
     assert all(line.rsplit(":", 1)[1] == "/" for line in output.splitlines() if line[:1].isdigit() and
                line.count(":") == 2), output  # the job's cgroup is its root
     assert output.splitlines()[-1] == "alice"
