@@ -53,11 +53,14 @@ class Step:
     key: str
     label: str
     sandbox: Sandbox | None  # None: the shell alone, no helper
+    network_ahead: bool = True  # a network namespace made ahead and kept, as the supervisor gives its jobs
 
 
 def _steps(seccomp: int) -> list[Step]:
     def helper(namespaces: bool, network: str, with_filter: bool) -> Sandbox:
-        return Sandbox(namespaces, network, (), HELPER, seccomp if with_filter else None)
+        sandbox = Sandbox(namespaces, network, (), HELPER, seccomp if with_filter else None)
+        sandbox.make_networks_ahead()
+        return sandbox
 
     return [
         Step("shell", "`/bin/sh -c true` alone", None),
@@ -66,13 +69,17 @@ def _steps(seccomp: int) -> list[Step]:
         Step("bare-off", "the same, seccomp off", helper(False, "none", False)),
         Step("host-network", "the helper with the whole sandbox, the host's network (`--network host`)",
              helper(True, "host", True)),
-        Step("whole", "the same with a network namespace (`--network none`, the default)", helper(True, "none", True)),
-        Step("whole-off", "the same, seccomp off", helper(True, "none", False)),
+        Step("whole", "the same with a network namespace of its own (`--network none`, the default), made ahead "
+             "and kept for the user's next job", helper(True, "none", True)),
+        Step("whole-own", "the same, the network namespace made by the helper itself (where none is at hand)",
+             helper(True, "none", True), network_ahead=False),
+        Step("whole-off", "the same as the default, seccomp off", helper(True, "none", False)),
     ]
 
 
 # What the sandbox and the filter add: one step's median less another's, within each round.
 DIFFERENCES = (("the whole sandbox (`--network none`) over the helper without namespaces", "whole", "bare"),
+               ("a network namespace made by the helper, over one made ahead", "whole-own", "whole"),
                ("seccomp, with the whole sandbox", "whole", "whole-off"),
                ("seccomp, without namespaces", "bare", "bare-off"))
 
@@ -84,8 +91,12 @@ def _command_line(step: Step, plan: JobPlan) -> Iterator[tuple[list[str], dict[s
         yield [SHELL, "-c", COMMAND], {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, Path("/"), ()
         return
     environment = job_environment("bench", "bench", plan, step.sandbox, None, {})
-    with step.sandbox.first_process(plan, environment) as first:
-        yield first.argv, first.environment, first.directory, first.pass_fds
+    network = step.sandbox.network_for(plan.owner) if step.network_ahead else None
+    try:
+        with step.sandbox.first_process(plan, environment, network) as first:
+            yield first.argv, first.environment, first.directory, first.pass_fds
+    finally:
+        step.sandbox.network_done(plan.owner, network)
 
 
 def _spawn_ms(step: Step, plan: JobPlan) -> float:

@@ -68,6 +68,7 @@ class Launched:
     output: OutputSink
     output_fd: int | None  # the read end of its output pipe, until every writer has closed it
     scope: JobScope
+    network: int | None  # the network namespace it was given (sandbox.network_for), to hand back once it ended
     deadline: asyncio.TimerHandle | None = None
     stop_watching_exit: Callable[[], None] | None = None
 

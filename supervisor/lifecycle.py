@@ -120,18 +120,20 @@ class JobLifecycle:
                 undo.callback(output.close)
                 limit_cgroups = self.limits.place(job.owner, job.id, job.limits)
                 undo.callback(self.limits.release, job.owner, job.id)
+                network = self.sandbox.network_for(job.owner)
+                undo.callback(self.sandbox.network_done, job.owner, network)
                 with self.containment.spawning(job.id, job.owner) as cgroups:
                     plan = JobPlan(job.record.command, job.owner, user, self.layout.home(job.owner),
                                    cgroups + limit_cgroups)
                     environment = job_environment(job.id, self.containment.instance, plan, self.sandbox,
                                                   temporary, job.record.env)
-                    spawned = spawn(plan, self.sandbox, environment)
+                    spawned = spawn(plan, self.sandbox, environment, network)
                 undo.pop_all()
         except (OSError, subprocess.SubprocessError) as error:
             self._could_not_start(job, error)
             return
         scope = self.containment.scope(job.id, job.owner, spawned.pid, lambda: job.main_unreaped)
-        launched = Launched(spawned.pid, user, temporary, output, spawned.output_fd, scope)
+        launched = Launched(spawned.pid, user, temporary, output, spawned.output_fd, scope, network)
         job.start_running(launched)
         self._jobs_by_pid[spawned.pid] = job
         if pidfds_work():
@@ -280,6 +282,7 @@ class JobLifecycle:
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
         launched.scope.release()
+        self.sandbox.network_done(job.owner, launched.network)  # every process of the job is gone
         self._record_usage(job)
         memory_kills = self.limits.memory_kills(job.owner, job.id)
         self.limits.release(job.owner, job.id)

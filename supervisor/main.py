@@ -63,5 +63,6 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
     limits = choose_limits(layout.instance, containment.root if isinstance(containment, CgroupContainment) else None,
                            UserLimits(settings.user_memory, settings.user_cpus, settings.user_processes))
     homes = Homes.choose(layout, settings.home_size)
+    sandbox.make_networks_ahead()
     supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, homes, link_address, authkey)
     asyncio.run(supervisor.run(restart_reason))

@@ -35,6 +35,7 @@ from workerctl.server.linux import JOB_OOM_SCORE_ADJ
 from workerctl.server.settings import ServerSettings
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV
+from workerctl.supervisor.networks import NetworkNamespaces
 from workerctl.supervisor.seccomp import SeccompUnavailable, job_filter
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ _HELPER_ENVIRONMENT = (JOB_ENV, INSTANCE_ENV)
 _JOIN_THEN_EXEC = ('echo "$2" > "$1"; shift 2; while [ "$1" != -- ]; do echo 0 > "$1" || { '
                    'echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; shift; done; shift; exec "$@"')
 _PROBE_SECONDS = 10.0
+_NETWORKS_AHEAD = 8  # network namespaces made ahead of jobs; in a longer burst the helper makes its own
+_NETWORKS_KEPT_PER_USER = 16  # those of a user's ended jobs kept for their next (each about 40 KiB of the kernel's)
 
 
 class SandboxUnavailable(Exception):
@@ -92,6 +95,7 @@ class Sandbox:
         self.hidden = hidden
         self.helper = helper
         self.seccomp_filter = seccomp_filter  # the sealed memory file of seccomp.job_filter, or None
+        self._networks: NetworkNamespaces | None = None  # see make_networks_ahead
 
     @classmethod
     def choose(cls, settings: ServerSettings, announce: bool = True) -> Sandbox:
@@ -148,15 +152,34 @@ class Sandbox:
     def close(self) -> None:
         if self.seccomp_filter is not None:
             os.close(self.seccomp_filter)
+        if self._networks is not None:
+            self._networks.close()
 
     def home_inside(self, plan: JobPlan) -> Path:
         """Where the job finds its home."""
         return HOMES_INSIDE / plan.owner if self.namespaces else plan.home
 
+    def make_networks_ahead(self) -> None:
+        """Start making network namespaces ahead of jobs, where they need them (the supervisor, once)."""
+        if self.isolated_network and self._networks is None:
+            self._networks = NetworkNamespaces(_NETWORKS_AHEAD, _NETWORKS_KEPT_PER_USER)
+
+    def network_for(self, owner: str) -> int | None:
+        """A network namespace for a job of `owner`'s about to start, where one is at hand; hand it back with
+        `network_done` once the job has ended (or failed to start)."""
+        return None if self._networks is None else self._networks.take(owner)
+
+    def network_done(self, owner: str, network: int | None) -> None:
+        if network is not None:
+            assert self._networks is not None
+            self._networks.give_back(owner, network)
+
     @contextmanager
-    def first_process(self, plan: JobPlan, environment: dict[str, str]) -> Iterator[FirstProcess]:
-        """How to start the job's first process; start it inside this block (the descriptors it inherits are
-        closed here after it)."""
+    def first_process(self, plan: JobPlan, environment: dict[str, str],
+                      network: int | None = None) -> Iterator[FirstProcess]:
+        """How to start the job's first process (in the network namespace open as `network`, from
+        `network_for`, or in one the helper makes); start it inside this block (the descriptors it inherits are
+        closed here after it, `network` excepted)."""
         job = [SHELL, "-c", plan.command]
         if self.helper is None:
             yield FirstProcess([SHELL, "-c", _JOIN_THEN_EXEC, SHELL, "/proc/self/oom_score_adj",
@@ -166,7 +189,7 @@ class Sandbox:
         options = ["-a", str(JOB_OOM_SCORE_ADJ)]
         for cgroup in plan.cgroups:
             options += ["-j", str(cgroup)]
-        options += self._isolation(home=(plan.home, self.home_inside(plan)))
+        options += self._isolation(home=(plan.home, self.home_inside(plan)), network=network)
         if not plan.user.is_self:
             options += ["-u", str(plan.user.uid), "-g", str(plan.user.gid)]
         options += ["-d", str(self.home_inside(plan))]
@@ -174,15 +197,16 @@ class Sandbox:
         with self._options_file([*options, "--", *job]) as fds:
             yield FirstProcess([str(self.helper), "-f", str(fds[0])],
                                {name: environment[name] for name in _HELPER_ENVIRONMENT if name in environment},
-                               Path("/"), fds)
+                               Path("/"), (*fds, *([] if network is None else [network])))
 
-    def _isolation(self, home: tuple[Path, Path] | None) -> list[str]:
-        """The helper's options for namespaces, the job's root and seccomp."""
+    def _isolation(self, home: tuple[Path, Path] | None, network: int | None = None) -> list[str]:
+        """The helper's options for namespaces (joining the network namespace open as `network`, if given),
+        the job's root and seccomp."""
         options = []
         if self.namespaces:
             options += ["-n", "-o", "workerctl-job"]
             if self.isolated_network:
-                options.append("-N")
+                options += ["-N"] if network is None else ["-J", str(network)]
             for path in SYSTEM_PATHS:
                 options += ["-R", path]
             for path in self.hidden:

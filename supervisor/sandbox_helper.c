@@ -35,6 +35,8 @@
  *   -a SCORE     the job's OOM score adjustment (the supervisor's own is low; a job's should not be)
  *   -n           new PID, mount, IPC, UTS and cgroup namespaces, and a root of its own
  *   -N           and a new network namespace with only a loopback (with -n)
+ *   -J FD        or join the network namespace open as FD, made with its loopback up for this job alone
+ *                (the supervisor makes them ahead of jobs: making one costs more than the rest of the sandbox)
  *   -o NAME      the namespace's host name (with -n)
  *   -R PATH      show this system path, read-only and without setuid, at the same place (with -n)
  *   -H PATH      cover PATH, if a shown path holds it, with an empty directory or /dev/null (with -n)
@@ -73,6 +75,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,6 +104,7 @@ struct options {
     int join_count;
     const char *oom_score_adj;
     int namespaces, network;
+    int network_fd; /* a network namespace to join, or -1 */
     const char *hostname;
     struct shown shown[MAX_ITEMS];
     int shown_count;
@@ -222,12 +226,13 @@ static void read_filter(const char *text, struct options *options) {
 static void parse(int argc, char **argv, struct options *options) {
     int option;
     optind = 1;
-    while ((option = getopt(argc, argv, "+j:a:nNo:R:H:b:t:u:g:d:e:S:")) != -1) {
+    while ((option = getopt(argc, argv, "+j:a:nNJ:o:R:H:b:t:u:g:d:e:S:")) != -1) {
         switch (option) {
         case 'j': add(options->joins, &options->join_count, optarg); break;
         case 'a': options->oom_score_adj = optarg; break;
         case 'n': options->namespaces = 1; break;
         case 'N': options->network = 1; break;
+        case 'J': options->network_fd = descriptor(optarg); break;
         case 'o': options->hostname = optarg; break;
         case 'R':
             if (options->shown_count == MAX_ITEMS || optarg[0] != '/') refuse("system path", optarg);
@@ -256,6 +261,7 @@ static void parse(int argc, char **argv, struct options *options) {
     if (optind >= argc) refuse("no program to run", "");
     if (argv[optind][0] != '/') refuse("the program must be an absolute path, not", argv[optind]);
     if (options->switch_user != options->switch_group) refuse("-u and -g", "go together");
+    if ((options->network || options->network_fd >= 0) && !options->namespaces) refuse("-N and -J", "need -n");
     if (geteuid() == 0 && !options->switch_user) refuse("refusing to run the job as", "root");
     options->program = argv + optind;
 }
@@ -296,12 +302,6 @@ static void bind_at(int fd, const char *target, int read_only) {
         fail("binding at %s", target);
 }
 
-static void make_file(const char *path) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) fail("making %s", path);
-    close(fd);
-}
-
 static void make_link(const char *target, const char *path) {
     if (symlink(target, path) < 0) fail("making the link %s", path);
 }
@@ -334,8 +334,12 @@ static void open_sources(struct options *options) {
     }
 }
 
-/* The devices a job may use, bound from the host's /dev; the rest of /dev is links and mount points. */
-static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+/* The devices a job may use, made afresh (their numbers are fixed by the kernel's ABI); the rest of /dev is links
+   and mount points. */
+static const struct device {
+    const char *name;
+    unsigned int major, minor;
+} devices[] = {{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
 static const char *const device_links[][2] = {
     {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
     {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},
@@ -346,16 +350,9 @@ static void set_up_dev(void) {
     make_directories(in_root("/dev", path));
     if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mounting %s", path);
     for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
-        char host[64];
-        snprintf(host, sizeof host, "/dev/%s", devices[i]);
-        snprintf(path, sizeof path, NEW_ROOT "/dev/%s", devices[i]);
-        make_file(path);
-        int fd = open(host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) fail("opening %s", host);
-        char source[64];
-        snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
-        if (mount(source, path, NULL, MS_BIND, NULL) < 0) fail("binding at %s", path);
-        close(fd);
+        snprintf(path, sizeof path, NEW_ROOT "/dev/%s", devices[i].name);
+        if (mknod(path, S_IFCHR | 0666, makedev(devices[i].major, devices[i].minor)) < 0 || chmod(path, 0666) < 0)
+            fail("making %s", path);
     }
     for (size_t i = 0; i < sizeof device_links / sizeof device_links[0]; i++) {
         snprintf(path, sizeof path, NEW_ROOT "/dev/%s", device_links[i][1]);
@@ -366,6 +363,9 @@ static void set_up_dev(void) {
     if (mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,max=64") < 0)
         fail("mounting %s", path);
     make_directories(in_root("/dev/shm", path));
+    /* Read-only from now on: the job may use these devices, not make others (it has no right to anyway). */
+    if (mount(NULL, NEW_ROOT "/dev", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0)
+        fail("making /dev read-only");
 }
 
 /* Cover `hidden` where a shown path holds it; where nothing is there, there is nothing to see. It is looked up
@@ -598,13 +598,17 @@ static void end_as(int status) {
 
 int main(int argc, char **argv) {
     hold_ending_signals(); /* first: until now an ending signal ends this process, before any of the job exists */
-    struct options options = {0};
+    struct options options = {.network_fd = -1};
     if (argc == 3 && strcmp(argv[1], "-f") == 0) argv = options_from(descriptor(argv[2]), argv[0], &argc);
     parse(argc, argv, &options);
     for (int i = 0; i < options.join_count; i++) write_file(options.joins[i], "0");
     if (options.oom_score_adj) write_file("/proc/self/oom_score_adj", options.oom_score_adj);
     if (!options.namespaces) run_program(&options);
 
+    if (options.network_fd >= 0) {
+        if (setns(options.network_fd, CLONE_NEWNET) < 0) fail("joining the job's network namespace");
+        close(options.network_fd);
+    }
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP |
                 (options.network ? CLONE_NEWNET : 0);
     if (unshare(flags) < 0) fail("making namespaces");

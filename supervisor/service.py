@@ -146,6 +146,7 @@ class Supervisor:
         self.publisher.send_events()
         await self.lifecycle.homes_prepared()
         self.lifecycle.close()
+        self.lifecycle.sandbox.close()
         self.homes.close()
         self.limits.close()
         self.containment.close()

@@ -62,14 +62,15 @@ def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
     }
 
 
-def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str]) -> SpawnedProcess:
-    """Start the job's first process; OSError if it cannot be started."""
+def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str], network: int | None) -> SpawnedProcess:
+    """Start the job's first process (in the network namespace open as `network`, if any: see
+    Sandbox.network_for); OSError if it cannot be started."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
         # Without a user switch in its arguments Popen spawns with vfork, which costs the same however large
         # the supervisor is: the switch is the first process's to make.
-        with sandbox.first_process(plan, environment) as first:
+        with sandbox.first_process(plan, environment, network) as first:
             process = subprocess.Popen(first.argv, stdin=subprocess.DEVNULL, stdout=write_end,
                                        stderr=subprocess.STDOUT, cwd=first.directory, env=first.environment,
                                        pass_fds=first.pass_fds, start_new_session=True, umask=0o077)

@@ -10,7 +10,7 @@ import subprocess
 
 import psutil
 import pytest
-from support import assert_none_left, marker, processes_with, require_namespaces
+from support import assert_none_left, marker, poll_until, processes_with, require_namespaces
 from workerctl.supervisor.sandbox import HELPER
 
 
@@ -61,6 +61,33 @@ def test_with_network_none_a_job_has_only_a_loopback_and_cannot_reach_the_server
                                f"socket.create_connection((\"127.0.0.1\", {server.port}), timeout=5)' 2>&1 | tail -1")
     lines = output.splitlines()
     assert lines[0] == "1" and "Connection refused" in lines[1]
+
+
+# Listens on {port}, and leaves a connection of its own in TIME_WAIT (closed first by its client side), which the
+# kernel keeps for a minute after the job has ended.
+_LISTEN = ("python3 -c 'import socket, time; s = socket.socket(); s.bind((\"127.0.0.1\", {port})); s.listen(); "
+           "c = socket.create_connection((\"127.0.0.1\", {port})); a = s.accept()[0]; c.close(); "
+           "print(\"listening\", flush=True); time.sleep({seconds})'")
+
+
+def _sockets_on(server, port, user):
+    """The lines of a job's /proc/net/tcp that name `port` (local or remote): what its network namespace holds."""
+    table = output_of(server, "cat /proc/net/tcp", user=user)
+    return [line for line in table.splitlines()[1:] if f":{port:04X} " in line]
+
+
+def test_jobs_never_share_a_network_namespace_at_once_nor_across_users(server):
+    """Namespaces are made ahead of jobs and a user's ended job's is kept for their next; two jobs at once, or
+    jobs of two users, must still never meet on a loopback."""
+    port = 20000 + int(marker().split(".")[1]) % 20000
+    listening = server.start(_LISTEN.format(port=port, seconds=60))
+    poll_until(lambda: "listening" in server.status(listening)["output"], message="the listener")
+    assert _sockets_on(server, port, "alice") == []  # alice's second job, while her first runs
+    assert _sockets_on(server, port, "bob") == []
+    server.call("stop", jobID=listening)
+    server.wait_final(listening)
+    for _ in range(3):  # bob's next jobs, after alice's ended, whose connections linger in TIME_WAIT there
+        assert _sockets_on(server, port, "bob") == []
 
 
 def test_a_job_has_a_host_name_of_its_own(server):

@@ -26,7 +26,7 @@ def new_job() -> Job:
 
 
 def launched() -> Launched:
-    return Launched(123, JobUser("job", 1, 1), Path("/nonexistent"), Nothing(), None, Nothing())  # type: ignore[arg-type]
+    return Launched(123, JobUser("job", 1, 1), Path("/nonexistent"), Nothing(), None, Nothing(), None)  # type: ignore[arg-type]
 
 
 @in_loop
