@@ -11,7 +11,7 @@ import subprocess
 import psutil
 import pytest
 from support import assert_none_left, marker, poll_until, processes_with, require_namespaces
-from workerctl.supervisor.sandbox import HELPER
+from workerctl.supervisor.sandbox import HELPER, SYSTEM_PATHS
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,8 @@ def test_one_sigterm_to_the_group_ends_a_job_whose_init_is_just_starting_it():
     require_namespaces()
     for _ in range(30):  # most rounds signal before init forks the command or while it does
         mark = marker()
-        helper = subprocess.Popen([str(HELPER), "-n", "-u", "65534", "-g", "65534", "--", "/bin/sh", "-c",
+        system = [option for path in SYSTEM_PATHS for option in ("-R", path)]
+        helper = subprocess.Popen([str(HELPER), "-n", *system, "-u", "65534", "-g", "65534", "--", "/bin/sh", "-c",
                                    f"sleep {mark}"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
         try:
