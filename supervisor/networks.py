@@ -40,12 +40,15 @@ def _new_namespace() -> int:
 
 
 class NetworkNamespaces:
-    """Up to `ready` fresh network namespaces at hand, and up to `kept` of each user's that their ended jobs left."""
+    """Up to `ready` fresh network namespaces at hand, and of those that ended jobs left, up to `kept_per_user`
+    of each user's and `kept` in all (each holds some 150 KiB of the kernel's memory)."""
 
-    def __init__(self, ready: int, kept: int) -> None:
+    def __init__(self, ready: int, kept_per_user: int, kept: int) -> None:
         self.ready = ready
+        self.kept_per_user = kept_per_user
         self.kept = kept
         self._kept: dict[str, list[int]] = {}  # by owner; used by the event loop's thread alone
+        self._kept_count = 0
         self._made: deque[int] = deque()
         self._wanted = threading.Condition()
         self._closing = False
@@ -58,6 +61,7 @@ class NetworkNamespaces:
         None if none is at hand."""
         kept = self._kept.get(owner)
         if kept:
+            self._kept_count -= 1
             return kept.pop()
         with self._wanted:
             fd = self._made.popleft() if self._made else None
@@ -67,8 +71,9 @@ class NetworkNamespaces:
     def give_back(self, owner: str, fd: int) -> None:
         """The namespace of `owner`'s job that has ended, every process of it gone."""
         kept = self._kept.setdefault(owner, [])
-        if len(kept) < self.kept:
+        if len(kept) < self.kept_per_user and self._kept_count < self.kept:
             kept.append(fd)
+            self._kept_count += 1
         else:
             os.close(fd)
 
@@ -97,3 +102,4 @@ class NetworkNamespaces:
             os.close(fd)
         self._made.clear()
         self._kept.clear()
+        self._kept_count = 0

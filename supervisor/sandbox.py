@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 
 HELPER = Path(__file__).resolve().with_name("workerctl-sandbox")
 SHELL = "/bin/sh"
-SANDBOX_CHOICES = ("auto", "on", "off")
-NETWORK_CHOICES = ("none", "host")
-SECCOMP_CHOICES = ("default", "off")
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 HOMES_INSIDE = Path("/home")
@@ -58,7 +55,9 @@ _JOIN_THEN_EXEC = ('echo "$2" > "$1"; shift 2; while [ "$1" != -- ]; do echo 0 >
                    'echo "workerctl: the job cannot join its cgroup" >&2; exit 125; }; shift; done; shift; exec "$@"')
 _PROBE_SECONDS = 10.0
 _NETWORKS_AHEAD = 8  # network namespaces made ahead of jobs; in a longer burst the helper makes its own
-_NETWORKS_KEPT_PER_USER = 16  # those of a user's ended jobs kept for their next (each about 40 KiB of the kernel's)
+# Those of ended jobs kept for their users' next: 16 a user, 64 in all (some 10 MiB of the kernel's memory).
+_NETWORKS_KEPT_PER_USER = 16
+_NETWORKS_KEPT = 64
 
 
 class SandboxUnavailable(Exception):
@@ -128,6 +127,8 @@ class Sandbox:
         if namespaces:
             problem = cls(True, settings.network, hidden, helper, seccomp_filter).problem()
             if problem is not None and (root or settings.sandbox == "on"):
+                if seccomp_filter is not None:
+                    os.close(seccomp_filter)
                 raise SandboxUnavailable(f"the sandbox is on, and {problem}: give --sandbox off to run jobs "
                                          "without it (they then see the host's processes, files and network)")
             if problem is not None:
@@ -162,7 +163,7 @@ class Sandbox:
     def make_networks_ahead(self) -> None:
         """Start making network namespaces ahead of jobs, where they need them (the supervisor, once)."""
         if self.isolated_network and self._networks is None:
-            self._networks = NetworkNamespaces(_NETWORKS_AHEAD, _NETWORKS_KEPT_PER_USER)
+            self._networks = NetworkNamespaces(_NETWORKS_AHEAD, _NETWORKS_KEPT_PER_USER, _NETWORKS_KEPT)
 
     def network_for(self, owner: str) -> int | None:
         """A network namespace for a job of `owner`'s about to start, where one is at hand; hand it back with

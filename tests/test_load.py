@@ -110,7 +110,7 @@ def test_a_flood_of_mixed_requests(server):
         assert rss - before[pid][1] < 40 * 1024 * 1024, (pid, before[pid], (fds, rss))
     supervisor = server.child_pid("supervisor")
     namespaces = len(list(Path(f"/proc/{supervisor}/fd").iterdir())) - len(_descriptors_but_namespaces(supervisor))
-    assert namespaces <= 8 + 16 * 2, namespaces  # made ahead, and kept for each of the two users' next jobs
+    assert namespaces <= 8 + 16 * 2, namespaces  # made ahead, and kept for each of the two users' next (16 each)
     print(f"\n{outcomes.total()} requests ({dict(outcomes)}), {len(started)} jobs; "
           f"(fds, RSS MiB) before: {[(f, r // 2**20) for f, r in before.values()]}, "
           f"after: {[(f, r // 2**20) for f, r in after.values()]}")
