@@ -63,9 +63,17 @@ def measure_time_limit(contenders: Contenders, round_: Round) -> None:
     with WorkerctlServer(contenders.credentials, contenders.directory / "timelimit",
                          job_timeout=TIME_LIMIT_SECONDS) as server:
         job_ids = start_many(server, SLEEPER_COMMAND, count)
-        _wait_until(lambda: len(server.job_processes()) >= count, TIME_LIMIT_SECONDS, f"{count} jobs running")
-        pids = {job_id: [process.pid for process in processes]
-                for job_id, processes in server.job_processes().items()}
+        # The processes of the look that found every job running: a second look, moments later, can miss a job
+        # (the first ones reach their limit about as the last one starts, on a slow machine).
+        seen: dict[str, list[psutil.Process]] = {}
+
+        def all_running() -> bool:
+            nonlocal seen
+            seen = server.job_processes()
+            return all(job_id in seen for job_id in job_ids)
+
+        _wait_until(all_running, TIME_LIMIT_SECONDS, f"{count} jobs running")
+        pids = {job_id: [process.pid for process in seen[job_id]] for job_id in job_ids}
         exits = watch_exits([pid for job_pids in pids.values() for pid in job_pids], TIME_LIMIT_SECONDS + 30.0)
         api = server.connect()
         answers = [api.wait_status(job_id, FINAL_STATUSES, timeout=30.0) for job_id in job_ids]
