@@ -27,7 +27,7 @@ def server(request, tmp_path_factory, tls, users):
     if request.param == "cgroup" and not cgroups_available():
         pytest.skip("no writable cgroup v2 hierarchy here")
     running = start_server(tmp_path_factory.mktemp(request.param), tls, users, *CONTAINMENTS[request.param],
-                           "--job-timeout", "1.5", "--kill-grace", "0.5")
+                           "--job-timeout", "1.5", "--max-job-timeout", "60", "--kill-grace", "0.5")
     assert f"containment: {'one cgroup per job' if request.param == 'cgroup' else 'following process'}" \
         in running.log()
     running.containment = request.param
@@ -162,7 +162,9 @@ def test_a_child_forked_as_its_parent_dies_is_ended_too(server):
     batches, batch = (10, 30) if server.containment == "cgroup" else (3, 10)
     for _ in range(batches):
         mark = marker()
-        jobs = [server.start(f"(setsid sh -c 'sleep {mark} &' &); exit 5") for _ in range(batch)]
+        # Each its own minute: 1.5 s, this module's time limit, is short for 30 jobs at once on a loaded machine.
+        jobs = [server.start(f"(setsid sh -c 'sleep {mark} &' &); exit 5", limits={"timeoutSeconds": 60})
+                for _ in range(batch)]
         ended = [server.wait_final(job_id) for job_id in jobs]
         assert [status["exitCode"] for status in ended] == [5] * batch, [s for s in ended if s["exitCode"] != 5]
         assert_none_left(mark)
