@@ -385,7 +385,7 @@ static void cover(int root, const char *hidden) {
     } else if (S_ISREG(status.st_mode)) {
         if (mount("/dev/null", place, NULL, MS_BIND, NULL) < 0) fail("covering %s", hidden);
     } else {
-        errno = EINVAL; /* the supervisor names files and directories only */
+        errno = EINVAL; /* the supervisor, and the list of /proc's, name files and directories only */
         fail("covering %s", hidden);
     }
     close(fd);
@@ -451,17 +451,10 @@ static const char *const read_only_proc[] = {"/proc/bus", "/proc/irq", "/proc/sy
 
 static void set_up_proc(void) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mounting /proc");
-    struct stat status;
-    for (size_t i = 0; i < sizeof masked_proc / sizeof masked_proc[0]; i++) {
-        if (lstat(masked_proc[i], &status) < 0) {
-            if (errno == ENOENT) continue;
-            fail("looking at %s", masked_proc[i]);
-        }
-        if (S_ISDIR(status.st_mode) ? mount("tmpfs", masked_proc[i], "tmpfs",
-                                            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-                                    : mount("/dev/null", masked_proc[i], NULL, MS_BIND, NULL))
-            fail("covering %s", masked_proc[i]);
-    }
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) fail("opening the job's root");
+    for (size_t i = 0; i < sizeof masked_proc / sizeof masked_proc[0]; i++) cover(root, masked_proc[i]);
+    close(root);
     for (size_t i = 0; i < sizeof read_only_proc / sizeof read_only_proc[0]; i++) {
         int fd = open(read_only_proc[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT) continue;
