@@ -33,7 +33,7 @@ from workerctl.server.cluster import Cluster
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.relay import run_relay
-from workerctl.server.serve import ServeError, end_orphaned_jobs, prepare_host, run_children
+from workerctl.server.serve import ServeError, choose_sandbox, end_orphaned_jobs, prepare_host, run_children
 from workerctl.server.settings import FRONT_END_SETTINGS, ServerSettings, changed_flags
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
@@ -42,7 +42,7 @@ from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
-from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
+from workerctl.supervisor.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,10 @@ def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Cont
         raise ServeError("an agent needs --cluster redis://HOST:PORT/DB (or rediss://…)")
     if not settings.name:
         raise ServeError("an agent needs --name NAME, its host's name in the cluster")
+    sandbox = choose_sandbox(settings)  # before Redis is reached, to refuse a URL that lets jobs in at once
     try:
         location = RedisLocation.parse(settings.cluster)
-        shared = _shared_network(settings)
+        shared = _shared_network(settings, sandbox)
         if shared is not None:
             _check_the_url_keeps_jobs_out(settings.cluster, location, shared)
         when_reachable(lambda: open_writer(settings.cluster, settings.max_output_bytes, settings.name)).close()
@@ -71,7 +72,7 @@ def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Cont
                              f"default user a password too (requirepass){shared.instead}")
     except (StoreError, ValueError) as error:
         raise ServeError(str(error)) from None
-    return prepare_host(settings)
+    return prepare_host(settings, sandbox)
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,9 @@ class _SharedNetwork:
     no_sandbox: bool
 
 
-def _shared_network(settings: ServerSettings) -> _SharedNetwork | None:
+def _shared_network(settings: ServerSettings, sandbox: Sandbox) -> _SharedNetwork | None:
     """How this agent's jobs would share the host's network, by the sandbox the supervisor will give them; None
     if each would have a network of its own."""
-    try:
-        sandbox = Sandbox.choose(settings, announce=False)  # the supervisor's choice, made again there
-    except SandboxUnavailable as error:
-        raise ServeError(str(error)) from None
-    sandbox.close()
     if settings.sandbox == "off":
         return _SharedNetwork("--sandbox off", ", or run them in the sandbox with --network none", True)
     if not sandbox.namespaces:  # "auto" where the agent is not root

@@ -93,16 +93,18 @@ def check_front_end_settings(settings: ServerSettings) -> None:
         log.warning("using the public development material %s: for your own machine only", material)
 
 
-def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment, range]:
+def prepare_host(settings: ServerSettings, sandbox: Sandbox | None = None) -> tuple[ServerSettings, Containment,
+                                                                                 range]:
     """What a host that runs jobs needs, serve's or an agent's: the data directory (locked until this process
-    exits), the user IDs jobs get (likewise), containment and the sandbox; a ServeError of one sentence for
-    what is missing. Returns the settings with the containment and the sandbox chosen, which the supervisor uses
-    instead of choosing again, the containment, and the user IDs."""
+    exits), the user IDs jobs get (likewise), containment and the sandbox (`sandbox`, where the caller chose it
+    already: choose_sandbox); a ServeError of one sentence for what is missing. Returns the settings with the
+    containment and the sandbox chosen, which the supervisor uses instead of choosing again, the containment, and
+    the user IDs."""
     try:
         # First: a server that refuses to start leaves nothing behind (no ID block claimed, no cgroup made).
         accounts = JobAccounts.resolve(settings.job_user)
-        sandbox = Sandbox.choose(settings)
-        sandbox.close()
+        if sandbox is None:
+            sandbox = choose_sandbox(settings)
         layout = DataLayout(settings.data_dir)
         prepare(layout)
         hold_lock(layout.serve_lock)
@@ -110,7 +112,7 @@ def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment,
         if accounts.fixed is None or not accounts.fixed.is_self:
             layout.check_reachable_by_others()
         containment = choose_containment(settings.containment, layout.instance, job_uids)
-    except (DataDirError, ValueError, SandboxUnavailable) as error:
+    except (DataDirError, ValueError) as error:
         raise ServeError(str(error)) from None
     except OSError as error:
         raise ServeError(f"containment {settings.containment!r} is not available here: {error}") from None
@@ -120,6 +122,17 @@ def prepare_host(settings: ServerSettings) -> tuple[ServerSettings, Containment,
     sandbox_mode, seccomp_mode = sandbox.resolved
     return (replace(settings, containment=containment.name, sandbox=sandbox_mode, seccomp=seccomp_mode),
             containment, job_uids)
+
+
+def choose_sandbox(settings: ServerSettings) -> Sandbox:
+    """The sandbox jobs will get here, logged, to decide by (its filter and namespaces are the supervisor's to
+    make: this one holds none); a ServeError of one sentence where it cannot be had."""
+    try:
+        sandbox = Sandbox.choose(settings)
+    except SandboxUnavailable as error:
+        raise ServeError(str(error)) from None
+    sandbox.close()
+    return sandbox
 
 
 def _listen(host: str, port: int) -> socket.socket:
