@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 from workerctl.protocol.jobs import JobStatus
-from workerctl.store.interface import JobRecord, StoreError, now
+from workerctl.store.interface import JobRecord, StoreError
 from workerctl.store.output_log import OutputLimits
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect, storing
 
@@ -204,7 +204,7 @@ class Cluster:
         unsettled = writer.unsettled()
         running = [record for record in unsettled if record.status is JobStatus.RUNNING]
         for record in running:
-            record.status, record.reason, record.ended_at = JobStatus.ERROR, lost_reason(name), now()
+            record.move_to(JobStatus.ERROR, reason=lost_reason(name))
             writer.save(record)
         try:
             writer.commit()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from workerctl.protocol.jobs import JobStatus
+from workerctl.protocol.jobs import JobStatus, check_transition
 
 
 @dataclass
@@ -43,6 +43,21 @@ class JobRecord:
     labels: tuple[str, ...] = ()
     # The cluster host (agent) that runs it; None on a single host, whose local store keeps no such column.
     host: str | None = None
+
+    def move_to(self, new: JobStatus, **changes: object) -> None:
+        """Give the job a new status, with `changes` to its other fields; InvalidTransition if it cannot go from
+        its status to `new`. The one way any part of workerctl changes a job's status (tests/unit/
+        test_status_owner.py checks that nothing assigns one): the supervisor as a job starts and ends, the
+        supervisor and the lost-host sweep as they settle jobs a run or a host left, a stop of a job waiting on
+        another host. The stores check the same moves against the stored record as they save it."""
+        check_transition(self.status, new)
+        if new.is_final:
+            changes.setdefault("ended_at", now())
+        elif new is JobStatus.RUNNING:
+            changes.setdefault("started_at", now())
+        self.status = new
+        for name, value in changes.items():
+            setattr(self, name, value)
 
 
 def now() -> float:

@@ -9,6 +9,7 @@ survives any process crash; only a power cut can lose the last moments of writes
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from workerctl.protocol.jobs import FINAL_STATUSES, JobStatus
+from workerctl.protocol.jobs import FINAL_STATUSES, JobStatus, stored_before
 from workerctl.store.interface import JobRecord, StoreError
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -56,17 +59,20 @@ _JSON_COLUMNS = {"env": dict, "labels": tuple}  # kept as JSON text
 _COLUMNS = [field.name for field in fields(JobRecord) if field.name != "host"]  # one host: host is the last field
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
-_UPDATE = f"UPDATE jobs SET {', '.join(f'{name} = :{name}' for name in _COLUMNS if name != 'id')} WHERE id = :id"
+# A save checks the move against the stored status, as the Redis back end's does: never from a final one.
+_UPDATE = {status: f"UPDATE jobs SET {', '.join(f'{name} = :{name}' for name in _COLUMNS if name != 'id')} "
+                   f"WHERE id = :id AND status IN ({', '.join(repr(str(old)) for old in stored_before(status))})"
+           for status in JobStatus}
 _FINAL = tuple(FINAL_STATUSES)
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
-    record = JobRecord(*row)
-    record.status = JobStatus(record.status)
+    values = dict(zip(_COLUMNS, row))
+    values["status"] = JobStatus(values["status"])
     for name, kind in _JSON_COLUMNS.items():
-        text = getattr(record, name)
-        setattr(record, name, kind(json.loads(text)) if text else kind())
-    return record
+        text = values[name]
+        values[name] = kind(json.loads(text)) if text else kind()
+    return JobRecord(**values)
 
 
 def _values(record: JobRecord) -> dict[str, Any]:
@@ -116,11 +122,11 @@ class RecordWriter(_Queries):
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         path.chmod(0o600)
 
-    def _write(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> None:
+    def _write(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any]) -> sqlite3.Cursor:
         with _storing("record the job"):
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(sql, parameters)
+            return self._db.execute(sql, parameters)
 
     def commit(self) -> None:
         if self._db.in_transaction:
@@ -137,7 +143,11 @@ class RecordWriter(_Queries):
         self._write(_INSERT, _values(record))
 
     def save(self, record: JobRecord) -> None:
-        self._write(_UPDATE, _values(record))
+        """Write every field of the record, unless the stored status may not move to its status (a bug: this is
+        the host's only writer), which is logged."""
+        if self._write(_UPDATE[record.status], _values(record)).rowcount == 0:
+            log.error("job %s: not recorded as %s: its stored record is gone or its status cannot move to that",
+                      record.id, record.status.value)
 
     def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         row = self._db.execute(f"{_SELECT} WHERE owner = ? AND idempotency_key = ?", (owner, key)).fetchone()

@@ -41,7 +41,7 @@ from functools import partial
 
 import redis
 from redis.client import Pipeline
-from workerctl.protocol.jobs import JobStatus
+from workerctl.protocol.jobs import JobStatus, stored_before
 from workerctl.store.interface import (
     JobRecord,
     KeyTaken,
@@ -49,7 +49,6 @@ from workerctl.store.interface import (
     OutputWriteError,
     StoreError,
     StoreUnreachable,
-    now,
 )
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
@@ -60,20 +59,22 @@ log = logging.getLogger(__name__)
 
 _FIELDS = [field.name for field in fields(JobRecord)]
 _UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
+# For the guarded save: the stored statuses a record may have when it is saved with each status, as ",a,b,".
+_STORED_BEFORE = {status: f",{','.join(sorted(stored_before(status)))}," for status in JobStatus}
 _LIST_PAGE = 200  # records read per round trip when a filter leaves some out
 _COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
 
-# Replace the record (KEYS[1]) with ARGV[1] only if it still exists and is the host ARGV[3]'s ("" for none)
-# created or running job; if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled indexes (KEYS[2],
+# Replace the record (KEYS[1]) with ARGV[1] only if it still exists, is the host ARGV[3]'s ("" for none), and
+# its status may move to the new one (one of ARGV[6], ",created,running," say: never from a final one); if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled indexes (KEYS[2],
 # and the host's, KEYS[4]) to the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if
-# there is no record, -1 if it is no longer the host's unfinished job.
+# there is no record, -1 if it is no longer the host's job in a status that may move to the new one.
 _GUARDED_SAVE = """
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
 local record = cjson.decode(stored)
 local host = record.host
 if host == nil or host == cjson.null then host = '' end
-if host ~= ARGV[3] or (record.status ~= 'created' and record.status ~= 'running') then return -1 end
+if host ~= ARGV[3] or not string.find(ARGV[6], ',' .. record.status .. ',', 1, true) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 if ARGV[4] == '1' then
     redis.call('ZREM', KEYS[2], ARGV[2])
@@ -120,10 +121,9 @@ def _encode(record: JobRecord) -> str:
 
 def _decode(text: bytes | str) -> JobRecord:
     values = json.loads(text)
-    record = JobRecord(**{name: values[name] for name in _FIELDS if name in values})
-    record.status = JobStatus(record.status)
-    record.labels = tuple(record.labels)
-    return record
+    values["status"] = JobStatus(values["status"])
+    values["labels"] = tuple(values.get("labels", ()))
+    return JobRecord(**{name: values[name] for name in _FIELDS if name in values})
 
 
 class _RedisStore:
@@ -309,7 +309,7 @@ class RedisJobWriter(_RedisStore):
             if waiting is None:
                 return None
             text, record = waiting
-            record.status, record.ended_at = JobStatus.STOPPED, now()
+            record.move_to(JobStatus.STOPPED)
             swapped = self._client.eval(_SETTLE_SWAP, 4, self.keys.job(job_id), self.keys.unsettled,
                                         self.keys.unsettled_on(host), self.keys.ended_at, text, _encode(record),
                                         job_id, repr(record.ended_at))
@@ -483,7 +483,7 @@ class RedisJobWriter(_RedisStore):
         settled = "1" if status not in _UNSETTLED else "0"
         return client.eval(_GUARDED_SAVE, 4, self.keys.job(job_id), self.keys.unsettled, self.keys.ended_at,
                            self.keys.unsettled_on(self.host), text, job_id, self.host or "", settled,
-                           "" if ended_at is None else repr(ended_at))
+                           "" if ended_at is None else repr(ended_at), _STORED_BEFORE[status])
 
     def _queue_ended(self, job_id: str, ended_at: float | None, transaction: Pipeline) -> None:
         transaction.zrem(self.keys.unsettled, job_id)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from workerctl.protocol.jobs import JobStatus, check_transition, signal_name
-from workerctl.store.interface import JobRecord, OutputSink, now
+from workerctl.protocol.jobs import JobStatus, signal_name
+from workerctl.store.interface import JobRecord, OutputSink
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import Exit
@@ -142,14 +142,7 @@ class Job:
 
     def _change_status(self, new: JobStatus, **changes: object) -> None:
         old = self.record.status
-        check_transition(old, new)
-        if new.is_final:
-            changes.setdefault("ended_at", now())
-        elif new is JobStatus.RUNNING:
-            changes.setdefault("started_at", now())
-        self.record.status = new
-        for name, value in changes.items():
-            setattr(self.record, name, value)
+        self.record.move_to(new, **changes)
         details = describe_end(self.record) if new.is_final else ""
         log.info("job %s (user %s): %s -> %s%s", self.id, self.owner, old, new, details)
 

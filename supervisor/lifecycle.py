@@ -20,7 +20,7 @@ from typing import Any
 from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.sizes import format_size
 from workerctl.server.settings import ServerSettings
-from workerctl.store.interface import JobRecord, OutputWriteError, StoreError, now
+from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.remover import TreeRemover
 from workerctl.supervisor.accounts import JobAccounts, JobUser
@@ -149,7 +149,9 @@ class JobLifecycle:
         lost is taken over by another, and must then never start here too. If the store cannot be reached, the
         job keeps its slot and is tried again in a second."""
         try:
-            claimed = self.publisher.store.claim(replace(job.record, status=JobStatus.RUNNING, started_at=now()))
+            starting = replace(job.record)
+            starting.move_to(JobStatus.RUNNING)
+            claimed = self.publisher.store.claim(starting)
         except StoreError as error:
             if not self._claims_failing:
                 log.warning("jobs wait to start until the store can record it: %s", error)

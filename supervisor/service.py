@@ -27,7 +27,7 @@ from workerctl.protocol.messages import (
 )
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
-from workerctl.store.interface import JobWriter, KeyTaken, StoreError, StoreUnreachable, now
+from workerctl.store.interface import JobWriter, KeyTaken, StoreError, StoreUnreachable
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts
 from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verdict
@@ -103,7 +103,7 @@ class Supervisor:
         """Mark every job an earlier run left unfinished as `error`; their IDs."""
         unsettled = self.store.unsettled()
         for record in unsettled:
-            record.status, record.reason, record.ended_at = JobStatus.ERROR, reason, now()
+            record.move_to(JobStatus.ERROR, reason=reason)
             self.store.save(record)
         self.store.commit()
         if unsettled:
@@ -199,7 +199,7 @@ class Supervisor:
             if record.id not in self.lifecycle.jobs and not self.publisher.saving(record.id):
                 log.warning("job %s: its record says it is %s on this host, which does not have it; settling it",
                             record.id, record.status.value)
-                record.status, record.reason, record.ended_at = JobStatus.ERROR, _UNKNOWN_HERE, now()
+                record.move_to(JobStatus.ERROR, reason=_UNKNOWN_HERE)
                 self.publisher.save(record)
 
     def _adopt(self, connection: Connection, request: AdoptJob) -> None:

@@ -51,6 +51,13 @@ def check_transition(old: JobStatus, new: JobStatus) -> None:
         raise InvalidTransition(f"a job cannot go from {old} to {new}")
 
 
+def stored_before(new: JobStatus) -> frozenset[JobStatus]:
+    """The statuses a stored record may have when it is saved as `new`: those that move to `new`, and `new`
+    itself unless it is final (a running job's record is saved again as its usage grows; a final one never)."""
+    same = frozenset() if new.is_final else frozenset({new})
+    return same | {old for old, moves in _TRANSITIONS.items() if new in moves}
+
+
 # A job ID is "j" and 26 base32 characters (128 random bits): unguessable, and never a number or a
 # Python literal, so a shell or a command-line parser passes it through unchanged.
 _JOB_ID_PATTERN = re.compile(r"j[a-z2-7]{26}")

@@ -78,9 +78,9 @@ def test_list_is_newest_first_and_filters_by_status(writer, reader):
 
 
 def test_a_save_writes_every_field(writer, reader):
-    record = job(1)
+    record = job(1, status=JobStatus.RUNNING)
     writer.insert(record)
-    record.status, record.exit_code, record.ended_at, record.output_bytes = JobStatus.FINISHED, 3, 2000.0, 12
+    record.move_to(JobStatus.FINISHED, exit_code=3, ended_at=2000.0, output_bytes=12)
     writer.save(record)
     writer.commit()
     assert reader.get(record.id, "alice") == record
@@ -242,3 +242,15 @@ def test_one_lock_holder_at_a_time(tmp_path):
         hold_lock(tmp_path / "serve.lock")
     os.close(fd)
     os.close(hold_lock(tmp_path / "serve.lock"))
+
+
+def test_a_save_never_moves_a_job_out_of_a_final_status(writer, reader):
+    """Both back ends check the move against the stored status, as JobRecord.move_to does in memory."""
+    writer.insert(job(1, status=JobStatus.CREATED))
+    writer.commit()
+    writer.save(job(1, status=JobStatus.ERROR, reason="host h1 lost"))
+    writer.commit()
+    for late in (JobStatus.FINISHED, JobStatus.RUNNING, JobStatus.CREATED):
+        writer.save(job(1, status=late, exit_code=0))
+        writer.commit()
+    assert reader.get(job(1).id, "alice") == job(1, status=JobStatus.ERROR, reason="host h1 lost")
