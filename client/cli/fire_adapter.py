@@ -43,8 +43,8 @@ def bind(command: Command, values: dict[str, Any]) -> dict[str, Any]:
               contextlib.redirect_stdout(nowhere)):
             fire.Fire(record, command=words, name=f"{PROGRAM} {command.name}")
     except fire.core.FireExit:
-        raise usage_error(f"the words given do not fit {command.name} (see '{PROGRAM} {command.name} --help')"
-                          ) from None
+        message = f"the words given do not fit {command.name} (see '{PROGRAM} {command.name} --help')"
+        raise usage_error(message) from None
     return {**values, **bound}
 
 

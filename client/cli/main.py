@@ -35,7 +35,7 @@ def run(args: list[str], commands: Sequence[Command], *, bind_with_fire: bool = 
             return ExitStatus.OK if args else ExitStatus.USAGE
         command, values = parse(commands, args)
         if bind_with_fire:
-            from workerctl.cli.fire_adapter import bind
+            from workerctl.cli.fire_adapter import bind  # here: a job command imports none of it
 
             values = bind(command, values)
         return command.call(values)
