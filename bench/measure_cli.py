@@ -1,9 +1,9 @@
 """Wall time of a status command run from the shell, start-up included.
 
 - `cli.wall_ms.python`: `python -c pass`, the interpreter alone.
-- `cli.wall_ms.fire`: Fire alone, imported as the CLI imports it (client/cli/fire_import.py: without asyncio,
-  its help modules put off until used).
-- `cli.wall_ms.imports`: what `workerctl status` imports: Fire as above, workerctl.cli.main and the job commands.
+- `cli.wall_ms.fire`: Fire alone, imported as the CLI imports it for the server's commands (`import fire`); a
+  job command such as status imports none of it.
+- `cli.wall_ms.imports`: what `workerctl status` imports: workerctl.cli.main and the job commands.
 - `cli.wall_ms.floor`: bench/floor_cli.py, a stdlib script making the same one status request.
 - `cli.wall_ms.workerctl`: `workerctl status ID`.
 - `cli.wall_ms.tsp`: `tsp -s ID`, task-spooler's status (a C program on a Unix socket).
@@ -23,7 +23,6 @@ from bench.workload import TRIVIAL_COMMAND
 
 FLOOR_CLI = Path(__file__).resolve().parent / "floor_cli.py"
 _CALL_SECONDS = 30.0
-_IMPORT_FIRE = "from workerctl.cli.fire_import import import_fire; import_fire()"
 
 
 def _timed(command: list[str], environment: dict[str, str]) -> float:
@@ -45,8 +44,8 @@ def measure_cli(contenders: Contenders, round_: Round) -> None:
     python = sys.executable
     commands = {
         "python": [python, "-c", "pass"],
-        "fire": [python, "-c", f"{_IMPORT_FIRE}"],
-        "imports": [python, "-c", f"{_IMPORT_FIRE}; import workerctl.cli.main, workerctl.cli.job_commands"],
+        "fire": [python, "-c", "import fire"],
+        "imports": [python, "-c", "import workerctl.cli.main, workerctl.cli.job_commands"],
         "floor": [python, str(FLOOR_CLI), job_id],
         "workerctl": [str(Path(python).parent / "workerctl"), "status", job_id],
         "tsp": ["tsp", "-s", tsp_job],

@@ -10,21 +10,21 @@ import sys
 
 
 def main() -> None:
-    from workerctl.cli.fire_adapter import command_words
+    from workerctl.cli.command_line import command_words
     from workerctl.cli.job_commands import JOB_COMMANDS
     from workerctl.cli.main import run
     from workerctl.cli.table import find_command
 
     args = sys.argv[1:]
-    commands = JOB_COMMANDS
-    # A job command needs nothing of the server; anything else (serve, users, certs, completion, help, a typo)
-    # sees all.
-    if find_command(JOB_COMMANDS, command_words(JOB_COMMANDS, args)) is None:
-        from workerctl.cli.completion import with_completion
-        from workerctl.server.commands import SERVER_COMMANDS
+    # A job command needs nothing of the server, nor Fire: the table reads its command line alone, so that a
+    # status polled from cron does not import Fire (and asyncio with it, more than the rest of the status costs).
+    # Anything else (serve, users, certs, completion, help, a typo) sees every command, and Fire binds it.
+    if find_command(JOB_COMMANDS, command_words(JOB_COMMANDS, args)) is not None:
+        sys.exit(run(args, JOB_COMMANDS))
+    from workerctl.cli.completion import with_completion
+    from workerctl.server.commands import SERVER_COMMANDS
 
-        commands = with_completion(commands + SERVER_COMMANDS)
-    sys.exit(run(args, commands))
+    sys.exit(run(args, with_completion(JOB_COMMANDS + SERVER_COMMANDS), bind_with_fire=True))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Running a command line: help, the version, dispatch through the command table, and the one place that
-turns every failure into one line on stderr and a documented exit status (see exit_status.py)."""
+"""Running a command line: help, the version, dispatch through the command table (bound by Fire where asked),
+and the one place that turns every failure into one line on stderr and a documented exit status (see
+exit_status.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import sys
 from collections.abc import Sequence
 
 from workerctl.cli.exit_status import CliError, ExitStatus
-from workerctl.cli.fire_adapter import command_words, parse, split_at_separator
+from workerctl.cli.command_line import command_words, parse, split_at_separator
 from workerctl.cli.table import PROGRAM, Command, find_command
 
 ABOUT = "run shell commands on a workerctl server, and follow them"
 _HELP_FLAGS = ("-h", "--help")
 
 
-def run(args: list[str], commands: Sequence[Command]) -> int:
-    """Run the command line `args` with `commands`; the exit status."""
+def run(args: list[str], commands: Sequence[Command], *, bind_with_fire: bool = False) -> int:
+    """Run the command line `args` with `commands`; the exit status. With `bind_with_fire`, Fire binds what the
+    table read (fire_adapter.py)."""
     if args in (["--version"], ["version"]):
         import importlib.metadata  # here, not at the top: it costs every other command 20 ms
 
@@ -32,6 +34,10 @@ def run(args: list[str], commands: Sequence[Command]) -> int:
             sys.stdout.write(_help(commands, [arg for arg in ours if arg not in _HELP_FLAGS]))
             return ExitStatus.OK if args else ExitStatus.USAGE
         command, values = parse(commands, args)
+        if bind_with_fire:
+            from workerctl.cli.fire_adapter import bind  # here: a job command imports none of it
+
+            values = bind(command, values)
         return command.call(values)
     except CliError as error:
         _say(error.message)

@@ -1,8 +1,8 @@
 """The command line as a table: each command with its arguments and options, declared once.
 
-Dispatch (fire_adapter.py), help (help.py), shell completion (completion.py) and the README's tables all read
-these declarations, so they cannot drift apart. A command's `run` is called with its arguments and options as
-keywords, each converted to the option's type; an option not given arrives as its default.
+Reading a command line (command_line.py), help (help.py), shell completion (completion.py) and the README's
+tables all read these declarations, so they cannot drift apart. A command's `run` is called with its arguments
+and options as keywords, each converted to the option's type; an option not given arrives as its default.
 
 The rows are NamedTuples rather than dataclasses because every command line builds the whole table first, and
 defining a frozen dataclass costs about a millisecond, a tenth of what a `workerctl status` may spend on

@@ -1,5 +1,5 @@
-"""The command line's table, its Fire adapter and its help, in process: which command and values a command
-line means, and the usage errors and help it gets."""
+"""The command line's table, its reading and its help, in process: which command and values a command line
+means, and the usage errors and help it gets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 from workerctl.cli import help
 from workerctl.cli.exit_status import CliError, ExitStatus
-from workerctl.cli.fire_adapter import parse
+from workerctl.cli.command_line import parse
 from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.main import ABOUT
 from workerctl.cli.table import find_command
@@ -45,6 +45,12 @@ def test_switches_take_no_value_and_short_options_mean_their_long_ones():
 def test_options_may_come_before_the_command():
     assert parsed("--server", "https://h:1", "--json", "status", "jx") == (
         "status", {"job_id": "jx", "server": "https://h:1", "json": "True"})
+
+
+def test_values_that_look_like_numbers_and_a_command_after_a_double_dash():
+    assert parsed("status", "jx", "--retry", "-5") == ("status", {"job_id": "jx", "retry": "-5"})
+    assert parsed("start", "--label", "a", "--", "grep", "a b") == ("start", {"command": "grep 'a b'",
+                                                                           "label": ["a"]})
 
 
 def test_groups_of_commands():
