@@ -108,9 +108,11 @@ def _latency_floor(round_: Round) -> float:
     return round_.get("job.p50_ms.floor") + 2 * round_.get("status.p50_ms.floor")
 
 
-def _cli_without_fire(round_: Round) -> float:
-    fire_import = round_.get("cli.wall_ms.fire") - round_.get("cli.wall_ms.python")
-    return (round_.get("cli.wall_ms.workerctl") - fire_import) / round_.get("cli.wall_ms.floor")
+def _cli_beyond_the_interpreter(round_: Round) -> float:
+    """T9 without the interpreter's own start-up, which both pay: what workerctl's status adds to it ÷ what the
+    floor script adds. (Until job commands stopped importing Fire, T10 was T9 less Fire's import time.)"""
+    interpreter = round_.get("cli.wall_ms.python")
+    return (round_.get("cli.wall_ms.workerctl") - interpreter) / (round_.get("cli.wall_ms.floor") - interpreter)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ TARGETS = (
            _value("timelimit.p99_ms.workerctl"), 100, at_least=False, unit="ms"),
     Target("`workerctl status ID` wall ÷ stdlib floor script",
            _ratio("cli.wall_ms.workerctl", "cli.wall_ms.floor"), 1.5, at_least=False),
-    Target("the same, less Fire's import time (measured alone)", _cli_without_fire, 1.5, at_least=False),
+    Target("the same, less the interpreter's start-up (`python -c pass`) from both", _cli_beyond_the_interpreter, 1.5,
+           at_least=False),
     Target("start→finished p50, sandbox on − off",
            lambda round_: round_.get("job.p50_ms.workerctl") - round_.get("job.p50_ms.unsandboxed"), 3,
            at_least=False, unit="ms"),
