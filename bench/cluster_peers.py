@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import redis
-from workerctl.server.cluster import ClusterKeys
+from workerctl.cluster.hosts import ClusterKeys
 
 from bench.material import Credentials
 from bench.processes import terminate, wait_for_log

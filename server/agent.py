@@ -1,6 +1,7 @@
 """`workerctl agent`: one worker host of a cluster. The same supervisor as a single host's, writing to the
-cluster's Redis store under the agent's name, and beside it the relay (relay.py) in place of the HTTPS front end;
-both restarted if they die, both ended on SIGTERM with every job ended first.
+cluster's Redis store under the agent's name, and beside it the relay (workerctl.cluster.relay: Celery's worker,
+the host's lease and, one agent at a time, the lost-host sweep) in place of the HTTPS front end; both restarted
+if they die, both ended on SIGTERM with every job ended first.
 
 A guard process in a session of its own outlives a kill of the agent's whole process group: when the agent
 is gone it kills whatever its jobs left running (they must never run unsupervised), and their records, still
@@ -29,10 +30,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.connection import parse_url
-from workerctl.server.cluster import Cluster
+from workerctl.cluster.hosts import Cluster
+from workerctl.cluster.relay import run_relay
 from workerctl.server.linux import become_subreaper, protect_from_oom_killer
 from workerctl.server.logs import announce, configure_logging
-from workerctl.server.relay import run_relay
 from workerctl.server.serve import ServeError, choose_sandbox, end_orphaned_jobs, prepare_host, run_children
 from workerctl.server.settings import FRONT_END_SETTINGS, ServerSettings, changed_flags
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable

@@ -279,8 +279,8 @@ FRONT_END_SETTINGS = ("host", "port", "cert", "key", "users", "client_ca", "requ
 SUPERVISOR_SETTINGS = ("data_dir", "job_timeout", "max_job_timeout", "max_jobs", "max_jobs_per_user",
                        "max_queued_per_user", "max_output_bytes", "job_memory", "job_cpus", "job_processes",
                        "home_size", "user_memory", "user_cpus", "user_processes", "job_user", "containment", "sandbox",
-                       "network", "seccomp", "retention_days", "retention_jobs", "name")
-"""The settings only a supervisor uses: a cluster's front end ignores them (each agent has its own)."""
+                       "network", "seccomp", "retention_days", "retention_jobs", "name", "host_timeout")
+"""The settings only a supervisor or its agent uses: a cluster's front end ignores them (each agent has its own)."""
 
 
 def changed_flags(settings: ServerSettings, names: tuple[str, ...]) -> list[str]:

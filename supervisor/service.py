@@ -25,6 +25,7 @@ from workerctl.protocol.messages import (
     StopJob,
     SupervisorClosing,
 )
+from workerctl.server.link import LinkRequest, MessageHandlers, dispatch
 from workerctl.server.logs import announce
 from workerctl.server.settings import ServerSettings
 from workerctl.store.interface import JobWriter, KeyTaken, StoreError, StoreUnreachable
@@ -71,6 +72,9 @@ class Supervisor:
         self.lifecycle = JobLifecycle(settings, DataLayout(settings.data_dir), pool, self.publisher, containment,
                                       accounts, sandbox, limits, homes)
         self._shutdown_requested = asyncio.Event()
+        # What the link brings, by kind; new jobs come in batches, each recorded in one transaction.
+        self._handlers: MessageHandlers = {StartJob: self._start, StopJob: self._on_stops, AdoptJob: self._on_adopts,
+                                           FenceJobs: self._on_fences}
 
     async def run(self, restart_reason: str) -> None:
         loop = asyncio.get_running_loop()
@@ -157,24 +161,26 @@ class Supervisor:
     # --- requests from the front end ----------------------------------------------------------------------
 
     def _on_messages(self, connection: Connection, messages: list[Message]) -> None:
-        starts: list[StartJob] = []
+        """Each kind of message to its handler in the table; while shutting down, every request is refused (and
+        a fence is pointless: every job is ending)."""
+        if not self._shutdown_requested.is_set():
+            dispatch(self._handlers, messages, connection)
+            return
         for message in messages:
-            if isinstance(message, FenceJobs):
-                if not self._shutdown_requested.is_set():
-                    self._fence()
-            elif not isinstance(message, StartJob | StopJob | AdoptJob):
-                log.error("ignored a message the front end should not send: %.200r", message)
-            elif self._shutdown_requested.is_set():
+            if isinstance(message, LinkRequest):
                 self._refuse(connection, message.request_id, ApiError(ErrorKind.UNAVAILABLE,
                                                                       "the server is shutting down"))
-            elif isinstance(message, StartJob):
-                starts.append(message)
-            elif isinstance(message, AdoptJob):
-                self._adopt(connection, message)
-            else:
-                asyncio.create_task(self._stop(connection, message))
-        if starts:
-            self._start(connection, starts)
+
+    def _on_fences(self, connection: Connection, fences: list[FenceJobs]) -> None:
+        self._fence()
+
+    def _on_adopts(self, connection: Connection, requests: list[AdoptJob]) -> None:
+        for request in requests:
+            self._adopt(connection, request)
+
+    def _on_stops(self, connection: Connection, requests: list[StopJob]) -> None:
+        for request in requests:
+            asyncio.create_task(self._stop(connection, request))
 
     def _fence(self) -> None:
         """End every job whose record is no longer this host's unfinished job: one the lost-host sweep settled

@@ -1,13 +1,15 @@
 """A cluster on one machine: a real redis-server, two agents (`workerctl agent`, each its own host with its own
 data directory, cgroups and sandboxes) and two front ends (`workerctl serve --cluster`), talked to over HTTPS.
 Jobs spread over the hosts; either front end answers about, follows and stops any job; a start may pin a
-host; a host killed outright has its jobs' processes ended and its jobs settled as lost; a host back from a
-lapsed lease ends the jobs settled as lost meanwhile and keeps their records; Redis down is 503."""
+host; a host killed outright has its jobs' processes ended and its jobs settled as lost, by the one agent that
+sweeps, with or without a front end running; a host back from a lapsed lease ends the jobs settled as lost
+meanwhile and keeps their records; Redis down is 503."""
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import threading
 from contextlib import ExitStack, suppress
@@ -28,6 +30,7 @@ from support import (
     start_server,
     wait_none_left,
 )
+from workerctl.store.backends import open_reader
 
 pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
 
@@ -242,6 +245,42 @@ def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: 
             assert (status["status"], status["reason"], status["host"]) == ("error", "host h3 lost", "h3"), status
     finally:
         agent.stop()
+
+
+def test_a_cluster_with_no_front_end_settles_a_lost_host_and_one_agent_sweeps_at_a_time(
+        tmp_path: Path, tls: Tls, users: Users, redis_server: RedisServer) -> None:
+    """Lost hosts are the agents' to sweep, one agent at a time: the first holds the sweep's lock, the second
+    does not sweep. The first killed outright while no front end runs, the second takes the lock once it has
+    lapsed, settles the dead host's running job as lost and takes over its waiting one, which runs there. The
+    records are read from Redis itself: no front end is started again."""
+    url = redis_server.url(prefix=f"sweep-{secrets.token_hex(6)}")
+    sweeping = "sweeping lost hosts for the cluster"
+    with ExitStack() as stack:
+        first = start_agent(tmp_path, url, "s1", "--max-jobs", "1")
+        stack.callback(first.stop)
+        poll_until(lambda: sweeping in first.log(), message="the first agent to take the sweep's lock")
+        second = start_agent(tmp_path, url, "s2")
+        stack.callback(second.stop)
+        front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
+        mark = marker()
+        running = front_end.start(f"sleep {mark}", host="s1")
+        front_end.wait_running(running)
+        waiting = front_end.start("echo taken-over", host="s1")
+        assert front_end.status(waiting)["status"] == "created"
+        front_end.stop()
+        assert sweeping not in second.log(), "both agents sweep"
+
+        first.kill_group()
+        wait_none_left(mark)
+        jobs = open_reader(url)
+        stack.callback(jobs.close)
+        lost = poll_until(lambda: (lambda record: record if record.status.is_final else None)(
+            jobs.get(running, "alice")), timeout=30, message="the lost host's running job to be settled")
+        assert (lost.status.value, lost.reason) == ("error", "host s1 lost"), lost
+        taken = poll_until(lambda: (lambda record: record if record.status.is_final else None)(
+            jobs.get(waiting, "alice")), timeout=30, message="the lost host's waiting job to run elsewhere")
+        assert (taken.status.value, taken.host) == ("finished", "s2"), taken
+        assert sweeping in second.log()
 
 
 def test_a_cluster_on_a_redis_over_tls(tmp_path: Path, tls: Tls, users: Users) -> None:

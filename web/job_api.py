@@ -26,7 +26,7 @@ from workerctl.protocol.jobs import MAX_ANSWER_OUTPUT_BYTES, is_job_id
 from workerctl.protocol.replies import JobDetail, JobList, JobRef
 from workerctl.store.interface import JobReader, JobRecord, OutputChunk
 from workerctl.web.job_view import detail, dropped_marker, summary
-from workerctl.web.supervisor_link import SupervisorLink, changed_within
+from workerctl.web.job_link import JobLink, changed_within
 
 _START_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_MARGIN_SECONDS = 10.0
@@ -37,7 +37,7 @@ Send = Callable[[bytes], Awaitable[None]]
 
 
 class JobApi:
-    def __init__(self, link: SupervisorLink, jobs: JobReader, kill_grace: float) -> None:
+    def __init__(self, link: JobLink, jobs: JobReader, kill_grace: float) -> None:
         self.link = link
         self.jobs = jobs
         self.stop_timeout = kill_grace + _STOP_TIMEOUT_MARGIN_SECONDS

@@ -1,4 +1,5 @@
-"""The front end process's entry point: serve HTTPS on the socket the serve process bound, until SIGTERM."""
+"""The front end's entry points: serve HTTPS on a socket its launcher bound, with the jobs behind a JobLink (a single
+host's supervisor link, or the cluster's link its launcher opens), until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
@@ -15,14 +17,15 @@ from workerctl.server.linux import die_with_parent, raise_open_files_limit
 from workerctl.server.logs import announce, configure_logging
 from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.backends import open_reader
-from workerctl.store.interface import StoreError
+from workerctl.store.interface import JobReader, StoreError
 from workerctl.store.users import UsersFileError
 from workerctl.web.app import build_server, tls_context
 from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
+from workerctl.web.job_link import JobLink
 from workerctl.web.rate_limit import RateLimiter
-from workerctl.web.supervisor_link import JobWatchers, SupervisorLink
+from workerctl.web.supervisor_link import SupervisorLink
 
 log = logging.getLogger(__name__)
 
@@ -31,51 +34,41 @@ _MAX_CONNECTIONS = 10_000
 _SPARE_DESCRIPTORS = 64
 
 
+LinkOpener = Callable[[], tuple[JobLink, JobReader]]
+"""Opens the front end's link to the jobs, and the store it reads them from; StoreError or OSError if either
+cannot be used."""
+
+
 def run_front_end(settings: ServerSettings, listening: socket.socket, link_address: Path, authkey: bytes,
                   parent_pid: int) -> None:
+    """A single host's front end, beside its supervisor at `link_address`, until SIGTERM."""
     configure_logging(settings.log_level)
     die_with_parent(parent_pid)
+    serve_front_end(settings, listening, lambda: (SupervisorLink(link_address, authkey, settings.unavailable_wait),
+                                                  open_reader(settings.data_dir)))
+
+
+def serve_front_end(settings: ServerSettings, listening: socket.socket, open_link: LinkOpener,
+                    alone: bool = False) -> None:
+    """Serve HTTPS on `listening` with the jobs behind `open_link`'s link until SIGTERM, or Ctrl-C if the front
+    end is `alone` in its process (else the serve process decides)."""
     try:
         auth = Authenticator(settings.users)
         tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
-        jobs = open_reader(settings.data_dir)
         audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+        link, jobs = open_link()
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    link = SupervisorLink(link_address, authkey, JobWatchers(), settings.unavailable_wait)
     api = JobApi(link, jobs, settings.kill_grace)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
     server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
                           settings.max_connections_per_client, settings.handshake_timeout)
-    asyncio.run(_serve(server, listening, link))
+    asyncio.run(_serve(server, listening, link, alone))
 
 
-def run_cluster_front_end(settings: ServerSettings, listening: socket.socket) -> None:
-    """A front end of the cluster whose Redis is `settings.cluster`: starts and stops go to its agents over Celery,
-    the rest is read from the shared store. Runs until SIGTERM."""
-    from workerctl.web.cluster_link import ClusterLink
-
-    assert settings.cluster is not None
-    try:
-        auth = Authenticator(settings.users)
-        tls = tls_context(settings.cert, settings.key, settings.client_ca, settings.require_client_cert)
-        audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
-        link = ClusterLink(settings.cluster, JobWatchers(), open_reader(settings.cluster, may_be_down=True),
-                           settings.host_timeout)
-    except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
-        log.critical("the front end cannot start: %s", error)
-        sys.exit(UNUSABLE_SETTINGS_EXIT)
-    api = JobApi(link, link.jobs, settings.kill_grace)  # type: ignore[arg-type]
-    max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
-    server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
-                          settings.max_connections_per_client, settings.handshake_timeout)
-    asyncio.run(_serve(server, listening, link, alone=True))  # type: ignore[arg-type]
-
-
-async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorLink, alone: bool = False) -> None:
-    """Serve until SIGTERM, or Ctrl-C if the front end is `alone` in its process (else the serve process decides)."""
+async def _serve(server: HTTPServer, listening: socket.socket, link: JobLink, alone: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -93,7 +86,7 @@ async def _serve(server: HTTPServer, listening: socket.socket, link: SupervisorL
     maintaining.cancel()
 
 
-async def _accept_when_ready(server: HTTPServer, link: SupervisorLink, listening: socket.socket) -> None:
+async def _accept_when_ready(server: HTTPServer, link: JobLink, listening: socket.socket) -> None:
     """Accept connections once they can be served: until the supervisor is first connected, clients wait in the
     listening socket's backlog rather than get 503 (a cluster's front end answers 503 while Redis is down)."""
     await link.ready()

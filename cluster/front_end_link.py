@@ -1,12 +1,13 @@
-"""A cluster front end's link to the jobs: what SupervisorLink is to a single host's front end, over Celery and
-Redis (server/cluster.py).
+"""A cluster front end's JobLink: what SupervisorLink is to a single host's front end, over Celery and Redis. The
+cluster's launcher (server/cluster_serve.py) opens it and hands it to the front end, which never imports this
+package, Redis or Celery itself.
 
 A start goes to the queue of the host with the most free slots (or of the host it names, or to the shared queue
 when every host is full) and is answered with the reply of that host's supervisor; a stop goes to the queue of
 the job's host. Change events come from the agents over Redis pub/sub and wake long polls and followers, which
-also re-read their job every second in case an event was missed. Every second the link checks Redis and sweeps
-lost hosts: their running jobs are settled as lost, their waiting ones handed to other hosts (AdoptJob). While
-Redis cannot be reached the link is down and every request is answered 503 at once.
+also re-read their job every second in case an event was missed. Every second the link checks Redis; while
+Redis cannot be reached the link is down and every request is answered 503 at once. Lost hosts are the agents'
+to sweep (sweep.py): a front end only reads, places and forwards.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -25,47 +25,36 @@ import redis
 from workerctl.protocol.actions import StartRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.messages import (
-    AdoptJob,
-    JobReply,
-    MalformedMessage,
-    Refusal,
-    StartJob,
-    StopJob,
-    decode,
-    encode,
-)
+from workerctl.cluster.celery_app import START_TASK, STOP_TASK, celery_app
+from workerctl.cluster.hosts import Cluster
+from workerctl.protocol.messages import JobReply, MalformedMessage, Refusal, StartJob, StopJob, decode, encode
 from workerctl.protocol.replies import JobRef
-from workerctl.server.cluster import ADOPT_TASK, START_TASK, STOP_TASK, Cluster, celery_app
-from workerctl.store.interface import JobReader, JobRecord, StoreError
+from workerctl.store.interface import JobReader, StoreError
 from workerctl.store.redis_connection import storing
-from workerctl.web.supervisor_link import JobWatchers
+from workerctl.web.job_link import JobWatchers, job_ref, start_job
 
 log = logging.getLogger(__name__)
 
-_CHECK_SECONDS = 1.0  # how often Redis is checked, lost hosts swept and waiters woken without an event
+_CHECK_SECONDS = 1.0  # how often Redis is checked and waiters woken without an event
 _STOP_MARGIN_SECONDS = 10.0  # past the host's --kill-grace, for a stop's answer
 _READER_THREADS = 16
 
 T = TypeVar("T")
 _STORE_DOWN = "the cluster's job store (Redis) cannot be reached right now; try again in a moment"
-_RESEND_KEY_PREFIX = "workerctl-resend:"
 
 
 class ClusterLink:
-    def __init__(self, location: str, watchers: JobWatchers, reader: JobReader, host_timeout: float) -> None:
+    """The JobLink of a front end of the cluster whose Redis is at `location`, reading jobs with `reader`."""
+
+    def __init__(self, location: str, reader: JobReader) -> None:
         self.cluster = Cluster(location)
         self.celery = celery_app(self.cluster.location)
-        self.watchers = watchers
-        self.host_timeout = host_timeout
+        self.watchers = JobWatchers()
         self.up = asyncio.Event()  # set while Redis answers
         self.jobs = reader
         # Reads have threads of their own: a Redis that hangs holds them, not the checks that find it down.
         self._readers = ThreadPoolExecutor(_READER_THREADS, thread_name_prefix="reads")
         self._checked = asyncio.Event()  # set once Redis has been checked, whether it answered or not
-        self._up_since = 0.0  # the event loop's time when Redis last began to answer
-        self._given_time: set[str] = set()  # lapsed hosts given until --host-timeout after that to renew
-        self._handed_over: dict[str, float] = {}  # lost hosts with waiting jobs: when to hand them over again
 
     async def ready(self) -> None:
         """Return once requests can be answered: with 503 while Redis is down, so after its first check."""
@@ -86,9 +75,7 @@ class ClusterLink:
 
     async def start(self, user: str, request: StartRequest, timeout: float) -> JobRef:
         await self.ensure_up()
-        key = request.idempotency_key or f"{_RESEND_KEY_PREFIX}{secrets.token_urlsafe(16)}"
-        message = StartJob(0, user, request.command, key, request.limits, request.env,
-                           request.labels)
+        message = start_job(user, request)
         if request.host is not None:
             if request.host not in await self._blocking(self.cluster.live_hosts):
                 raise ApiError(ErrorKind.BAD_REQUEST, f"no host {request.host} is in the cluster now")
@@ -163,7 +150,7 @@ class ClusterLink:
             raise ApiError(ErrorKind.UNAVAILABLE, _STORE_DOWN) from None
 
     async def maintain(self) -> None:
-        """Follow the agents' change events, check Redis and sweep lost hosts, for as long as the front end runs."""
+        """Follow the agents' change events and check Redis, for as long as the front end runs."""
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._follow_changes, args=(loop,), name="changes", daemon=True).start()
         while True:
@@ -171,9 +158,7 @@ class ClusterLink:
                 await loop.run_in_executor(None, self._ping)
                 if not self.up.is_set():
                     log.info("the cluster's Redis answers")
-                    self._up_since = loop.time()
                 self.up.set()
-                await self._sweep(await loop.run_in_executor(None, self.cluster.lapsed_hosts))
             except StoreError as error:
                 if self.up.is_set() or not self._checked.is_set():
                     log.warning("%s; answering 503 until it can", error)
@@ -181,46 +166,6 @@ class ClusterLink:
             self._checked.set()
             self.watchers.notify_all()
             await asyncio.sleep(_CHECK_SECONDS)
-
-    async def _sweep(self, lapsed: list[str]) -> None:
-        """Settle the jobs of the hosts whose lease lapsed, once Redis has answered for --host-timeout: a lease
-        that lapsed while Redis was down, or before this front end watched, may be a live agent's that has
-        not been able to renew it yet."""
-        waited = asyncio.get_running_loop().time() - self._up_since
-        if waited < self.host_timeout:
-            for name in set(lapsed) - self._given_time:
-                log.info("host %s holds no lease; it is lost unless it renews it within %g s", name,
-                         self.host_timeout - waited)
-            self._given_time.update(lapsed)
-            return
-        self._given_time.clear()
-        loop = asyncio.get_running_loop()
-        for name in lapsed:
-            waiting = await loop.run_in_executor(None, self.cluster.settle_lost_host, name)
-            if not waiting:
-                self._handed_over.pop(name, None)
-            elif loop.time() >= self._handed_over.get(name, 0.0):
-                # Again after --host-timeout while any still waits: a request may reach a host that dies too
-                # (and expires unanswered meanwhile).
-                try:
-                    if await loop.run_in_executor(None, self._hand_over, name, waiting):
-                        self._handed_over[name] = loop.time() + self.host_timeout
-                except Exception as error:  # Celery's and kombu's own connection errors; tried at the next sweep
-                    log.warning("cannot hand host %s's waiting jobs over: %s", name, error)
-
-    def _hand_over(self, name: str, waiting: list[JobRecord]) -> bool:
-        """Ask other hosts to take over the jobs that wait on lost host `name`, placed as new jobs are; False if
-        no host is there to ask. A job goes to one of them only (the store's adopt is guarded), and never runs on
-        the lost host after."""
-        hosts = self.cluster.live_hosts()
-        if not hosts:
-            return False
-        log.warning("host %s lost: handing its %d waiting jobs to other hosts", name, len(waiting))
-        for record, queue in zip(waiting, self.cluster.place(len(waiting), hosts)):
-            message = AdoptJob(0, record.owner, record.id, name)
-            self.celery.send_task(ADOPT_TASK, args=[encode(message).decode()], queue=queue, ignore_result=True,
-                                  expires=self.host_timeout)
-        return True
 
     def _ping(self) -> None:
         with storing("reach the cluster's Redis", self.cluster.location.where):
@@ -247,8 +192,6 @@ def _job_ref(text: str) -> JobRef:
         reply = decode(text.encode())
     except MalformedMessage:
         reply = None
-    if isinstance(reply, Refusal):
-        raise reply.error()
-    if not isinstance(reply, JobReply):
+    if not isinstance(reply, JobReply | Refusal):
         raise ApiError(ErrorKind.UNAVAILABLE, "a host of the cluster answered something else")
-    return JobRef(reply.job_id, reply.status)
+    return job_ref(reply)

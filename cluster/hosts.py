@@ -1,19 +1,14 @@
-"""What the front ends and the agents of a cluster share besides the store: the Celery app that carries start and
-stop requests to the agents, the agents' leases, placement, and the sweep that settles a lost host's jobs.
-
-Celery only carries messages: a task's argument is a supervisor request (protocol/messages.py, as JSON) and its
-result the supervisor's reply. Each agent consumes its own queue and the shared one (a thread per message, each
-taking one at a time), and acknowledges a message when it takes it (never `acks_late`: a redelivered start would
-run a command twice); a request not taken before its sender stops waiting expires unrun. Celery never signals a
-job: every process is the agent's supervisor's to control.
+"""A cluster's hosts as its Redis holds them, for its front ends and its agents: the agents' leases, placement,
+the change events, and settling a lost host's jobs (which the agents' sweep, sweep.py, decides).
 
 Keys, beside the store's and under the same prefix:
 
     host:<name>    the agent's lease: JSON of its holder (one run of the agent), --max-jobs and --kill-grace,
                    expiring `--host-timeout` after its last renewal; only its holder renews or deletes it
     hosts          set: every agent that has held a lease and whose jobs are not yet settled as lost
+    sweeper        the lock of the agent that sweeps lost hosts now (redis-py's Lock: a token, with a TTL)
     changed        pub/sub channel: job IDs (JSON list) whose record or output an agent's supervisor changed
-    celery:…       Celery's queues and results
+    celery:…       Celery's queues and results (celery_app.py)
 """
 
 from __future__ import annotations
@@ -31,11 +26,8 @@ from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect, 
 
 log = logging.getLogger(__name__)
 
-START_TASK = "workerctl.start"
-STOP_TASK = "workerctl.stop"
-ADOPT_TASK = "workerctl.adopt"
 LEASE_RENEWAL_SECONDS = 2.0
-_SWEEPER_OUTPUT_BYTES = 1024 * 1024  # the sweeper writes no output; the writer needs a cap all the same
+_WRITER_OUTPUT_BYTES = 1024 * 1024  # this writer writes no output; it needs a cap all the same
 
 
 # Renew lease KEYS[1] as ARGV[2] for holder ARGV[1], for ARGV[3] ms, and add host ARGV[4] to the hosts (KEYS[2]),
@@ -72,6 +64,10 @@ class ClusterKeys:
     def changed(self) -> str:
         return f"{self.prefix}:changed"
 
+    @property
+    def sweeper(self) -> str:
+        return f"{self.prefix}:sweeper"
+
     def lease(self, name: str) -> str:
         return f"{self.prefix}:host:{name}"
 
@@ -83,32 +79,8 @@ class ClusterKeys:
         return f"{self.prefix}.host.{name}"
 
 
-def celery_app(location: RedisLocation) -> Any:
-    """The Celery app on the cluster's Redis: JSON only, no retries of a publish, early acknowledgement, and a
-    broker connection that comes back within a second of Redis (celery_connection.py)."""
-    from celery import Celery
-    from workerctl.server.celery_connection import QuickReconnectingAMQP
-
-    options = {"global_keyprefix": f"{location.prefix}:celery:", "socket_timeout": 2.0,
-               "socket_connect_timeout": 1.0}
-    url = location.url
-    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:  # Celery's result backend insists on it
-        url += f"{'&' if '?' in url else '?'}ssl_cert_reqs=required"
-    app = Celery("workerctl", broker=url, backend=url, set_as_current=False, amqp=QuickReconnectingAMQP)
-    app.conf.update(
-        broker_connection_max_retries=None,  # a relay waits for Redis for as long as it is down
-        task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
-        task_acks_late=False, worker_prefetch_multiplier=1, task_publish_retry=False,
-        broker_transport_options=options, result_backend_transport_options=options, result_expires=60,
-        broker_connection_retry_on_startup=True, worker_hijack_root_logger=False, worker_send_task_events=False,
-        task_default_queue=ClusterKeys(location.prefix).shared_queue, worker_enable_remote_control=False,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
-    )
-    return app
-
-
 class Cluster:
-    """One process's view of the cluster's hosts: leases, placement and the lost-host sweep."""
+    """One process's view of the cluster's hosts: leases, placement, and settling lost hosts."""
 
     def __init__(self, location_text: str) -> None:
         self.location_text = location_text
@@ -116,7 +88,7 @@ class Cluster:
         self.keys = ClusterKeys(self.location.prefix)
         self.store_keys = RedisKeys(self.location.prefix)
         self.client = connect(self.location)
-        self._sweeper: Any = None
+        self._job_writer: Any = None
 
     def renew_lease(self, name: str, holder: str, max_jobs: int, kill_grace: float, host_timeout: float) -> str | None:
         """Renew the host's lease for `holder` (one run of its agent), unless another holds it; who held it until
@@ -197,8 +169,8 @@ class Cluster:
     def settle_lost_host(self, name: str) -> list[JobRecord]:
         """Settle the running jobs of a host whose lease has lapsed as `error`, "host NAME lost"; the jobs that
         wait on it (created, never started: a job is recorded as running before it starts), for other hosts to
-        take over. Any process may, and several may at once: they write the same. The host is forgotten once
-        none of its jobs waits."""
+        take over. The agents' sweep does, one agent at a time (sweep.py); two at once would write the same. The
+        host is forgotten once none of its jobs waits."""
         writer = self._writer()
         writer.host = name
         unsettled = writer.unsettled()
@@ -232,12 +204,12 @@ class Cluster:
                 pass
 
     def _writer(self) -> Any:
-        if self._sweeper is None:
+        if self._job_writer is None:
             from workerctl.store.redis_store import RedisJobWriter
-            self._sweeper = RedisJobWriter(self.location_text, OutputLimits.for_cap(_SWEEPER_OUTPUT_BYTES))
-        return self._sweeper
+            self._job_writer = RedisJobWriter(self.location_text, OutputLimits.for_cap(_WRITER_OUTPUT_BYTES))
+        return self._job_writer
 
     def close(self) -> None:
         self.client.close()
-        if self._sweeper is not None:
-            self._sweeper.close()
+        if self._job_writer is not None:
+            self._job_writer.close()
