@@ -10,7 +10,6 @@ taking one message at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -23,6 +22,7 @@ import warnings
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 
+import msgspec
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import (
     AdoptJob,
@@ -85,7 +85,7 @@ class RelayLink:
         try:
             with self._send_lock:
                 assert self._connection is not None
-                self._connection.send_bytes(encode(dataclasses.replace(message, request_id=request_id)))
+                self._connection.send_bytes(encode(msgspec.structs.replace(message, request_id=request_id)))
             reply = answer.get(timeout=_ANSWER_SECONDS)
         except (OSError, AssertionError, queue.Empty):
             reply = None

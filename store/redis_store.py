@@ -49,6 +49,8 @@ from workerctl.store.interface import (
     OutputWriteError,
     StoreError,
     StoreUnreachable,
+    limit_columns,
+    limits_from_columns,
     now,
 )
 from workerctl.store.layout import RESERVE_BYTES
@@ -58,7 +60,7 @@ from workerctl.store.redis_output import HeldBack, OutputHeldBack, RedisOutputSi
 
 log = logging.getLogger(__name__)
 
-_FIELDS = [field.name for field in fields(JobRecord)]
+_FIELDS = [field.name for field in fields(JobRecord) if field.name != "limits"]  # kept as columns, as before
 _UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
 _LIST_PAGE = 200  # records read per round trip when a filter leaves some out
 _COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
@@ -112,7 +114,7 @@ _QueuedWrite = Callable[[Pipeline, dict[str, int]], None]
 
 
 def _encode(record: JobRecord) -> str:
-    values = {name: getattr(record, name) for name in _FIELDS}
+    values = {**{name: getattr(record, name) for name in _FIELDS}, **limit_columns(record.limits)}
     values["labels"] = list(record.labels)
     # ASCII: a command holding a lone surrogate (JSON allows "\ud800") is still stored, as JSON escapes it.
     return json.dumps(values, separators=(",", ":"))
@@ -120,7 +122,8 @@ def _encode(record: JobRecord) -> str:
 
 def _decode(text: bytes | str) -> JobRecord:
     values = json.loads(text)
-    record = JobRecord(**{name: values[name] for name in _FIELDS if name in values})
+    record = JobRecord(**{name: values[name] for name in _FIELDS if name in values},
+                       limits=limits_from_columns(values))
     record.status = JobStatus(record.status)
     record.labels = tuple(record.labels)
     return record
