@@ -20,6 +20,7 @@ _ERROR_PATH = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_KEYS = "<names>"  # the step into a dict's keys (msgspec's "`key` in `$.env`")
 
 
 def rule(must: str, **constraints: Any) -> Meta:
@@ -51,6 +52,7 @@ class FieldInfo(NamedTuple):
 
 
 def fields_of(cls: type) -> tuple[FieldInfo, ...]:
+    """The fields of a Struct, in order, with the help their declarations give."""
     return tuple(FieldInfo(field.name, field.encode_name, _help(field.type), field.required,
                            None if field.required else field.default)
                  for field in msgspec.inspect.type_info(cls).fields)  # type: ignore[attr-defined]
@@ -82,8 +84,6 @@ def refusal(cls: type, error: msgspec.ValidationError) -> str:
     where = _shown_path(steps)
     return f"{where} must {must}" if must else f"{where or 'the request'} is not valid: {what}"
 
-
-_KEYS = "<names>"
 
 
 def _shown_path(steps: list[str]) -> str:
