@@ -8,13 +8,13 @@ A requester hands `send` where its reply goes; how it waits, and whether it send
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 
+import msgspec
 from workerctl.protocol.messages import FenceJobs, JobReply, JobsChanged, Refusal, Reply, SupervisorClosing, encode
 from workerctl.server.link import LinkRequest, dispatch, read_available, tune_link_socket
 
@@ -63,7 +63,7 @@ class LinkClient:
             request_id = next(self._ids)
             self._pending[request_id] = deliver
             try:
-                self.connection.send_bytes(encode(dataclasses.replace(request, request_id=request_id)))
+                self.connection.send_bytes(encode(msgspec.structs.replace(request, request_id=request_id)))
             except OSError:
                 del self._pending[request_id]
                 raise

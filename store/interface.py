@@ -8,10 +8,13 @@ types in every back end.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import msgspec
 from workerctl.protocol.jobs import JobStatus, check_transition
+from workerctl.protocol.limits import JobLimits
 
 
 @dataclass
@@ -30,11 +33,8 @@ class JobRecord:
     ended_at: float | None = None
     idempotency_key: str | None = None
     output_bytes: int = 0
-    # The limits it runs under (none recorded for jobs of versions before limits).
-    timeout_seconds: float | None = None
-    memory_bytes: int | None = None
-    cpus: float | None = None
-    processes: int | None = None
+    # The limits it runs under, every one set (none recorded for jobs of versions before limits).
+    limits: JobLimits | None = None
     # What it used: live while it runs, final once it has ended.
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
@@ -58,6 +58,22 @@ class JobRecord:
         self.status = new
         for name, value in changes.items():
             setattr(self, name, value)
+
+
+LIMIT_COLUMNS = tuple(limit.name for limit in msgspec.structs.fields(JobLimits))
+"""How every back end keeps a record's limits: a column (or key) each, as records of earlier versions have them."""
+
+
+def limit_columns(limits: JobLimits | None) -> dict[str, Any]:
+    """A record's limits as the columns that keep them."""
+    return {name: getattr(limits, name) if limits is not None else None for name in LIMIT_COLUMNS}
+
+
+def limits_from_columns(values: Mapping[str, Any]) -> JobLimits | None:
+    """A record's limits from the columns that keep them; None for a job of a version before limits."""
+    if values.get("timeout_seconds") is None:
+        return None
+    return JobLimits(**{name: values.get(name) for name in LIMIT_COLUMNS})
 
 
 def now() -> float:

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from workerctl.protocol.jobs import FINAL_STATUSES, JobStatus, stored_before
-from workerctl.store.interface import JobRecord, StoreError
+from workerctl.store.interface import (
+    LIMIT_COLUMNS,
+    JobRecord,
+    StoreError,
+    limit_columns,
+    limits_from_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_key ON jobs (owner, idempotency_key)
 _ADDED_COLUMNS = {"timeout_seconds": "REAL", "memory_bytes": "INTEGER", "cpus": "REAL", "processes": "INTEGER",
                   "cpu_seconds": "REAL", "peak_memory_bytes": "INTEGER", "env": "TEXT", "labels": "TEXT"}
 _JSON_COLUMNS = {"env": dict, "labels": tuple}  # kept as JSON text
-_COLUMNS = [field.name for field in fields(JobRecord) if field.name != "host"]  # one host: host is the last field
+_FIELDS = [field.name for field in fields(JobRecord) if field.name not in ("host", "limits")]  # one host: no host
+_COLUMNS = [*_FIELDS, *LIMIT_COLUMNS]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{name}' for name in _COLUMNS)})"
 # A save checks the move against the stored status, as the Redis back end's does: never from a final one.
@@ -72,11 +79,11 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     for name, kind in _JSON_COLUMNS.items():
         text = values[name]
         values[name] = kind(json.loads(text)) if text else kind()
-    return JobRecord(**values)
+    return JobRecord(**{name: values[name] for name in _FIELDS}, limits=limits_from_columns(values))
 
 
 def _values(record: JobRecord) -> dict[str, Any]:
-    values = {name: getattr(record, name) for name in _COLUMNS}
+    values = {**{name: getattr(record, name) for name in _FIELDS}, **limit_columns(record.limits)}
     for name in _JSON_COLUMNS:
         values[name] = json.dumps(values[name], ensure_ascii=False) if values[name] else None
     return values

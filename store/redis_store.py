@@ -49,6 +49,8 @@ from workerctl.store.interface import (
     OutputWriteError,
     StoreError,
     StoreUnreachable,
+    limit_columns,
+    limits_from_columns,
 )
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
@@ -57,7 +59,7 @@ from workerctl.store.redis_output import HeldBack, OutputHeldBack, RedisOutputSi
 
 log = logging.getLogger(__name__)
 
-_FIELDS = [field.name for field in fields(JobRecord)]
+_FIELDS = [field.name for field in fields(JobRecord) if field.name != "limits"]  # kept as columns, as before
 _UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
 # For the guarded save: the stored statuses a record may have when it is saved with each status, as ",a,b,".
 _STORED_BEFORE = {status: f",{','.join(sorted(stored_before(status)))}," for status in JobStatus}
@@ -113,7 +115,7 @@ _QueuedWrite = Callable[[Pipeline, dict[str, int]], None]
 
 
 def _encode(record: JobRecord) -> str:
-    values = {name: getattr(record, name) for name in _FIELDS}
+    values = {**{name: getattr(record, name) for name in _FIELDS}, **limit_columns(record.limits)}
     values["labels"] = list(record.labels)
     # ASCII: a command holding a lone surrogate (JSON allows "\ud800") is still stored, as JSON escapes it.
     return json.dumps(values, separators=(",", ":"))
@@ -123,7 +125,7 @@ def _decode(text: bytes | str) -> JobRecord:
     values = json.loads(text)
     values["status"] = JobStatus(values["status"])
     values["labels"] = tuple(values.get("labels", ()))
-    return JobRecord(**{name: values[name] for name in _FIELDS if name in values})
+    return JobRecord(**{name: values[name] for name in _FIELDS if name in values}, limits=limits_from_columns(values))
 
 
 class _RedisStore:

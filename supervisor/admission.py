@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus, new_job_id
+from workerctl.protocol.limits import JobLimits
 from workerctl.protocol.messages import StartJob
 from workerctl.store.interface import JobRecord, now
-from workerctl.supervisor.limits import JobLimits
 from workerctl.supervisor.pool import JobPool
 
 FindByKey = Callable[[str, str], JobRecord | None]
@@ -33,9 +32,9 @@ class LimitsPolicy:
     cpus: float
     processes: int
 
-    def resolve(self, asked: LimitsRequest | None) -> JobLimits:
-        """The job's limits; a BAD_REQUEST ApiError if it asks for more than the server allows."""
-        asked = asked or LimitsRequest()
+    def resolve(self, asked: JobLimits | None) -> JobLimits:
+        """The job's limits, every one set; a BAD_REQUEST ApiError if it asks for more than the server allows."""
+        asked = asked or JobLimits()
         for name, value, most, flag in (
                 ("timeoutSeconds", asked.timeout_seconds, self.longest_timeout_seconds, "max-job-timeout"),
                 ("memoryBytes", asked.memory_bytes, self.memory_bytes, "job-memory"),
@@ -50,10 +49,10 @@ class LimitsPolicy:
     def bring_within(self, record: JobRecord) -> None:
         """Bring the limits of a job another host admitted (and this one takes over) within this host's: none
         above what a start may ask for here, and this host's processes."""
-        record.timeout_seconds = min(record.timeout_seconds or self.timeout_seconds, self.longest_timeout_seconds)
-        record.memory_bytes = min(record.memory_bytes or self.memory_bytes, self.memory_bytes)
-        record.cpus = min(record.cpus or self.cpus, self.cpus)
-        record.processes = self.processes
+        admitted = record.limits or JobLimits()
+        record.limits = JobLimits(min(admitted.timeout_seconds or self.timeout_seconds, self.longest_timeout_seconds),
+                                  min(admitted.memory_bytes or self.memory_bytes, self.memory_bytes),
+                                  min(admitted.cpus or self.cpus, self.cpus), self.processes)
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,7 @@ class Admission:
                     continue
                 queued[request.user] += 1
                 record = JobRecord(new_job_id(), request.user, request.command, JobStatus.CREATED, now(),
-                                   idempotency_key=request.idempotency_key, timeout_seconds=limits.timeout_seconds,
-                                   memory_bytes=limits.memory_bytes, cpus=limits.cpus, processes=limits.processes,
+                                   idempotency_key=request.idempotency_key, limits=limits,
                                    env=dict(request.env or {}), labels=request.labels)
                 if key:
                     by_key[key] = record

@@ -22,11 +22,11 @@ from enum import Enum
 from pathlib import Path
 
 from workerctl.protocol.jobs import JobStatus, signal_name
+from workerctl.protocol.limits import JobLimits
 from workerctl.store.interface import JobRecord, OutputSink
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import Exit
-from workerctl.supervisor.limits import JobLimits
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,9 @@ class Job:
 
     @property
     def limits(self) -> JobLimits:
-        record = self.record
-        assert record.timeout_seconds is not None and record.memory_bytes is not None and record.cpus is not None \
-            and record.processes is not None, "a job admitted by this version has its limits recorded"
-        return JobLimits(record.timeout_seconds, record.memory_bytes, record.cpus, record.processes)
+        limits = self.record.limits
+        assert limits is not None and limits.complete, "a job admitted by this version has its limits recorded"
+        return limits
 
     @property
     def main_unreaped(self) -> bool:

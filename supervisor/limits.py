@@ -22,6 +22,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from workerctl.protocol.limits import JobLimits
+
 log = logging.getLogger(__name__)
 
 CFS_PERIOD_US = 100_000
@@ -29,14 +31,6 @@ JOBS_CPU_SHARES = 256  # of a task's 1024
 JOBS_CPU_WEIGHT = 25  # of a cgroup's 100
 _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 _V2_CONTROLLERS = ("memory", "cpu", "pids")
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    timeout_seconds: float
-    memory_bytes: int
-    cpus: float
-    processes: int
 
 
 @dataclass(frozen=True)

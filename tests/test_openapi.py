@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 from support import Server
-from workerctl.protocol.actions import check_text
+from workerctl.protocol.actions import parse_request
 from workerctl.protocol.errors import ApiError
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -60,7 +60,7 @@ def harmless(body: Any) -> None:
         del body["token"]
     command = body.get("command")
     try:
-        check_text("command", command)
+        parse_request({"action": "start", "command": command})
     except ApiError:
         return
     body["command"] = HARMLESS

@@ -40,8 +40,12 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")  # JSON is never to be taken for a page or a script
 
     def _finish_json(self, answer: dict[str, Any]) -> None:
+        self._finish_encoded(json.dumps(answer, ensure_ascii=False).encode())
+
+    def _finish_encoded(self, answer: bytes) -> None:
+        """Answer with a JSON text already encoded (as UTF-8)."""
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+        self.finish(answer + b"\n")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]

@@ -10,13 +10,13 @@ import asyncio
 import logging
 from asyncio import Future
 
+import msgspec
 import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
 from workerctl.protocol.actions import ACTIONS, Request, parse_body, parse_request
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import MAX_BODY_BYTES, is_job_id
-from workerctl.protocol.wire import to_wire
 from workerctl.web.answers import JsonHandler
 from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
@@ -112,9 +112,9 @@ class ApiHandler(JsonHandler):
         if request.answer is None:
             await self._stream(user, request)
         else:
-            answer = to_wire(await self.api.answer(user, request))
-            self.log_job = self.log_job or answer.get("jobID")
-            self._finish_json(answer)
+            answer = await self.api.answer(user, request)
+            self.log_job = self.log_job or getattr(answer, "job_id", None)
+            self._finish_encoded(msgspec.json.encode(answer))
 
     async def _stream(self, user: str, request: Request) -> None:
         async def send(data: bytes) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from workerctl.protocol.jobs import signal_name
-from workerctl.protocol.replies import JobDetail, JobLimits, JobSummary, JobUsage
+from workerctl.protocol.replies import JobDetail, JobSummary, JobUsage
 from workerctl.store.interface import JobRecord, OutputChunk
 
 
@@ -38,8 +38,7 @@ def _summary_fields(record: JobRecord) -> dict[str, Any]:
         "created_at": timestamp(record.created_at),
         "started_at": timestamp(record.started_at),
         "ended_at": timestamp(record.ended_at),
-        "limits": None if record.timeout_seconds is None else JobLimits(
-            record.timeout_seconds, record.memory_bytes, record.cpus, record.processes),
+        "limits": record.limits,
         "usage": None if record.cpu_seconds is None and record.peak_memory_bytes is None else JobUsage(
             record.cpu_seconds, record.peak_memory_bytes),
         "labels": record.labels,

@@ -5,68 +5,55 @@ job (`JobReply`) or a refusal (`Refusal`, an error kind and a sentence), and tel
 changed (`JobsChanged`) so it can wake whoever waits on them. An agent's relay also tells it now and then to fence
 itself (`FenceJobs`), and passes on a cluster front end's request to take over a job that waits on a lost host
 (`AdoptJob`). On the wire each message is one JSON object
-whose `type` names it: plain data, never pickle.
+whose `type` names it (a msgspec tagged union, declared as fields.py says): plain data, never pickle.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, ClassVar
-
-from workerctl.protocol.actions import LimitsRequest
+import msgspec
+from msgspec import Struct
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.wire import from_wire, to_wire
+from workerctl.protocol.limits import JobLimits
 
 
-@dataclass(frozen=True)
-class StartJob:
-    type: ClassVar[str] = "start"
+class StartJob(Struct, frozen=True, tag="start"):
     request_id: int
     user: str
     command: str
     idempotency_key: str | None = None
-    limits: LimitsRequest | None = None
+    limits: JobLimits | None = None
     env: dict[str, str] | None = None
     labels: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class StopJob:
-    type: ClassVar[str] = "stop"
+class StopJob(Struct, frozen=True, tag="stop"):
     request_id: int
     user: str
     job_id: str
 
 
-@dataclass(frozen=True)
-class AdoptJob:
+class AdoptJob(Struct, frozen=True, tag="adopt"):
     """From a cluster's front end: take over job `job_id` of `user`, created on host `from_host` (lost since)
     and not started there, and run it here as if it had been started here."""
 
-    type: ClassVar[str] = "adopt"
     request_id: int
     user: str
     job_id: str
     from_host: str
 
 
-@dataclass(frozen=True)
-class JobReply:
+class JobReply(Struct, frozen=True, tag="job"):
     """The job a request started or stopped, and its status now."""
 
-    type: ClassVar[str] = "job"
     request_id: int
     job_id: str
     status: JobStatus
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(Struct, frozen=True, tag="refusal"):
     """The supervisor could not do what a request asked."""
 
-    type: ClassVar[str] = "refusal"
     request_id: int
     kind: ErrorKind
     message: str
@@ -79,36 +66,28 @@ class Refusal:
         return ApiError(self.kind, self.message)
 
 
-@dataclass(frozen=True)
-class JobsChanged:
+class JobsChanged(Struct, frozen=True, tag="changed"):
     """These jobs changed status or wrote output; the change is committed to the store already."""
 
-    type: ClassVar[str] = "changed"
     job_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class SupervisorClosing:
+class SupervisorClosing(Struct, frozen=True, tag="closing"):
     """The supervisor is shutting down with the server: it takes no more requests and will not come back."""
 
-    type: ClassVar[str] = "closing"
 
-
-@dataclass(frozen=True)
-class FenceJobs:
+class FenceJobs(Struct, frozen=True, tag="fence"):
     """From an agent's relay, each time it has renewed its host's lease: end every job whose record is no longer
     this host's unfinished job. A host whose lease lapsed had its jobs settled as lost, and they must not run on;
     nothing is answered."""
-
-    type: ClassVar[str] = "fence"
 
 
 SupervisorRequest = StartJob | StopJob
 Reply = JobReply | Refusal
 Message = StartJob | StopJob | AdoptJob | JobReply | Refusal | JobsChanged | SupervisorClosing | FenceJobs
 
-_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (StartJob, StopJob, AdoptJob, JobReply, Refusal,
-                                                              JobsChanged, SupervisorClosing, FenceJobs)}
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Message)
 
 
 class MalformedMessage(ValueError):
@@ -116,13 +95,12 @@ class MalformedMessage(ValueError):
 
 
 def encode(message: Message) -> bytes:
-    return json.dumps({"type": message.type, **to_wire(message)}, separators=(",", ":")).encode()
+    return _ENCODER.encode(message)
 
 
 def decode(data: bytes) -> Message:
     """The message in `data`; MalformedMessage if there is none."""
     try:
-        fields: dict[str, Any] = json.loads(data)
-        return from_wire(_TYPES[fields["type"]], fields)
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise MalformedMessage(f"not a link message ({type(error).__name__}: {error}): {data[:200]!r}") from None
+        return _DECODER.decode(data)
+    except msgspec.DecodeError as error:  # ValidationError too
+        raise MalformedMessage(f"not a link message ({error}): {data[:200]!r}") from None

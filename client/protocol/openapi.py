@@ -1,83 +1,32 @@
-"""The API's OpenAPI 3.1 document, made from the action table and the replies' dataclasses: a request schema per
-action (its fields' wire names, help and defaults from the table, their bounds from what their checks accept), a
-schema per reply (from its type hints), the job statuses, and the errors. Which HTTP status each error kind gets
-is the HTTP edge's choice, so the caller (`web/`) gives it, with the statuses the HTTP server answers itself.
+"""The API's OpenAPI 3.1 document, made from the action table and the replies' Structs: msgspec gives every schema
+from the fields' declarations (their JSON names, constraints, help and defaults), and this module adds what the
+protocol says beyond them: a request's `action` and `token`, optional fields that may be null, the limits a start
+may ask for, and answers that spell out every field. Which HTTP status each error kind gets is the HTTP edge's
+choice, so the caller (`web/`) gives it, with the statuses the HTTP server answers itself.
 
 The command line never imports this module: it reads the table, not the document.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
-import typing
 from collections import defaultdict
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
-from workerctl.protocol.actions import (
-    ACTIONS,
-    ENV_NAME,
-    HOST_NAME,
-    LABEL_TEXT,
-    MAX_ENV_VARIABLES,
-    MAX_KEY_LENGTH,
-    MAX_LABEL_LENGTH,
-    MAX_LABELS,
-    MAX_LIST_LIMIT,
-    RESERVED_ENV_PREFIX,
-    Check,
-    LimitsRequest,
-    Request,
-    answer_type,
-    api_fields,
-    check_env,
-    check_flag,
-    check_host_name,
-    check_key,
-    check_label,
-    check_labels,
-    check_limit,
-    check_limits,
-    check_offset,
-    check_status,
-    check_text,
-    check_wait,
-)
+import msgspec
+from workerctl.protocol.actions import ACTIONS, Request, answer_type, api_fields
 from workerctl.protocol.errors import ErrorKind
-from workerctl.protocol.jobs import MAX_BODY_BYTES, MAX_WAIT_SECONDS, JobStatus
+from workerctl.protocol.jobs import MAX_BODY_BYTES, JobStatus
+from workerctl.protocol.limits import JobLimits
 
 _COMPONENT = "#/components/schemas/"
-_NO_NUL = "^[^\\x00]*$"
-_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_ASKED_LIMITS = "LimitsRequest"
 
 
-def _ref(cls: type) -> dict[str, Any]:
-    return {"$ref": _COMPONENT + cls.__name__}
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _COMPONENT + name}
 
-
-_LABEL = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH, "pattern": f"^{LABEL_TEXT.pattern}$"}
-
-
-_ACCEPTED: dict[Check, dict[str, Any]] = {
-    check_text: {"type": "string", "minLength": 1, "pattern": _NO_NUL},
-    check_key: {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": _NO_NUL},
-    check_host_name: {"type": "string", "pattern": f"^{HOST_NAME.pattern}$"},
-    check_offset: {"type": "integer", "minimum": 0},
-    check_wait: {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
-    check_limit: {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
-    check_status: _ref(JobStatus),
-    check_flag: {"type": "boolean"},
-    check_limits: _ref(LimitsRequest),
-    check_label: _LABEL,
-    check_labels: {"type": "array", "items": _LABEL, "maxItems": MAX_LABELS},
-    check_env: {"type": "object", "maxProperties": MAX_ENV_VARIABLES,
-                "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$",
-                                  "not": {"pattern": f"^{RESERVED_ENV_PREFIX}"}},
-                "additionalProperties": {"type": "string", "pattern": _NO_NUL}},
-}
-"""What each check of the action table lets through, as JSON Schema; a check missing here is a KeyError."""
 
 _TOKEN = {"type": ["string", "null"], "description": "the caller's token, unless it comes in an `Authorization: "
           "Bearer` header (if both come, they must be the same)"}
@@ -88,7 +37,7 @@ _ERROR = {
     "properties": {"error": {"type": "string", "description": "one sentence saying what went wrong"}},
     "additionalProperties": False,
 }
-_ERROR_REF = {"$ref": _COMPONENT + "Error"}
+_ERROR_REF = _ref("Error")
 _SECURITY_SCHEMES = {
     "bearerToken": {"type": "http", "scheme": "bearer", "description": "The user's token from the users file. "
                     "It may come in the request body's `token` field instead."},
@@ -99,73 +48,71 @@ _SECURITY_SCHEMES = {
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` or null."""
-    if isinstance(schema.get("type"), str):
-        return {**schema, "type": [schema["type"], "null"]}
+    if any(branch == {"type": "null"} for branch in schema.get("anyOf", ())):
+        return schema
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _description(cls: type) -> str:
-    """The class's docstring on one line."""
-    return " ".join((cls.__doc__ or "").split())
+def _without(schema: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in schema.items() if key not in keys}
 
 
-class _Components:
-    """The document's named schemas, each added the first time a schema refers to it."""
+def _request(request: type[Request], schema: dict[str, Any]) -> dict[str, Any]:
+    """An action's request: exactly its fields and the token; an optional field may be null, as not given; the
+    limits are those a start may ask for. Each field's help and default stand beside its schema."""
+    properties: dict[str, Any] = {"action": {"const": request.action.value}, "token": _TOKEN}
+    for field in api_fields(request):
+        accepted = _asked_limits(_bare(schema["properties"][field.name]))
+        if field.required:
+            properties[field.name] = {**accepted, "description": field.help}
+        else:
+            properties[field.name] = {**_nullable(accepted), "description": field.help,
+                                      "default": msgspec.to_builtins(field.default)}
+    return {**schema, "required": ["action", *schema["required"]], "properties": properties}
 
-    def __init__(self) -> None:
-        self.schemas: dict[str, dict[str, Any]] = {"Error": _ERROR}
 
-    def named(self, cls: type) -> dict[str, Any]:
-        """A reference to the schema of an enum or a reply's dataclass, adding that schema if new."""
-        if cls.__name__ not in self.schemas:
-            self.schemas[cls.__name__] = self._enum(cls) if issubclass(cls, Enum) else self._reply(cls)
-        return _ref(cls)
+def _bare(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without its help and default, in whichever branch msgspec put them."""
+    if "anyOf" in schema:
+        schema = {**schema, "anyOf": [_bare(branch) for branch in schema["anyOf"]]}
+    return _without(schema, "description", "default")
 
-    def of(self, hint: Any) -> dict[str, Any]:
-        """The schema of a field's type hint: a plain type, an enum, a dataclass, a tuple of them, or one or None."""
-        arguments = typing.get_args(hint)
-        if type(None) in arguments:
-            (inner,) = (argument for argument in arguments if argument is not type(None))
-            return _nullable(self.of(inner))
-        if typing.get_origin(hint) is tuple:
-            return {"type": "array", "items": self.of(arguments[0])}
-        if typing.get_origin(hint) is dict:
-            return {"type": "object", "additionalProperties": self.of(arguments[1])}
-        if isinstance(hint, type) and (issubclass(hint, Enum) or dataclasses.is_dataclass(hint)):
-            return self.named(hint)
-        return {"type": _JSON_TYPES[hint]}
 
-    def _enum(self, cls: type[Enum]) -> dict[str, Any]:
-        return {"type": "string", "description": _description(cls), "enum": [member.value for member in cls]}
+def _asked_limits(schema: dict[str, Any]) -> dict[str, Any]:
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_asked_limits(branch) for branch in schema["anyOf"]]}
+    return _ref(_ASKED_LIMITS) if schema == _ref(JobLimits.__name__) else schema
 
-    def _reply(self, cls: type) -> dict[str, Any]:
-        """A reply's schema: the answer spells out every field, null where there is nothing to say."""
-        hints = typing.get_type_hints(cls)
-        properties = {field.metadata["wire"]: self.of(hints[field.name]) for field in dataclasses.fields(cls)}
-        return {"type": "object", "description": _description(cls), "required": list(properties),
-                "properties": properties, "additionalProperties": False}
 
-    def limits_request(self) -> dict[str, Any]:
-        """What a start may ask of its job's limits: each optional, each positive."""
-        hints = typing.get_type_hints(LimitsRequest)
-        properties = {field.metadata["wire"]: {**self.of(hints[field.name]), "exclusiveMinimum": 0}
-                      for field in dataclasses.fields(LimitsRequest)}
-        return {"type": "object", "description": _description(LimitsRequest),
-                "properties": properties, "additionalProperties": False}
+def _answer(schema: dict[str, Any]) -> dict[str, Any]:
+    """A reply: the answer spells out every field, null where there is nothing to say."""
+    properties = {name: _without(field, "default") for name, field in schema["properties"].items()}
+    return {**schema, "required": list(properties), "properties": properties, "additionalProperties": False}
 
-    def request(self, request: type[Request]) -> dict[str, Any]:
-        """An action's request: exactly its fields and the token; optional fields may be null."""
-        properties: dict[str, Any] = {"action": {"const": request.action.value}, "token": _TOKEN}
-        required = ["action"]
-        for field in api_fields(request):
-            accepted = _ACCEPTED[field.check]
-            if field.required:
-                required.append(field.name)
-                properties[field.name] = {**accepted, "description": field.help}
-            else:
-                properties[field.name] = {**_nullable(accepted), "description": field.help, "default": field.default}
-        return {"type": "object", "description": _description(request), "required": required,
-                "properties": properties, "additionalProperties": False}
+
+def _components(answers: list[type]) -> dict[str, dict[str, Any]]:
+    """The document's named schemas: the requests, the replies and what they hold."""
+    _, made = msgspec.json.schema_components([*ACTIONS.values(), *answers], ref_template=_COMPONENT + "{name}")
+    requests = {request.__name__: request for request in ACTIONS.values()}
+    schemas: dict[str, dict[str, Any]] = {"Error": _ERROR}
+    for name, schema in made.items():
+        schema = _without(schema, "title")
+        if "description" in schema:
+            schema["description"] = " ".join(schema["description"].split())
+        if name in requests:
+            schema = _request(requests[name], schema)
+        elif name == JobLimits.__name__:
+            schemas[_ASKED_LIMITS] = {**_without(schema, "required"), "properties": {
+                name: _bare(field) for name, field in schema["properties"].items()
+                if name not in JobLimits.set_by_the_server}}
+            schema = _answer(schema)
+        elif schema.get("type") == "object":
+            schema = _answer(schema)
+        schemas[name] = schema
+    # A job's statuses in the order of its life, rather than msgspec's alphabetical one.
+    schemas[JobStatus.__name__] = {"type": "string", **schemas[JobStatus.__name__],
+                                   "enum": [status.value for status in JobStatus]}
+    return schemas
 
 
 def _errors(statuses: Mapping[int, str], says_when_to_retry: int | None) -> dict[str, Any]:
@@ -184,12 +131,8 @@ def api_document(http_status: Mapping[ErrorKind, int], server_errors: Mapping[in
     """The OpenAPI 3.1 document of the API. `http_status` maps each error kind to its HTTP status; `server_errors`
     are the statuses the HTTP server answers before any action is read (oversized headers, say), with what each
     means."""
-    components = _Components()
-    requests = {action.value: components.request(request) for action, request in ACTIONS.items()}
     answers = {action.value: answer_type(request) for action, request in ACTIONS.items()}
-    answered_with = {answer.__name__: components.named(answer) for answer in answers.values() if answer is not None}
-    components.schemas["LimitsRequest"] = components.limits_request()
-    components.schemas.update({request.__name__: requests[action.value] for action, request in ACTIONS.items()})
+    schemas = _components([answer for answer in answers.values() if answer is not None])
 
     meanings: dict[int, list[str]] = defaultdict(list)
     for kind, status in http_status.items():
@@ -231,14 +174,15 @@ def api_document(http_status: Mapping[ErrorKind, int], server_errors: Mapping[in
                     "description": f"A JSON object of at most {MAX_BODY_BYTES} bytes, whatever the Content-Type; "
                                    "`action` picks the fields it may have.",
                     "content": {"application/json": {"schema": {
-                        "oneOf": [_ref(request) for request in ACTIONS.values()],
+                        "oneOf": [_ref(request.__name__) for request in ACTIONS.values()],
                         "discriminator": {"propertyName": "action", "mapping": {
                             action.value: _COMPONENT + request.__name__ for action, request in ACTIONS.items()}},
                     }}},
                 },
                 "responses": {
                     "200": {"description": f"The action's answer: {answer_list}.", "content": {
-                        "application/json": {"schema": {"oneOf": list(answered_with.values())}},
+                        "application/json": {"schema": {"oneOf": [
+                            _ref(answer.__name__) for answer in dict.fromkeys(answers.values()) if answer]}},
                         "text/plain": {"schema": {"type": "string"}},
                     }},
                     **_errors(action_errors, retry_status),
@@ -255,5 +199,5 @@ def api_document(http_status: Mapping[ErrorKind, int], server_errors: Mapping[in
                 },
             }},
         },
-        "components": {"schemas": components.schemas, "securitySchemes": _SECURITY_SCHEMES},
+        "components": {"schemas": schemas, "securitySchemes": _SECURITY_SCHEMES},
     }

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from workerctl.protocol.actions import LimitsRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus, is_job_id
+from workerctl.protocol.limits import JobLimits
 from workerctl.protocol.messages import StartJob
 from workerctl.store.interface import JobRecord
 from workerctl.supervisor.admission import Admission, ExistingJob, LimitsPolicy, NewJob
@@ -95,18 +95,17 @@ def test_pool_respects_both_limits_and_withdraws_waiting_jobs():
 
 def test_a_new_job_gets_the_servers_limits_unless_it_asks_for_others_within_them():
     [default] = admission().decide([start()])
-    assert (default.record.timeout_seconds, default.record.memory_bytes, default.record.cpus,
-            default.record.processes) == (60.0, 2**30, 1.0, 1024)
-    [asked] = admission().decide([start(limits=LimitsRequest(timeout_seconds=300, memory_bytes=2**28, cpus=0.5))])
-    assert (asked.record.timeout_seconds, asked.record.memory_bytes, asked.record.cpus) == (300, 2**28, 0.5)
+    assert default.record.limits == JobLimits(60.0, 2**30, 1.0, 1024)
+    [asked] = admission().decide([start(limits=JobLimits(timeout_seconds=300, memory_bytes=2**28, cpus=0.5))])
+    assert asked.record.limits == JobLimits(300, 2**28, 0.5, 1024)
 
 
 @pytest.mark.parametrize("limits, message", [
-    (LimitsRequest(timeout_seconds=601),
+    (JobLimits(timeout_seconds=601),
      "limits.timeoutSeconds may be at most 600 on this server (its --max-job-timeout)"),
-    (LimitsRequest(memory_bytes=2**31),
+    (JobLimits(memory_bytes=2**31),
      "limits.memoryBytes may be at most 1073741824 on this server (its --job-memory)"),
-    (LimitsRequest(cpus=1.5), "limits.cpus may be at most 1 on this server (its --job-cpus)"),
+    (JobLimits(cpus=1.5), "limits.cpus may be at most 1 on this server (its --job-cpus)"),
 ])
 def test_asking_for_more_than_the_server_allows_is_refused(limits, message):
     [verdict] = admission().decide([start(limits=limits)])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 
+import msgspec
 from workerctl.protocol.jobs import JobStatus
-from workerctl.protocol.wire import to_wire
+from workerctl.protocol.limits import JobLimits
 from workerctl.store.interface import JobRecord, OutputChunk, OutputPart
 from workerctl.web.job_view import complete_utf8_length, detail, summary
 
@@ -24,7 +25,7 @@ def test_a_character_cut_at_the_end_is_held_back():
 
 
 def test_the_summary_names_the_signal_and_shows_times_in_utc():
-    shown = to_wire(summary(record(JobStatus.STOPPED, signal=signal.SIGTERM, ended_at=1_700_000_001.5)))
+    shown = msgspec.json.decode(msgspec.json.encode(summary(record(JobStatus.STOPPED, signal=signal.SIGTERM, ended_at=1_700_000_001.5))))
     assert shown == {"jobID": "jaaaaaaaaaaaaaaaaaaaaaaaaaa", "status": "stopped", "command": "echo hi",
                      "exitCode": None, "signal": "SIGTERM", "reason": None, "createdAt": "2023-11-14T22:13:20.250Z",
                      "startedAt": None, "endedAt": "2023-11-14T22:13:21.500Z", "limits": None, "usage": None,
@@ -32,8 +33,8 @@ def test_the_summary_names_the_signal_and_shows_times_in_utc():
 
 
 def test_limits_and_usage_are_shown_where_recorded():
-    shown = to_wire(summary(record(JobStatus.RUNNING, timeout_seconds=30.0, memory_bytes=2**28, cpus=0.5,
-                                   processes=64, cpu_seconds=1.25, peak_memory_bytes=2**20)))
+    shown = msgspec.json.decode(msgspec.json.encode(summary(record(JobStatus.RUNNING, limits=JobLimits(30.0, 2**28, 0.5, 64), cpu_seconds=1.25,
+                                   peak_memory_bytes=2**20))))
     assert shown["limits"] == {"timeoutSeconds": 30.0, "memoryBytes": 2**28, "cpus": 0.5, "processes": 64}
     assert shown["usage"] == {"cpuSeconds": 1.25, "peakMemoryBytes": 2**20}
 
