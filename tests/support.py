@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import pytest
 import trustme
+from facilities import needs
 
 SERVE_START_SECONDS = 20.0
 
@@ -262,14 +263,9 @@ def connected_to(pid: int, port: int) -> bool:
 
 
 def require_namespaces() -> None:
-    """Skip the test where this machine cannot give jobs namespaces (not root, or no helper, or the kernel); fail
-    it instead where WORKERCTL_REQUIRE_SANDBOX is set (CI sets it: there, a sandbox test that skips hides a
-    regression)."""
+    """The "sandbox" facility (facilities.py): skip the test where this machine cannot give jobs namespaces (not
+    root, or no helper, or the kernel), or fail it where the sandbox is required (CI)."""
     from workerctl.supervisor.sandbox import HELPER, Sandbox
 
     helper = HELPER if os.access(HELPER, os.X_OK) else None
-    problem = Sandbox(True, "none", (), helper, None).problem()
-    if problem is not None:
-        if os.environ.get("WORKERCTL_REQUIRE_SANDBOX"):
-            pytest.fail(f"no sandbox here, and WORKERCTL_REQUIRE_SANDBOX is set: {problem}")
-        pytest.skip(f"no sandbox here: {problem}")
+    needs("sandbox", Sandbox(True, "none", (), helper, None).problem())

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_support import Agent, Cluster, start_agent
+from cluster_support import Agent, Cluster, celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer, start_tls_redis
 from support import (
     Tls,
@@ -29,7 +30,7 @@ from support import (
     wait_none_left,
 )
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
 
 
 def test_jobs_spread_over_the_hosts_and_any_front_end_answers_about_them(cluster: Cluster) -> None:

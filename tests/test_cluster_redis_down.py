@@ -14,11 +14,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from cluster_support import start_agent
+from cluster_support import celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer
 from support import Tls, Users, marker, poll_until, processes_with, start_server, wait_none_left
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
 
 _AGENT_HOST_TIMEOUT = 2.0  # its lease lapses while Redis is down, but the host is not lost
 _FRONT_END_HOST_TIMEOUT = 10.0  # room for the test's checks before the held relay must renew the lease

@@ -4,6 +4,7 @@ server's maxima; and reported with what each job used."""
 from __future__ import annotations
 
 import pytest
+from facilities import needs
 from support import marker, poll_until
 
 
@@ -15,8 +16,8 @@ def server_flags():
 
 @pytest.fixture(autouse=True)
 def limits_in_force(server):
-    if "limits: memory, CPU and processes per job and per user" not in server.log():
-        pytest.skip("no cgroup controllers for limits here")
+    in_force = "limits: memory, CPU and processes per job and per user" in server.log()
+    needs("limits", None if in_force else "the server found no cgroup controllers to keep limits with")
 
 
 def test_a_job_past_its_memory_limit_ends_in_error_naming_the_limit(server):

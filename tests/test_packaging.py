@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from facilities import needs
 from workerctl.supervisor.sandbox import HELPER
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -21,10 +22,9 @@ SOURCES = HELPER.parent          # the helper's C sources, whose functions are t
 READELF = shutil.which("readelf")
 OBJDUMP = shutil.which("objdump")
 
-pytestmark = [
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox helper is built on Linux only"),
-    pytest.mark.skipif(READELF is None or OBJDUMP is None, reason="needs readelf and objdump (binutils)"),
-]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the sandbox helper is built on Linux only")
+needs("compiler", None if READELF and OBJDUMP else "no readelf and objdump (binutils; .ci/run installs them)")
 
 
 def _run(*command: str | Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from facilities import needs
 from support import assert_none_left, marker, poll_until, sleepers, start_server
 from workerctl.supervisor.cgroups import CgroupContainment
 
@@ -14,18 +15,19 @@ CONTAINMENTS = {"cgroup": ["--containment", "cgroup"], "process": ["--containmen
                 "process-shared-user": ["--containment", "process", "--job-user", "nobody"]}
 
 
-def cgroups_available() -> bool:
+def cgroups_problem() -> str | None:
+    """Why jobs cannot have a cgroup each here, or None."""
     try:
         CgroupContainment.probe("test-probe").close()
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as error:
+        return f"no writable cgroup v2 hierarchy ({error})"
 
 
 @pytest.fixture(scope="module", params=CONTAINMENTS)
 def server(request, tmp_path_factory, tls, users):
-    if request.param == "cgroup" and not cgroups_available():
-        pytest.skip("no writable cgroup v2 hierarchy here")
+    if request.param == "cgroup":
+        needs("cgroups", cgroups_problem())
     running = start_server(tmp_path_factory.mktemp(request.param), tls, users, *CONTAINMENTS[request.param],
                            "--job-timeout", "1.5", "--max-job-timeout", "60", "--kill-grace", "0.5")
     assert f"containment: {'one cgroup per job' if request.param == 'cgroup' else 'following process'}" \

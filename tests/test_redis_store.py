@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from facilities import missing_module, needs
 from redis_server import RedisServer, start_tls_redis
 from store_backends import LocalBackend
 from workerctl.protocol.jobs import JobStatus
@@ -19,7 +20,7 @@ from workerctl.store.backends import open_reader, open_writer
 from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
 from workerctl.store.output_log import OutputLimits
 
-pytest.importorskip("redis", reason="the redis package is not installed (pip install -e '.[test]')")
+needs("redis", missing_module("redis", "pip install -e '.[test]'"))
 
 from workerctl.store.redis_store import RedisJobReader, RedisJobWriter  # noqa: E402 - only with redis installed
 
