@@ -208,6 +208,13 @@ def sleepers(mark: str) -> list[psutil.Process]:
     return [process for process in processes_with(mark) if process.info["name"] == "sleep"]
 
 
+def release(mark: str) -> None:
+    """Let a job held at its `sleep MARK` go on: interrupt that sleep, and its shell runs the next command (and
+    says nothing of it, as it would of a SIGTERM). For output in two parts, with the test's own moment between."""
+    for process in poll_until(lambda: sleepers(mark), message=f"the job to reach its sleep {mark}"):
+        process.send_signal(signal.SIGINT)
+
+
 def assert_none_left(mark: str) -> None:
     """No process started with `mark` runs now: for a job that has ended, or been answered as stopped."""
     left = processes_with(mark)
