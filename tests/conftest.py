@@ -41,6 +41,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(own, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts servers of its own (server_factory) is slow: each takes a second or two to start. The
+    fast loop, `pytest -m "not slow"`, keeps the tests against a module's shared server."""
+    for item in items:
+        if "server_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return mint_tls(tmp_path_factory.mktemp("tls"))

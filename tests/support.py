@@ -4,6 +4,7 @@ real HTTPS with certificate checks on, and ways to find processes and wait for c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -206,6 +207,13 @@ def _exiting(pid: int) -> bool:
 def sleepers(mark: str) -> list[psutil.Process]:
     """The `sleep` processes started with `mark` (not the shells that started them)."""
     return [process for process in processes_with(mark) if process.info["name"] == "sleep"]
+
+
+def kill_all(mark: str) -> None:
+    """SIGKILL every process started with `mark`, where a test ends them rather than wait for the server to."""
+    for process in processes_with(mark):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def release(mark: str) -> None:

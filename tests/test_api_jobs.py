@@ -276,6 +276,7 @@ def test_no_job_can_touch_another_users_job(server_factory, sandbox):
     server.call("stop", user="bob", jobID=victim)
 
 
+@pytest.mark.slow
 def test_a_long_poll_wakes_as_each_job_ends(server):
     # Output and a new status arriving together once lost the event that should wake the poll.
     for _ in range(200):

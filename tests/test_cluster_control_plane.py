@@ -21,6 +21,7 @@ from redis_server import RedisServer
 from support import Tls, Users, poll_until, reachable_by_jobs, start_server
 
 needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents started and refused, each a cluster's start-up
 
 _CHECKED = "of the cluster at"  # the agent's first line once its settings passed its checks
 _URL_WARNING = "is on this agent's command line, where its jobs can read it"

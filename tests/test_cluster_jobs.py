@@ -33,6 +33,7 @@ from support import (
 )
 
 needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents and front ends on Redis, a start's wait of 10 s
 
 _LEASE_SECONDS = 12.0
 

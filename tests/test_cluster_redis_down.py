@@ -20,6 +20,7 @@ from redis_server import RedisServer
 from support import Tls, Users, marker, poll_until, processes_with, start_server, wait_none_left
 
 needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # a cluster waiting out Redis and its hosts' leases
 
 _AGENT_HOST_TIMEOUT = 2.0  # its lease lapses while Redis is down, but the host is not lost
 _FRONT_END_HOST_TIMEOUT = 10.0  # room for the test's checks before the held relay must renew the lease

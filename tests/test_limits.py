@@ -53,6 +53,7 @@ def test_one_users_jobs_together_stop_at_the_user_cap_while_another_users_run(se
     server.call("stop", jobID=first)
 
 
+@pytest.mark.slow
 def test_a_job_gets_no_more_cpu_than_its_share(server):
     status = server.wait_final(server.start("timeout 2 sh -c 'while :; do :; done'", limits={"cpus": 0.25}))
     assert status["limits"]["cpus"] == 0.25

@@ -22,8 +22,10 @@ SOURCES = HELPER.parent          # the helper's C sources, whose functions are t
 READELF = shutil.which("readelf")
 OBJDUMP = shutil.which("objdump")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the sandbox helper is built on Linux only")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox helper is built on Linux only"),
+    pytest.mark.slow,  # a wheel built from scratch
+]
 needs("compiler", None if READELF and OBJDUMP else "no readelf and objdump (binutils; .ci/run installs them)")
 
 

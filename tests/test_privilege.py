@@ -22,6 +22,7 @@ from workerctl.supervisor.accounts import ID_REGISTRY
 from workerctl.supervisor.sandbox import HELPER
 
 needs("root", None if os.geteuid() == 0 else "the privileged path exists only when serve runs as root")
+pytestmark = pytest.mark.slow  # a server with the sandbox and one without, hostile programs compiled
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +272,7 @@ def _package_without_helper(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_as_root_serve_refuses_to_start_without_the_helper_and_leaves_nothing(tmp_path, tls, users):
     require_namespaces()
     installed = _package_without_helper(tmp_path / "install")

@@ -63,6 +63,7 @@ def in_a_system_path(tls, users):
         shutil.rmtree(directory)
 
 
+@pytest.mark.slow
 def test_the_data_directory_key_and_users_file_are_out_of_sight(in_a_system_path, tmp_path):
     """Where a path jobs see holds them, the data directory shows empty and the key and users file read empty
     (covered), though the files are readable by all and the certificate beside them reads whole."""
@@ -148,6 +149,7 @@ def _init_forked_or_ended(helper: subprocess.Popen[bytes]) -> bool:
     return os.waitid(os.P_PID, helper.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
+@pytest.mark.slow
 def test_one_sigterm_to_the_group_ends_a_job_whose_init_is_just_starting_it():
     """The supervisor ends a job with one SIGTERM to its process group. Sent while the namespace's init is still
     starting the command, it must not be lost: an init drops signals it has no handler for, and the kernel

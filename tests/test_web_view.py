@@ -19,6 +19,7 @@ from facilities import needs
 from support import Server
 
 needs("browser", browser_problem())
+pytestmark = pytest.mark.slow  # a real browser
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402 - only where there is a browser
 

@@ -50,6 +50,7 @@ def _pytest(directory: Path, require: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, cwd=directory, env=environment)
 
 
+@pytest.mark.slow
 def test_a_run_that_requires_a_missing_facility_fails_and_a_misspelt_requirement_stops_it(tmp_path):
     """The whole way, as CI meets it: an exit status of 1 (a failed test) rather than 0 with a skip; and a
     requirement no facility answers to stops the run before any test (a usage error, 4)."""
