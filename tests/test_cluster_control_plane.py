@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_support import start_agent
+from cluster_support import celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer
 from support import Tls, Users, poll_until, reachable_by_jobs, start_server
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents started and refused, each a cluster's start-up
 
 _CHECKED = "of the cluster at"  # the agent's first line once its settings passed its checks
 _URL_WARNING = "is on this agent's command line, where its jobs can read it"

@@ -168,6 +168,7 @@ def one_line_error(result):
     return lines[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, status, contains", [
     (["--port", "99999"], 64, "port must be between"),
     (["--job-timeout", "0"], 64, "job-timeout must be a positive"),
