@@ -16,7 +16,7 @@ from workerctl.cli.help import GLOBAL_OPTIONS, HELP_OPTION, option_default
 from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.table import COMMAND_ORDER
 from workerctl.server.commands import SERVER_COMMANDS
-from workerctl.server.settings import SETTINGS
+from workerctl.runtime.settings import SETTINGS
 
 COMMANDS = with_completion(JOB_COMMANDS + SERVER_COMMANDS)
 GROUPS = sorted({command.words[0] for command in COMMANDS if len(command.words) > 1})

@@ -93,7 +93,7 @@ def test_an_agent_not_run_as_root_gives_its_jobs_no_sandbox_so_it_refuses_a_url_
     --network none, the default. (Its checks run here, in the test's process, as if it were not root.)"""
     from workerctl.server import agent
     from workerctl.server.serve import ServeError
-    from workerctl.server.settings import ServerSettings
+    from workerctl.runtime.settings import ServerSettings
 
     def past_the_checks(settings: ServerSettings) -> None:
         pytest.fail("the agent's Redis checks let it through")

@@ -24,7 +24,7 @@ from support import (
     wait_none_left,
 )
 from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT
 
 
 def server_processes(server):
