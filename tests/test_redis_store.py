@@ -24,7 +24,8 @@ from workerctl.store.output_log import OutputLimits
 needs("redis", missing_module("redis", "pip install -e '.[test]'"))
 
 import redis.retry  # noqa: E402 - only with redis installed
-from workerctl.store.redis_store import RedisJobReader, RedisJobWriter  # noqa: E402
+from workerctl.store.redis_records import RedisJobReader  # noqa: E402
+from workerctl.store.redis_store import RedisJobWriter  # noqa: E402
 
 MIB = 1024 * 1024
 
