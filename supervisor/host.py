@@ -1,8 +1,8 @@
-"""What the life cycle asks of the operating system, in one interface: start a job's first process, learn of
-exits and reap them, read a job's usage, find what an earlier run left, and hand back what a job held.
+"""What the supervisor asks of the operating system for its jobs, in one interface: start a job's first process,
+learn of exits and reap them, kill, read a job's usage, and find and release what an earlier run left.
 Signalling and listing a job's processes go through the `JobScope` that `start` hands out (containment.py).
 
-`SystemHost` is the real one, over containment, limits, the sandbox and the spawner; the tests simulate one
+`SystemHost` is the real one, over containment, limits, the sandbox and the spawner. Tests simulate one
 (tests/simulated_host.py), so that the life cycle's timing is tested in virtual time.
 """
 

@@ -2,9 +2,10 @@
 output as it comes, ending it at its time limit or on request, ending every process it leaves, and settling it.
 
 Everything runs on the supervisor's one event loop; nothing here blocks it for long, so deadlines fire on time.
-Time is the loop's own (`loop.time()`, `call_later`, `asyncio.sleep`), never read from elsewhere, and the
-operating system is reached only through a `JobHost` (host.py): run on a loop with virtual time and a
-simulated host, a job's whole life, a 60 s time limit included, takes a millisecond (tests/unit/test_lifecycle.py).
+Its clock is the loop's (`loop.time()`, `call_later`, `asyncio.sleep`), never read elsewhere, and it reaches
+a job's processes only through a `JobHost` (host.py), but for reading their output pipe: on a loop with virtual
+time and a simulated host, a job's whole life, a 60 s time limit included, runs in milliseconds
+(tests/unit/test_lifecycle.py).
 """
 
 from __future__ import annotations
