@@ -39,6 +39,8 @@ class Started:
 
 
 class JobHost(Protocol):
+    """What the supervisor asks of the operating system for its jobs."""
+
     def start(self, record: JobRecord, user: JobUser, limits: JobLimits,
               main_unreaped: Callable[[], bool]) -> Started:
         """Start the job's first process as `user`, within `limits`; `main_unreaped` says whether its pid is
@@ -54,7 +56,8 @@ class JobHost(Protocol):
     def kill(self, pid: int) -> None:
         """SIGKILL the child `pid`, not yet reaped."""
 
-    def usage(self, owner: str, job_id: str) -> Usage: ...
+    def usage(self, owner: str, job_id: str) -> Usage:
+        """What the job has used so far (CPU time, peak memory), as its cgroups count it."""
 
     def memory_kills(self, owner: str, job_id: str) -> int:
         """How many of the job's processes its memory limit killed."""
@@ -67,6 +70,8 @@ class JobHost(Protocol):
 
 
 class SystemHost:
+    """The host this supervisor runs on, through the containment, limits and sandbox chosen at start-up."""
+
     def __init__(self, layout: DataLayout, containment: Containment, limits: Limits, sandbox: Sandbox) -> None:
         self.layout = layout
         self.containment = containment
