@@ -15,7 +15,7 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from workerctl.store.interface import JobRecord
 from workerctl.supervisor.accounts import JobUser
@@ -62,14 +62,17 @@ class _Job:
 Event = tuple[float, str, object]  # (when, what, of which job or process)
 
 
-@dataclass
 class SimulatedHost:
-    programs: dict[str, Program]  # by command
-    events: list[Event] = field(default_factory=list)
-    processes: dict[int, SimulatedProcess] = field(default_factory=dict)
-    _jobs: dict[str, _Job] = field(default_factory=dict)
-    _watchers: dict[int, Callable[[], None]] = field(default_factory=dict)
-    _next_pid: int = 1000
+    """A JobHost whose jobs run `programs`, chosen by their command; `events` holds every call made of it and
+    every process's exit, each with the time it came."""
+
+    def __init__(self, programs: dict[str, Program]) -> None:
+        self.programs = programs  # by command
+        self.events: list[Event] = []
+        self.processes: dict[int, SimulatedProcess] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._watchers: dict[int, Callable[[], None]] = {}
+        self._next_pid = 1000
 
     # --- what the supervisor calls ---------------------------------------------------------------------------
 
@@ -89,10 +92,10 @@ class SimulatedHost:
         return lambda: self._watchers.pop(pid)
 
     def reap(self) -> list[Exit]:
-        exits = [process for process in self.processes.values() if process.exit and not process.reaped]
-        for process in exits:
-            process.reaped = True
-        return [process.exit for process in exits if process.exit]
+        exits = [process.exit for process in self.processes.values() if process.exit and not process.reaped]
+        for exit in exits:
+            self.processes[exit.pid].reaped = True
+        return exits
 
     def kill(self, pid: int) -> None:
         self.note("SIGKILL", pid)

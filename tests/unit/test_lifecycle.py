@@ -37,7 +37,6 @@ from workerctl.supervisor.publisher import Publisher
 GRACE = 5.0
 MIB = 2**20
 OWNER = "alice"
-SHUTDOWN = EndRequest(JobStatus.ERROR, "server shut down")
 
 
 def at(seconds: float) -> object:
@@ -266,7 +265,7 @@ async def test_shutdown_ends_every_job_and_starts_none(tmp_path):
     async with rig(tmp_path, programs, max_jobs=2) as r:
         jobs = [r.start("sleep"), r.start("trap '' TERM; sleep"), r.start("sleep")]
         await until(3.0)
-        await r.lifecycle.end_all(SHUTDOWN)
+        await r.lifecycle.end_all(EndRequest(JobStatus.ERROR, "server shut down"))
         assert asyncio.get_running_loop().time() == at(3.0 + GRACE) and not r.lifecycle.jobs
         stored = [(await r.stored(job))[0] for job in jobs]
         assert [(record.status, record.reason) for record in stored] == [(JobStatus.ERROR, "server shut down")] * 3
