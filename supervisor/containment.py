@@ -57,6 +57,23 @@ class JobScope(ABC):
         child whose fork is finishing while its parent dies; a listing can miss that child."""
         return not self.processes()
 
+    def send_sigterm(self, processes: list[psutil.Process], whole_group: bool) -> None:
+        """SIGTERM `processes` of the job, each after its parent; with `whole_group`, the job's own process
+        group first, all at once, and then only those outside it."""
+        group = self.process_group() if whole_group else None
+        if group is not None:
+            # The job's own process group all at once: signalled one by one, a child could die first and its
+            # parent (a shell) wake and carry on, past its `wait` or printing "Terminated", before its own
+            # SIGTERM arrived. The sandbox helper and its init hold the signal rather than drop it, so a
+            # command that init is starting at this moment gets it too (see sandbox_helper.c). Who left the
+            # group (setsid), or was forked by a parent holding the signal blocked, is signalled on its own.
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                group = None
+        outside = [process for process in processes if group is None or _group_of(process) != group]
+        signal_all(parents_first(outside), signal.SIGTERM)
+
     @abstractmethod
     def kill_all(self) -> None:
         """SIGKILL every process of the job."""
@@ -74,6 +91,34 @@ def signal_all(processes: Iterable[psutil.Process], sig: signal.Signals) -> None
             process.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass  # already gone, or not ours to signal
+
+
+def parents_first(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """`processes` with each one after its parent, where both are listed, so a parent signalled one by one gets
+    its signal before its child can die of one. Their pids are no guide: pids wrap around (at 32,768 by default),
+    and a child can have a smaller pid than its parent."""
+    parent_of = {process.pid: _parent_of(process) for process in processes}
+
+    def depth(pid: int) -> int:
+        steps = 0
+        while (pid := parent_of.get(pid, 0)) in parent_of and steps < len(parent_of):
+            steps += 1
+        return steps
+    return sorted(processes, key=lambda process: depth(process.pid))
+
+
+def _parent_of(process: psutil.Process) -> int:
+    try:
+        return process.ppid()
+    except psutil.Error:
+        return 0
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
 
 
 class Containment(ABC):

@@ -19,12 +19,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from workerctl.protocol.jobs import JobStatus, signal_name
 from workerctl.protocol.limits import JobLimits
 from workerctl.store.interface import JobRecord, OutputSink
-from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import Exit
 
@@ -63,12 +61,10 @@ class Launched:
     """What a running job holds, all of it acquired when it was launched."""
 
     pid: int
-    user: JobUser
-    temporary: Path | None  # its own temporary directory, where it has no /tmp of its own
     output: OutputSink
     output_fd: int | None  # the read end of its output pipe, until every writer has closed it
     scope: JobScope
-    network: int | None  # the network namespace it was given (sandbox.network_for), to hand back once it ended
+    release: Callable[[], None]  # hands back what the host holds for it (host.py), once none of its processes is left
     deadline: asyncio.TimerHandle | None = None
     stop_watching_exit: Callable[[], None] | None = None
 

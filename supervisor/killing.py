@@ -2,19 +2,18 @@
 
 Checks for survivors come quickly at first, then less often, and at once whenever a child of the supervisor
 exits (the job's own shell usually is one), so a job that dies on SIGTERM is known gone within a millisecond.
+How a signal reaches the processes is the scope's (containment.py); when it is sent is decided here, by the
+event loop's clock alone, so that a loop with virtual time runs a grace period in no time at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import time
 from collections.abc import Callable
 
 import psutil
-from workerctl.supervisor.containment import JobScope, signal_all
+from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import ChildExits
 
 log = logging.getLogger(__name__)
@@ -33,19 +32,7 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
         """SIGTERM whatever has joined the job since the last look (a child forked just before its parent
         died, say), so that it too gets the grace period rather than a SIGKILL."""
         newcomers = [process for process in processes if process not in terminated]
-        group = scope.process_group() if not terminated else None
-        if group is not None:
-            # The job's own process group all at once: signalled one by one, a child could die first and its
-            # parent (a shell) wake and carry on, past its `wait` or printing "Terminated", before its own
-            # SIGTERM arrived. The sandbox helper and its init hold the signal rather than drop it, so a
-            # command that init is starting at this moment gets it too (see sandbox_helper.c). Who left the
-            # group (setsid), or was forked by a parent holding the signal blocked, is signalled on its own.
-            try:
-                os.killpg(group, signal.SIGTERM)
-            except ProcessLookupError:
-                group = None
-        outside = [process for process in newcomers if group is None or _group_of(process) != group]
-        signal_all(parents_first(outside), signal.SIGTERM)
+        scope.send_sigterm(newcomers, whole_group=not terminated)
         terminated.update(newcomers)
 
     if await _emptied(scope, 0, child_exits):
@@ -62,40 +49,13 @@ async def terminate(scope: JobScope, grace: float, child_exits: ChildExits) -> N
                     [process.pid for process in scope.processes()])
 
 
-def parents_first(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """`processes` with each one after its parent, where both are listed, so a parent signalled one by one gets
-    its signal before its child can die of one. Their pids are no guide: pids wrap around (at 32,768 by default),
-    and a child can have a smaller pid than its parent."""
-    parent_of = {process.pid: _parent_of(process) for process in processes}
-
-    def depth(pid: int) -> int:
-        steps = 0
-        while (pid := parent_of.get(pid, 0)) in parent_of and steps < len(parent_of):
-            steps += 1
-        return steps
-    return sorted(processes, key=lambda process: depth(process.pid))
-
-
-def _parent_of(process: psutil.Process) -> int:
-    try:
-        return process.ppid()
-    except psutil.Error:
-        return 0
-
-
-def _group_of(process: psutil.Process) -> int | None:
-    try:
-        return os.getpgid(process.pid)
-    except ProcessLookupError:
-        return None
-
-
 async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
                    on_survivors: Callable[[list[psutil.Process]], None] | None = None) -> bool:
     """Wait up to `timeout` seconds for the scope to have no processes; checks often at first, then less, and
     hands the processes found at each check to `on_survivors`, if given (else only asks whether any are left,
     which costs less)."""
-    deadline = time.monotonic() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     delay = _FIRST_CHECK
     while True:
         if scope.is_empty():
@@ -111,7 +71,7 @@ async def _emptied(scope: JobScope, timeout: float, child_exits: ChildExits,
             survivors = scope.processes()
             if survivors:
                 on_survivors(survivors)
-        remaining = deadline - time.monotonic()
+        remaining = deadline - loop.time()
         if remaining <= 0:
             return False
         await child_exits.wait(min(delay, remaining))

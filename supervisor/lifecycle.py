@@ -2,15 +2,17 @@
 output as it comes, ending it at its time limit or on request, ending every process it leaves, and settling it.
 
 Everything runs on the supervisor's one event loop; nothing here blocks it for long, so deadlines fire on time.
+Its clock is the loop's (`loop.time()`, `call_later`, `asyncio.sleep`), never read elsewhere, and it reaches
+a job's processes only through a `JobHost` (host.py), but for reading their output pipe: on a loop with virtual
+time and a simulated host, a job's whole life, a 60 s time limit included, runs in milliseconds
+(tests/unit/test_lifecycle.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 from collections import deque
 from dataclasses import replace
@@ -19,21 +21,15 @@ from typing import Any
 
 from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.sizes import format_size
-from workerctl.runtime.settings import ServerSettings
 from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
-from workerctl.store.layout import DataLayout
-from workerctl.store.remover import TreeRemover
 from workerctl.supervisor.accounts import JobAccounts, JobUser
-from workerctl.supervisor.containment import Containment
-from workerctl.supervisor.exits import ChildExits, pidfds_work, reap_exited, watch_exit
+from workerctl.supervisor.exits import ChildExits
 from workerctl.supervisor.homes import Homes
+from workerctl.supervisor.host import JobHost
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.killing import terminate
-from workerctl.supervisor.limits import Limits
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
-from workerctl.supervisor.sandbox import JobPlan, Sandbox
-from workerctl.supervisor.spawner import job_environment, make_private_directory, spawn
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +39,22 @@ _READ_CHUNK = 1024 * 1024
 
 
 class JobLifecycle:
-    def __init__(self, settings: ServerSettings, layout: DataLayout, pool: JobPool, publisher: Publisher,
-                 containment: Containment, accounts: JobAccounts, sandbox: Sandbox, limits: Limits,
-                 homes: Homes) -> None:
-        self.settings = settings
-        self.sandbox = sandbox
-        self.limits = limits
+    def __init__(self, host: JobHost, pool: JobPool, publisher: Publisher, accounts: JobAccounts, homes: Homes,
+                 kill_grace: float) -> None:
+        self.host = host
         self.homes = homes
         self._homes_preparing: dict[str, asyncio.Future[Path]] = {}
-        self.layout = layout
         self.pool = pool
         self.publisher = publisher
-        self.containment = containment
         self.accounts = accounts
+        self.kill_grace = kill_grace
         self.jobs: dict[str, Job] = {}  # every job not yet settled
         self.child_exits = ChildExits()
         self.jobs_settled = asyncio.Event()  # set whenever a job settles (pruning waits on it)
-        self.launching = True  # cleared at shutdown: queued jobs stay queued
+        self._launching = True  # cleared by end_all: from then on no job starts
         self._jobs_by_pid: dict[int, Job] = {}
         self._to_launch: deque[Job] = deque()
         self._launch_handle: asyncio.Handle | None = None
-        self._remover = TreeRemover()
         self._claims_failing = False  # whether the store could not record a job's start (logged once)
 
     def add(self, record: JobRecord) -> None:
@@ -78,7 +69,7 @@ class JobLifecycle:
     # --- launching ----------------------------------------------------------------------------------------
 
     def start_runnable(self) -> None:
-        if not self.launching:
+        if not self._launching:
             return
         self._to_launch.extend(self.jobs[job_id] for job_id in self.pool.take_runnable())
         self._schedule_launches()
@@ -111,35 +102,21 @@ class JobLifecycle:
                 return
             if not self._claimed(job):
                 return
-            with contextlib.ExitStack() as undo:  # hands back what was acquired if a later step fails
-                temporary = None
-                if not self.sandbox.namespaces:  # no /tmp of its own: a directory of its own instead
-                    temporary = make_private_directory(self.layout.workdir(job.id), user)
-                    undo.callback(self._remover.remove, temporary)
-                output = self.publisher.store.open_output(job.id)
-                undo.callback(output.close)
-                limit_cgroups = self.limits.place(job.owner, job.id, job.limits)
-                undo.callback(self.limits.release, job.owner, job.id)
-                network = self.sandbox.network_for(job.owner)
-                undo.callback(self.sandbox.network_done, job.owner, network)
-                with self.containment.spawning(job.id, job.owner) as cgroups:
-                    plan = JobPlan(job.record.command, job.owner, user, self.layout.home(job.owner),
-                                   cgroups + limit_cgroups)
-                    environment = job_environment(job.id, self.containment.instance, plan, self.sandbox,
-                                                  temporary, job.record.env)
-                    spawned = spawn(plan, self.sandbox, environment, network)
-                undo.pop_all()
+            output = self.publisher.store.open_output(job.id)
+            try:
+                started = self.host.start(job.record, user, job.limits, lambda: job.main_unreaped)
+            except BaseException:
+                output.close()
+                raise
         except (OSError, subprocess.SubprocessError) as error:
             self._could_not_start(job, error)
             return
-        scope = self.containment.scope(job.id, job.owner, spawned.pid, lambda: job.main_unreaped)
-        launched = Launched(spawned.pid, user, temporary, output, spawned.output_fd, scope, network)
+        launched = Launched(started.pid, output, started.output_fd, started.scope, started.release)
         job.start_running(launched)
-        self._jobs_by_pid[spawned.pid] = job
-        if pidfds_work():
-            launched.stop_watching_exit = watch_exit(spawned.pid, self.reap)
+        self._jobs_by_pid[started.pid] = job
+        launched.stop_watching_exit = self.host.watch_exit(started.pid, self.reap)
         loop = asyncio.get_running_loop()
-        loop.add_reader(spawned.output_fd, self._drain_output, job)
+        loop.add_reader(started.output_fd, self._drain_output, job)
         launched.deadline = loop.call_later(job.limits.timeout_seconds, self._time_limit_reached, job)
         self.publisher.save(job.record)
 
@@ -169,7 +146,7 @@ class JobLifecycle:
         return claimed
 
     def _launch_again(self, job: Job) -> None:
-        if job.phase is Phase.QUEUED and self.launching:  # it has its slot still
+        if job.phase is Phase.QUEUED and self._launching:  # it has its slot still
             self._launch_first(job)
 
     def _could_not_start(self, job: Job, error: BaseException) -> None:
@@ -258,7 +235,7 @@ class JobLifecycle:
     def reap(self) -> None:
         """Reap every child that has exited: job shells and orphans re-parented to the supervisor alike."""
         self.child_exits.notify()
-        for exit in reap_exited():
+        for exit in self.host.reap():
             job = self._jobs_by_pid.pop(exit.pid, None)
             if job is None:
                 continue
@@ -275,19 +252,19 @@ class JobLifecycle:
         assert launched is not None and job.phase is Phase.ENDING
         if launched.deadline is not None:
             launched.deadline.cancel()
-        await terminate(launched.scope, self.settings.kill_grace, self.child_exits)
+        await terminate(launched.scope, self.kill_grace, self.child_exits)
         while job.main_exit is None:
             self.reap()
             if job.main_exit is None:  # outside its scope somehow; its pid is still ours, as it is unreaped
                 log.warning("job %s: main process %d outlived its scope; killing it", job.id, launched.pid)
-                os.kill(launched.pid, signal.SIGKILL)
+                self.host.kill(launched.pid)
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
-        launched.scope.release()
-        self.sandbox.network_done(job.owner, launched.network)  # every process of the job is gone
+        # Read before the job's cgroups go: where containment and limits share one (cgroup v2), releasing the
+        # scope removes the files the usage is read from.
         self._record_usage(job)
-        memory_kills = self.limits.memory_kills(job.owner, job.id)
-        self.limits.release(job.owner, job.id)
+        memory_kills = self.host.memory_kills(job.owner, job.id)
+        launched.release()  # every process of the job is gone
         ended = job.end_request or EndRequest(JobStatus.FINISHED)
         if memory_kills and job.main_exit.code != 0 and ended.status is JobStatus.FINISHED:
             ended = EndRequest(JobStatus.ERROR, f"memory limit of {format_size(job.limits.memory_bytes)} exceeded: "
@@ -300,7 +277,7 @@ class JobLifecycle:
 
     def _record_usage(self, job: Job) -> None:
         """Read what the job has used so far into its record."""
-        usage = self.limits.usage(job.owner, job.id)
+        usage = self.host.usage(job.owner, job.id)
         job.record.cpu_seconds = usage.cpu_seconds
         job.record.peak_memory_bytes = usage.peak_memory_bytes
 
@@ -320,17 +297,21 @@ class JobLifecycle:
         if job.launched is not None:
             changes["output_bytes"] = job.launched.output.total
             job.launched.output.close()
-            if job.launched.temporary is not None:
-                self._remover.remove(job.launched.temporary)
         job.settle(status, **changes)
         if recorded:
             self.publisher.save(job.record)
         del self.jobs[job.id]
         self.jobs_settled.set()
 
+    async def end_all(self, request: EndRequest) -> None:
+        """End every job, launching none from now on (queued jobs are settled at once), and return once all
+        are settled."""
+        self._launching = False
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            self.end(job, request)
+        await asyncio.gather(*(job.settled for job in jobs))
+
     async def homes_prepared(self) -> None:
         """Return once no home is being made or mounted (at shutdown, before the homes are unmounted)."""
         await asyncio.gather(*self._homes_preparing.values(), return_exceptions=True)
-
-    def close(self) -> None:
-        self._remover.close()

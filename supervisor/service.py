@@ -35,9 +35,10 @@ from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verd
 from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import pidfds_work
 from workerctl.supervisor.homes import Homes
+from workerctl.supervisor.host import SystemHost
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest
-from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.leftovers import end_leftovers, settle_unfinished
 from workerctl.supervisor.lifecycle import JobLifecycle
 from workerctl.supervisor.limits import Limits
 from workerctl.supervisor.link import LinkListener
@@ -69,8 +70,9 @@ class Supervisor:
                               settings.job_cpus, settings.job_processes)
         self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key, policy)
         self.homes = homes
-        self.lifecycle = JobLifecycle(settings, DataLayout(settings.data_dir), pool, self.publisher, containment,
-                                      accounts, sandbox, limits, homes)
+        self.sandbox = sandbox
+        self.host = SystemHost(DataLayout(settings.data_dir), containment, limits, sandbox)
+        self.lifecycle = JobLifecycle(self.host, pool, self.publisher, accounts, homes, settings.kill_grace)
         self._shutdown_requested = asyncio.Event()
         # What the link brings, by kind; new jobs come in batches, each recorded in one transaction.
         self._handlers: MessageHandlers = {StartJob: self._start, StopJob: self._on_stops, AdoptJob: self._on_adopts,
@@ -85,10 +87,11 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
         # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-        left = self._settle_previous_run(restart_reason)
+        left = settle_unfinished(self.store, restart_reason)
         self.link.start()  # answering now: what a dead run left is ended meanwhile
         housekeeping = [
-            asyncio.create_task(self._end_leftovers(left)),
+            asyncio.create_task(end_leftovers(self.host, left, self.settings.kill_grace,
+                                              self.lifecycle.child_exits)),
             asyncio.create_task(self._reap_forever()),
             asyncio.create_task(self._sample_usage_forever()),
             asyncio.create_task(prune_forever(self.store, self.settings.retention_days, self.settings.retention_jobs,
@@ -103,27 +106,6 @@ class Supervisor:
             task.cancel()
         await self._shut_down()
 
-    def _settle_previous_run(self, reason: str) -> set[str]:
-        """Mark every job an earlier run left unfinished as `error`; their IDs."""
-        unsettled = self.store.unsettled()
-        for record in unsettled:
-            record.move_to(JobStatus.ERROR, reason=reason)
-            self.store.save(record)
-        self.store.commit()
-        if unsettled:
-            log.warning("settled %d jobs an earlier run left unfinished: %s", len(unsettled), reason)
-        return {record.id for record in unsettled}
-
-    async def _end_leftovers(self, job_ids: set[str]) -> None:
-        """End whatever processes of these jobs an earlier run left behind, and remove their cgroups."""
-        leftovers = self.containment.leftovers(job_ids)
-        survivors = leftovers.processes()
-        if survivors:
-            log.warning("ending %d processes an earlier run left behind", len(survivors))
-            await terminate(leftovers, self.settings.kill_grace, self.lifecycle.child_exits)
-        leftovers.release()
-        self.limits.release_leftovers(job_ids)
-
     async def _reap_forever(self) -> None:
         """Reap now and then in any case: orphans re-parented to the supervisor have no pidfd watched."""
         while True:
@@ -136,21 +118,17 @@ class Supervisor:
             self.lifecycle.sample_usage()
 
     async def _shut_down(self) -> None:
-        jobs = list(self.lifecycle.jobs.values())
-        log.info("supervisor shutting down: ending %d jobs", len(jobs))
+        log.info("supervisor shutting down: ending %d jobs", len(self.lifecycle.jobs))
         self.link.broadcast(SupervisorClosing())  # so the front end answers at once instead of waiting for us
-        self.lifecycle.launching = False
-        for job in jobs:
-            self.lifecycle.end(job, EndRequest(JobStatus.ERROR, "server shut down"))
-        await asyncio.gather(*(job.settled for job in jobs))
+        await self.lifecycle.end_all(EndRequest(JobStatus.ERROR, "server shut down"))
         try:
             await asyncio.wait_for(self.publisher.saved(), _LAST_SAVE_SECONDS)
         except asyncio.TimeoutError:
             log.error("could not record the last job changes before stopping; the next start settles them")
         self.publisher.send_events()
         await self.lifecycle.homes_prepared()
-        self.lifecycle.close()
-        self.lifecycle.sandbox.close()
+        self.host.close()
+        self.sandbox.close()
         self.homes.close()
         self.limits.close()
         self.containment.close()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from workerctl.protocol.jobs import JobStatus
 from workerctl.store.interface import JobRecord
-from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.exits import Exit
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase, PhaseError
 
@@ -26,7 +24,7 @@ def new_job() -> Job:
 
 
 def launched() -> Launched:
-    return Launched(123, JobUser("job", 1, 1), Path("/nonexistent"), Nothing(), None, Nothing(), None)  # type: ignore[arg-type]
+    return Launched(123, Nothing(), None, Nothing(), lambda: None)  # type: ignore[arg-type]
 
 
 @in_loop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workerctl.supervisor.killing import parents_first
+from workerctl.supervisor.containment import parents_first
 
 
 @dataclass(frozen=True)
