@@ -21,6 +21,7 @@ import pytest
 from simulated_host import USAGE, Program, SimulatedHost
 from virtual_time import in_virtual_time
 from workerctl.protocol.jobs import JobStatus, new_job_id
+from workerctl.protocol.limits import JobLimits
 from workerctl.store.backends import open_reader, open_writer
 from workerctl.store.interface import JobRecord, JobWriter, now
 from workerctl.store.layout import DataLayout
@@ -61,8 +62,8 @@ class Rig:
 
     def start(self, command: str, timeout_seconds: float = 60.0) -> Job:
         """Record a job, as admission does, and hand it to the life cycle; it starts when the pool lets it."""
-        record = JobRecord(new_job_id(), OWNER, command, JobStatus.CREATED, now(), timeout_seconds=timeout_seconds,
-                           memory_bytes=64 * MIB, cpus=1.0, processes=100)
+        record = JobRecord(new_job_id(), OWNER, command, JobStatus.CREATED, now(),
+                           limits=JobLimits(timeout_seconds, 64 * MIB, 1.0, 100))
         self.store.insert(record)
         self.store.commit()
         self.lifecycle.add(record)
