@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psutil
-from workerctl.server.settings import ServerSettings
+from workerctl.runtime.settings import ServerSettings
 from workerctl.store.users import add_user
 
 from bench.hostile import Attacks, attack_counts, start_attacks

@@ -27,11 +27,11 @@ from workerctl.cluster.hosts import LEASE_RENEWAL_SECONDS, Cluster
 from workerctl.cluster.sweep import LostHostSweep
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import FenceJobs, MalformedMessage, Refusal, Reply, decode, encode
-from workerctl.server.link import LinkRequest
-from workerctl.server.link_client import RECONNECT_SECONDS, SENDS, LinkClient
-from workerctl.server.linux import die_with_parent
-from workerctl.server.logs import configure_logging
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.link import LinkRequest
+from workerctl.runtime.link_client import RECONNECT_SECONDS, SENDS, LinkClient
+from workerctl.runtime.linux import die_with_parent
+from workerctl.runtime.logs import configure_logging
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.interface import StoreError
 
 log = logging.getLogger(__name__)

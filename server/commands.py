@@ -15,7 +15,7 @@ from pathlib import Path
 from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.table import PROGRAM, Argument, Command, Option, usage_error
 from workerctl.dev_material import DEV_USERS
-from workerctl.server.settings import FRONT_END_SETTINGS, SETTINGS, ServerSettings
+from workerctl.runtime.settings import FRONT_END_SETTINGS, SETTINGS, ServerSettings
 
 
 def serve(config: str | None, **flags: str | bool | None) -> ExitStatus:
@@ -37,7 +37,7 @@ def _run_with_settings(run: Callable[[ServerSettings], int], config: str | None,
                        flags: dict[str, str | bool | None]) -> ExitStatus:
     """Load the settings (the file, then the flags) and run; what keeps it from starting as one CLI error."""
     from workerctl.server.serve import ServeError
-    from workerctl.server.settings import SettingsError, SettingsFileError, load_settings
+    from workerctl.runtime.settings import SettingsError, SettingsFileError, load_settings
     try:
         settings = load_settings(Path(config) if config else None, **flags)
     except SettingsFileError as error:

@@ -25,9 +25,9 @@ from typing import Any
 
 from msgspec.structs import replace
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
-from workerctl.server.linux import become_subreaper, protect_from_oom_killer
-from workerctl.server.logs import announce, configure_logging
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
+from workerctl.runtime.logs import announce, configure_logging
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.store.local import prepare
 from workerctl.store.users import UsersFileError, load_users

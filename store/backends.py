@@ -8,6 +8,7 @@ Redis back end is imported only when asked for: a single host needs neither it n
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ def open_reader(location: Path | str, may_be_down: bool = False) -> JobReader:
     """The front end's reads; StoreError or OSError if the store cannot be opened. A shared store that
     `may_be_down` is opened even while it cannot be reached (its reads fail until it can)."""
     if is_redis_location(location):
-        return _redis_back_end().RedisJobReader(str(location), may_be_down)
+        return _redis_back_end("redis_records").RedisJobReader(str(location), may_be_down)
     return LocalJobReader(DataLayout(Path(location)))
 
 
@@ -45,7 +46,7 @@ def open_writer(location: Path | str, max_output_bytes: int, host: str | None = 
     host: its new jobs are marked with it, and its unsettled jobs are only those."""
     limits = OutputLimits.for_cap(max_output_bytes)
     if is_redis_location(location):
-        return _redis_back_end().RedisJobWriter(str(location), limits, host)
+        return _redis_back_end("redis_store").RedisJobWriter(str(location), limits, host)
     return LocalJobWriter(DataLayout(Path(location)), limits)
 
 
@@ -63,11 +64,12 @@ def when_reachable(open_store: Callable[[], T]) -> T:
         time.sleep(_REACH_AGAIN_SECONDS)
 
 
-def _redis_back_end() -> ModuleType:
+def _redis_back_end(module: str) -> ModuleType:
+    """The Redis back end's module `module` (the reader's or the writer's), imported only when a location names
+    Redis: a single host needs no Redis client installed."""
     try:
-        from workerctl.store import redis_store
+        return importlib.import_module(f"workerctl.store.{module}")
     except ModuleNotFoundError as error:
         if error.name != "redis":
             raise
         raise StoreError("a redis:// store needs the redis package: pip install 'workerctl[cluster]'") from None
-    return redis_store

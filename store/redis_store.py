@@ -32,43 +32,31 @@ later (ZDIFF); a single Redis, not Redis Cluster (a transaction spans many keys)
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import fields
 from functools import partial
 
 import redis
 from redis.client import Pipeline
 from workerctl.protocol.jobs import JobStatus, stored_before
-from workerctl.store.interface import (
-    JobRecord,
-    KeyTaken,
-    OutputChunk,
-    OutputWriteError,
-    StoreError,
-    StoreUnreachable,
-    limit_columns,
-    limits_from_columns,
-)
+from workerctl.store.interface import JobRecord, KeyTaken, OutputWriteError, StoreError
 from workerctl.store.layout import RESERVE_BYTES
 from workerctl.store.output_log import OutputLimits
-from workerctl.store.redis_connection import RedisKeys, RedisLocation, check_server, connect, storing
-from workerctl.store.redis_output import HeldBack, OutputHeldBack, RedisOutputSink, output_keys, read_output
+from workerctl.store.redis_connection import check_server
+from workerctl.store.redis_output import HeldBack, OutputHeldBack, RedisOutputSink, output_keys
+from workerctl.store.redis_records import RedisStoreBase, decode_record, encode_record
 
 log = logging.getLogger(__name__)
 
-_FIELDS = [field.name for field in fields(JobRecord) if field.name != "limits"]  # kept as columns, as before
 _UNSETTLED = (JobStatus.CREATED, JobStatus.RUNNING)
 # For the guarded save: the stored statuses a record may have when it is saved with each status, as ",a,b,".
 _STORED_BEFORE = {status: f",{','.join(sorted(stored_before(status)))}," for status in JobStatus}
-_LIST_PAGE = 200  # records read per round trip when a filter leaves some out
 _COMMIT_ATTEMPTS = 20  # before giving up on a batch whose jobs other writers keep changing
 
 # Replace the record (KEYS[1]) with ARGV[1] only if it still exists, is the host ARGV[3]'s ("" for none), and
-# its status may move to the new one (one of ARGV[6], ",created,running," say: never from a final one); if the new one is final (ARGV[4]), move job ARGV[2] from the unsettled indexes (KEYS[2],
-# and the host's, KEYS[4]) to the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if
+# its status may move to the new one (one of ARGV[6], ",created,running," say: never from a final one); if the
+# new one is final (ARGV[4]), move job ARGV[2] from the unsettled indexes (KEYS[2], and the host's, KEYS[4]) to
+# the ended-at index (KEYS[3]) with score ARGV[5] ("" for none). 1 if saved, 0 if
 # there is no record, -1 if it is no longer the host's job in a status that may move to the new one.
 _GUARDED_SAVE = """
 local stored = redis.call('GET', KEYS[1])
@@ -114,94 +102,7 @@ return 1
 _QueuedWrite = Callable[[Pipeline, dict[str, int]], None]
 
 
-def _encode(record: JobRecord) -> str:
-    values = {**{name: getattr(record, name) for name in _FIELDS}, **limit_columns(record.limits)}
-    values["labels"] = list(record.labels)
-    # ASCII: a command holding a lone surrogate (JSON allows "\ud800") is still stored, as JSON escapes it.
-    return json.dumps(values, separators=(",", ":"))
-
-
-def _decode(text: bytes | str) -> JobRecord:
-    values = json.loads(text)
-    values["status"] = JobStatus(values["status"])
-    values["labels"] = tuple(values.get("labels", ()))
-    return JobRecord(**{name: values[name] for name in _FIELDS if name in values}, limits=limits_from_columns(values))
-
-
-class _RedisStore:
-    """What the reader and the writer share: the connection, the key names and reading a record."""
-
-    def __init__(self, location: str, may_be_down: bool = False) -> None:
-        """StoreError if the location is not usable, or (unless `may_be_down`) Redis cannot be reached now."""
-        self.location = RedisLocation.parse(location)
-        self.keys = RedisKeys(self.location.prefix)
-        self._client = connect(self.location)
-        try:
-            with self._storing("reach the job store"):
-                self._client.ping()
-        except TypeError as error:  # redis-py hands the URL's parameters to each connection it makes
-            self._client.close()
-            name = str(error).rpartition(" ")[2]
-            raise StoreError(f"the Redis location has a parameter that is not one: {name}") from None
-        except StoreUnreachable:
-            if may_be_down:
-                return  # its reads fail until it can be reached
-            self._client.close()
-            raise
-        except StoreError:
-            self._client.close()
-            raise
-
-    def _storing(self, what: str) -> AbstractContextManager[None]:
-        return storing(what, self.location.where)
-
-    def get(self, job_id: str, owner: str) -> JobRecord | None:
-        """The job, if it exists and belongs to `owner`; another user's job is the same as no job."""
-        with self._storing("read the job"):
-            text = self._client.get(self.keys.job(job_id))
-        record = _decode(text) if text is not None else None
-        return record if record is not None and record.owner == owner else None
-
-    def _records(self, job_ids: list[bytes]) -> list[JobRecord]:
-        """The records of these jobs that still exist, in the same order."""
-        if not job_ids:
-            return []
-        texts = self._client.mget([self.keys.job(job_id.decode()) for job_id in job_ids])
-        return [_decode(text) for text in texts if text is not None]
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class RedisJobReader(_RedisStore):
-    """The front end's reads (a JobReader)."""
-
-    def list(self, owner: str, status: JobStatus | None, limit: int, label: str | None = None) -> list[JobRecord]:
-        """The owner's jobs, newest first; only those in `status` and with `label`, where given."""
-        filtered = status is not None or label is not None
-        page = max(limit, _LIST_PAGE) if filtered else limit
-        found: list[JobRecord] = []
-        below = "+inf"
-        with self._storing("list the jobs"):
-            while len(found) < limit:
-                # By score, not by rank: jobs created meanwhile do not shift the pages.
-                entries = self._client.zrevrangebyscore(self.keys.jobs_of(owner), below, "-inf", start=0, num=page,
-                                                        withscores=True)
-                found += [record for record in self._records([job_id for job_id, _ in entries])
-                          if record.owner == owner and (status is None or record.status == status)
-                          and (label is None or label in record.labels)]
-                if len(entries) < page:
-                    break
-                below = f"({int(entries[-1][1])}"
-        return found[:limit]
-
-    def read_output(self, record: JobRecord, offset: int, limit: int | None) -> OutputChunk:
-        """The job's kept output from stream offset `offset`, at most `limit` bytes of it."""
-        with self._storing("read the job's output"):
-            return read_output(self._client, self.keys, record.id, offset, limit)
-
-
-class RedisJobWriter(_RedisStore):
+class RedisJobWriter(RedisStoreBase):
     """The supervisor's writes (a JobWriter). Its own `get` and `find_by_key` see its batch before the commit,
     as an open SQLite transaction does."""
 
@@ -227,7 +128,7 @@ class RedisJobWriter(_RedisStore):
     def get(self, job_id: str, owner: str) -> JobRecord | None:
         if job_id in self._pending:
             text = self._pending[job_id]
-            record = _decode(text) if text is not None else None
+            record = decode_record(text) if text is not None else None
             return record if record is not None and record.owner == owner else None
         return super().get(job_id, owner)
 
@@ -287,7 +188,7 @@ class RedisJobWriter(_RedisStore):
         """Save the record now if the stored one is still this host's unfinished job (the guarded save, outside
         the batch); whether it was."""
         with self._storing("record the job's start"):
-            saved = self._guarded_save(self._client, record.id, _encode(record), record.status, record.ended_at)
+            saved = self._guarded_save(self._client, record.id, encode_record(record), record.status, record.ended_at)
         return saved == 1
 
     def adopt(self, job_id: str, owner: str, from_host: str) -> JobRecord | None:
@@ -299,7 +200,7 @@ class RedisJobWriter(_RedisStore):
             record.host = self.host
             swapped = self._client.eval(_SWAP, 4, self.keys.job(job_id), self.keys.unsettled_on(from_host),
                                         self.keys.unsettled_on(self.host), self.keys.unsettled, text,
-                                        _encode(record), job_id)
+                                        encode_record(record), job_id)
         return record if swapped == 1 else None
 
     def stop_waiting(self, job_id: str, owner: str, host: str) -> JobRecord | None:
@@ -313,14 +214,14 @@ class RedisJobWriter(_RedisStore):
             text, record = waiting
             record.move_to(JobStatus.STOPPED)
             swapped = self._client.eval(_SETTLE_SWAP, 4, self.keys.job(job_id), self.keys.unsettled,
-                                        self.keys.unsettled_on(host), self.keys.ended_at, text, _encode(record),
+                                        self.keys.unsettled_on(host), self.keys.ended_at, text, encode_record(record),
                                         job_id, repr(record.ended_at))
         return record if swapped == 1 else None
 
     def _waiting(self, job_id: str, owner: str, host: str) -> tuple[bytes, JobRecord] | None:
         """The stored text and record of the owner's job if it waits (created) on `host`."""
         text = self._client.get(self.keys.job(job_id))
-        record = _decode(text) if text is not None else None
+        record = decode_record(text) if text is not None else None
         if record is None or record.owner != owner or record.host != host or record.status is not JobStatus.CREATED:
             return None
         return text, record
@@ -346,7 +247,7 @@ class RedisJobWriter(_RedisStore):
                 answers = found.execute()
             deleted = 0
             for job_id, text, (limits, total) in zip(expired, answers[::2], answers[1::2]):
-                record = _decode(text) if text is not None else None
+                record = decode_record(text) if text is not None else None
                 if record is None or not record.status.is_final:  # an index entry of a record gone since
                     self._batch.append(partial(self._queue_forget, job_id))
                     continue
@@ -392,7 +293,7 @@ class RedisJobWriter(_RedisStore):
         self._claimed.clear()
 
     def _stage(self, record: JobRecord) -> str:
-        text = _encode(record)
+        text = encode_record(record)
         self._pending[record.id] = text
         return text
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from workerctl.protocol.jobs import JobStatus
 from workerctl.protocol.sizes import format_size
-from workerctl.server.settings import ServerSettings
+from workerctl.runtime.settings import ServerSettings
 from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.remover import TreeRemover

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 
 from workerctl.protocol.messages import MalformedMessage, Message, encode
-from workerctl.server.link import read_available, tune_link_socket
+from workerctl.runtime.link import read_available, tune_link_socket
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from workerctl.server.linux import (
+from workerctl.runtime.linux import (
     become_subreaper,
     die_with_parent,
     limit_processes_per_user,
     raise_open_files_limit,
 )
-from workerctl.server.logs import configure_logging
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.logs import configure_logging
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.backends import open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock

@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workerctl.server.linux import JOB_OOM_SCORE_ADJ
-from workerctl.server.settings import ServerSettings
+from workerctl.runtime.linux import JOB_OOM_SCORE_ADJ
+from workerctl.runtime.settings import ServerSettings
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV
 from workerctl.supervisor.networks import NetworkNamespaces

@@ -25,9 +25,9 @@ from workerctl.protocol.messages import (
     StopJob,
     SupervisorClosing,
 )
-from workerctl.server.link import LinkRequest, MessageHandlers, dispatch
-from workerctl.server.logs import announce
-from workerctl.server.settings import ServerSettings
+from workerctl.runtime.link import LinkRequest, MessageHandlers, dispatch
+from workerctl.runtime.logs import announce
+from workerctl.runtime.settings import ServerSettings
 from workerctl.store.interface import JobWriter, KeyTaken, StoreError, StoreUnreachable
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts

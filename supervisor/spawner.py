@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workerctl.server.linux import enlarge_pipe
+from workerctl.runtime.linux import enlarge_pipe
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV
 from workerctl.supervisor.sandbox import SHELL, JobPlan, Sandbox

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from facilities import missing_module
 from redis_server import RedisServer
 from support import Server, Tls, Users, poll_until, reachable_by_jobs, start_server
+
+
+def celery_problem() -> str | None:
+    """Why there can be no cluster here, or None."""
+    return missing_module("celery", "pip install -e '.[cluster]'")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from cluster_support import Cluster, start_cluster
+from facilities import required
 from redis_server import RedisServer
 from support import Server, Tls, Users, mint_tls, start_server
 from workerctl.store.users import add_user
@@ -20,9 +21,15 @@ _OWN_BASETEMP = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the run a temporary directory of its own, outside /tmp/pytest-of-USER: pytest makes that one 0700
+    """Refuse a WORKERCTL_REQUIRE that names no facility (facilities.py) before any test runs.
+
+    Give the run a temporary directory of its own, outside /tmp/pytest-of-USER: pytest makes that one 0700
     as each run starts, which would shut the jobs of a run already going beside it (they run as other users)
     out of their working directories. A run that passes removes it; one that fails leaves it to look into."""
+    try:
+        required()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
     if config.option.basetemp is None:
         config.option.basetemp = tempfile.mkdtemp(prefix="workerctl-tests-")
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
@@ -32,6 +39,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     own = session.config.stash.get(_OWN_BASETEMP, None)
     if own is not None and exitstatus == 0:
         shutil.rmtree(own, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts servers of its own (server_factory) is slow: each takes a second or two to start. The
+    fast loop, `pytest -m "not slow"`, keeps the tests against a module's shared server."""
+    for item in items:
+        if "server_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

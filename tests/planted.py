@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from facilities import needs
 
 _SOURCE = r"""
 #include <fcntl.h>
@@ -37,11 +37,17 @@ def marks_directory(directory: Path) -> Path:
     return directory
 
 
-def build_planted_library(marks: Path) -> Path:
-    """The library, compiled next to `marks`; skips the test where there is no C compiler."""
+def c_compiler() -> str:
+    """The C compiler (`$CC`, else `cc`), for the "compiler" facility (facilities.py)."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        pytest.skip("no C compiler to build the planted library")
+    needs("compiler", None if compiler else "no C compiler (Debian's build-essential; .ci/run installs it)")
+    assert compiler is not None
+    return compiler
+
+
+def build_planted_library(marks: Path) -> Path:
+    """The library, compiled next to `marks`."""
+    compiler = c_compiler()
     source = marks.parent / "planted.c"
     source.write_text(_SOURCE)
     library = marks.parent / "planted.so"

@@ -13,15 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
+from facilities import missing_module, needs
 
 _START_ATTEMPTS = 5
 
 
+def redis_problem() -> str | None:
+    """Why no test of Redis can run here, or None."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (Debian's redis-server package; .ci/run installs it)"
+    return missing_module("redis", "pip install -e '.[test]'")
+
+
 def redis_server_binary() -> str:
+    needs("redis", redis_problem())
     path = shutil.which("redis-server")
-    if path is None:
-        pytest.skip("redis-server is not installed (Debian's redis-server package; .ci/run installs it)")
-    pytest.importorskip("redis", reason="the redis package is not installed (pip install -e '.[test]')")
+    assert path is not None
     return path
 
 

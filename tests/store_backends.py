@@ -59,7 +59,7 @@ class RedisBackend:
         return RedisJobWriter(self.location, limits)
 
     def reader(self):  # noqa: ANN201 - a RedisJobReader
-        from workerctl.store.redis_store import RedisJobReader
+        from workerctl.store.redis_records import RedisJobReader
         return RedisJobReader(self.location)
 
 

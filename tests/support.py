@@ -4,6 +4,7 @@ real HTTPS with certificate checks on, and ways to find processes and wait for c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 import trustme
+from facilities import needs
 
 SERVE_START_SECONDS = 20.0
 
@@ -207,6 +209,20 @@ def sleepers(mark: str) -> list[psutil.Process]:
     return [process for process in processes_with(mark) if process.info["name"] == "sleep"]
 
 
+def kill_all(mark: str) -> None:
+    """SIGKILL every process started with `mark`, where a test ends them rather than wait for the server to."""
+    for process in processes_with(mark):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def release(mark: str) -> None:
+    """Let a job held at its `sleep MARK` go on: interrupt that sleep, and its shell runs the next command (and
+    says nothing of it, as it would of a SIGTERM). For output in two parts, with the test's own moment between."""
+    for process in poll_until(lambda: sleepers(mark), message=f"the job to reach its sleep {mark}"):
+        process.send_signal(signal.SIGINT)
+
+
 def assert_none_left(mark: str) -> None:
     """No process started with `mark` runs now: for a job that has ended, or been answered as stopped."""
     left = processes_with(mark)
@@ -262,14 +278,9 @@ def connected_to(pid: int, port: int) -> bool:
 
 
 def require_namespaces() -> None:
-    """Skip the test where this machine cannot give jobs namespaces (not root, or no helper, or the kernel); fail
-    it instead where WORKERCTL_REQUIRE_SANDBOX is set (CI sets it: there, a sandbox test that skips hides a
-    regression)."""
+    """The "sandbox" facility (facilities.py): skip the test where this machine cannot give jobs namespaces (not
+    root, or no helper, or the kernel), or fail it where the sandbox is required (CI)."""
     from workerctl.supervisor.sandbox import HELPER, Sandbox
 
     helper = HELPER if os.access(HELPER, os.X_OK) else None
-    problem = Sandbox(True, "none", (), helper, None).problem()
-    if problem is not None:
-        if os.environ.get("WORKERCTL_REQUIRE_SANDBOX"):
-            pytest.fail(f"no sandbox here, and WORKERCTL_REQUIRE_SANDBOX is set: {problem}")
-        pytest.skip(f"no sandbox here: {problem}")
+    needs("sandbox", Sandbox(True, "none", (), helper, None).problem())

@@ -11,6 +11,7 @@ from support import (
     marker,
     poll_until,
     processes_with,
+    release,
     require_namespaces,
 )
 from workerctl.protocol.jobs import MAX_WAIT_SECONDS, is_job_id
@@ -211,9 +212,11 @@ def test_an_idempotency_key_used_for_another_command_is_a_conflict(server):
 
 
 def test_status_from_an_offset_returns_only_new_output(server):
-    job_id = server.start("echo one; sleep 0.3; echo two")
+    mark = marker()
+    job_id = server.start(f"echo one; sleep {mark}; echo two")
     first = poll_until(lambda: (lambda s: s if s["output"] else None)(server.status(job_id)))
     assert first["output"] == "one\n" and first["nextOffset"] == 4
+    release(mark)
     final = server.wait_final(job_id)
     rest = server.status(job_id, offset=first["nextOffset"])
     assert rest["output"] == "two\n" and rest["nextOffset"] == final["outputBytes"] == 8
@@ -242,9 +245,11 @@ def test_status_wait_gives_up_after_wait_seconds(server):
 
 
 def test_multibyte_characters_are_never_split_across_offsets(server):
-    job_id = server.start(r"printf '\342\202'; sleep 0.4; printf '\254 euro\n'")
+    mark = marker()
+    job_id = server.start(rf"printf '\342\202'; sleep {mark}; printf '\254 euro\n'")
     first = poll_until(lambda: (lambda s: s if s["outputBytes"] else None)(server.status(job_id)))
     assert first["output"] == "" and first["nextOffset"] == 0  # half a "€" is held back
+    release(mark)
     server.wait_final(job_id)
     assert server.status(job_id, offset=first["nextOffset"])["output"] == "\u20ac euro\n"
 
@@ -273,6 +278,7 @@ def test_no_job_can_touch_another_users_job(server_factory, sandbox):
     server.call("stop", user="bob", jobID=victim)
 
 
+@pytest.mark.slow
 def test_a_long_poll_wakes_as_each_job_ends(server):
     # Output and a new status arriving together once lost the event that should wake the poll.
     for _ in range(200):

@@ -10,6 +10,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a regular install of the package, for import-linter
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 

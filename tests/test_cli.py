@@ -138,6 +138,7 @@ def test_a_certificate_from_another_ca_exits_69(cli, tmp_path):
     assert code == 69 and "certificate" in one_line(err)
 
 
+@pytest.mark.slow
 def test_a_wrong_host_name_is_refused(cli, tmp_path, users):
     ca = trustme.CA()
     issued = ca.issue_cert("example.test")  # not the address the client asks for

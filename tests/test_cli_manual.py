@@ -16,7 +16,7 @@ from workerctl.cli.help import GLOBAL_OPTIONS, HELP_OPTION, option_default
 from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.table import COMMAND_ORDER
 from workerctl.server.commands import SERVER_COMMANDS
-from workerctl.server.settings import SETTINGS
+from workerctl.runtime.settings import SETTINGS
 
 COMMANDS = with_completion(JOB_COMMANDS + SERVER_COMMANDS)
 GROUPS = sorted({command.words[0] for command in COMMANDS if len(command.words) > 1})
@@ -171,6 +171,7 @@ def test_an_unreachable_server_is_69_in_one_line(tmp_path):
     assert result.returncode == 69 and "127.0.0.1:1" in one_line(result)
 
 
+@pytest.mark.slow
 def test_users_mistakes_are_64_or_65_and_only_a_broken_users_file_is_78(tmp_path):
     users = str(tmp_path / "users.toml")
     added = workerctl("users", "add", "carol", "--users", users)
@@ -198,6 +199,7 @@ def test_users_mistakes_are_64_or_65_and_only_a_broken_users_file_is_78(tmp_path
     assert result.returncode == 78 and "does not exist" in one_line(result)
 
 
+@pytest.mark.slow
 def test_serve_says_78_for_its_settings_file_and_64_for_its_flags(tmp_path):
     config = tmp_path / "server.toml"
     serve = ["serve", "--data-dir", str(tmp_path / "data"), "--port", "0"]

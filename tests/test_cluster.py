@@ -17,12 +17,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_support import Agent, Cluster, start_agent
+from cluster_support import Agent, Cluster, celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer, start_tls_redis
 from support import (
     Tls,
     Users,
     cgroups_of,
+    kill_all,
     marker,
     mounts_under,
     poll_until,
@@ -32,7 +34,8 @@ from support import (
 )
 from workerctl.store.backends import open_reader
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents and front ends on Redis, leases and host timeouts of seconds
 
 
 def test_jobs_spread_over_the_hosts_and_any_front_end_answers_about_them(cluster: Cluster) -> None:
@@ -181,9 +184,10 @@ def test_a_job_waiting_on_a_dead_host_is_stopped_at_once_and_never_runs(cluster:
 
 
 def test_a_stop_that_waits_for_a_jobs_grace_holds_up_no_other_request(cluster: Cluster, tmp_path: Path) -> None:
-    """A job that ignores SIGTERM takes its host's --kill-grace to stop; meanwhile the host answers a start."""
+    """A job that ignores SIGTERM takes its host's --kill-grace to stop; meanwhile the host answers a start. The
+    grace outlasts any test; the test ends the stop once it is done, by killing the job."""
     with ExitStack() as stack:
-        agent = start_agent(tmp_path, cluster.url, "h10", "--kill-grace", "5")
+        agent = start_agent(tmp_path, cluster.url, "h10", "--kill-grace", "600")
         stack.callback(agent.stop)
         front_end = cluster.front_ends[0]
         mark = marker()
@@ -192,6 +196,7 @@ def test_a_stop_that_waits_for_a_jobs_grace_holds_up_no_other_request(cluster: C
         stopping = threading.Thread(target=front_end.call, args=("stop",), kwargs={"jobID": stubborn})
         stopping.start()
         stack.callback(stopping.join)
+        stack.callback(kill_all, mark)
         poll_until(lambda: re.search(r"Task workerctl\.stop\[[^]]*\] received", agent.log()),
                    message="the stop to reach the host")
         started = front_end.start("echo meanwhile", host="h10")

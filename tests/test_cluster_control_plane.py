@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_support import start_agent
+from cluster_support import celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer
 from support import Tls, Users, poll_until, reachable_by_jobs, start_server
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents started and refused, each a cluster's start-up
 
 _CHECKED = "of the cluster at"  # the agent's first line once its settings passed its checks
 _URL_WARNING = "is on this agent's command line, where its jobs can read it"
@@ -91,7 +93,7 @@ def test_an_agent_not_run_as_root_gives_its_jobs_no_sandbox_so_it_refuses_a_url_
     --network none, the default. (Its checks run here, in the test's process, as if it were not root.)"""
     from workerctl.server import agent
     from workerctl.server.serve import ServeError
-    from workerctl.server.settings import ServerSettings
+    from workerctl.runtime.settings import ServerSettings
 
     def past_the_checks(settings: ServerSettings) -> None:
         pytest.fail("the agent's Redis checks let it through")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_support import Agent, Cluster, start_agent
+from cluster_support import Agent, Cluster, celery_problem, start_agent
+from facilities import needs
 from planted import build_planted_library, marks_directory, ran_as_root
 from redis_server import RedisServer
 from support import (
@@ -31,7 +32,8 @@ from support import (
     start_server,
 )
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # agents and front ends on Redis, a start's wait of 10 s
 
 _LEASE_SECONDS = 12.0
 

@@ -15,11 +15,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from cluster_support import start_agent
+from cluster_support import celery_problem, start_agent
+from facilities import needs
 from redis_server import RedisServer
 from support import Tls, Users, marker, poll_until, processes_with, start_server, wait_none_left
 
-pytest.importorskip("celery", reason="the cluster needs celery (pip install -e '.[cluster]')")
+needs("cluster", celery_problem())
+pytestmark = pytest.mark.slow  # a cluster waiting out Redis and its hosts' leases
 
 _AGENT_HOST_TIMEOUT = 2.0  # its lease lapses while Redis is down, but the host is not lost
 _SWEEPER_HOST_TIMEOUT = 10.0  # room for the test's checks before the held relay must renew the lease

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from workerctl.protocol.jobs import JobStatus
-from workerctl.server.settings import LOG_LEVELS
+from workerctl.runtime.settings import LOG_LEVELS
 
 
 def completion_script(shell: str, directory: Path) -> Path:

@@ -93,6 +93,7 @@ def test_required_client_certificates_refuse_connections_without_one(server_fact
     assert request_with(server, context, {"action": "list"}) == (200, {"jobs": []})
 
 
+@pytest.mark.slow
 def test_removing_the_user_stops_their_certificate_at_once(client_ca, tls, own_users, tmp_path):
     server = start_server(tmp_path, tls, own_users, "--client-ca", str(client_ca / "ca.pem"))
     try:
@@ -103,6 +104,7 @@ def test_removing_the_user_stops_their_certificate_at_once(client_ca, tls, own_u
         assert server.stop() == 0
 
 
+@pytest.mark.slow
 def test_a_rotated_token_replaces_the_old_one_at_once(tls, own_users, tmp_path):
     server = start_server(tmp_path, tls, own_users)
     try:
@@ -121,6 +123,7 @@ def test_a_rotated_token_replaces_the_old_one_at_once(tls, own_users, tmp_path):
         assert server.stop() == 0
 
 
+@pytest.mark.slow
 def test_an_expired_token_is_refused_saying_so(tls, own_users, tmp_path):
     now = datetime.now(timezone.utc)
     own_users.tokens["carol"] = add_user(own_users.file, "carol", expires=now - timedelta(seconds=1))

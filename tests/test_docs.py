@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pytest
 from support import Server, Tls, Users, reachable_by_jobs, start_server
-from workerctl.server.settings import FRONT_END_SETTINGS, SETTINGS, load_settings
+from workerctl.runtime.settings import FRONT_END_SETTINGS, SETTINGS, load_settings
+
+pytestmark = pytest.mark.slow  # every page's blocks, each a shell of its own, against live servers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -45,6 +45,7 @@ def truncated_request(server) -> None:
         connection.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n" + b"x" * 60000)
 
 
+@pytest.mark.slow
 def test_truncated_requests_leave_nothing_behind(server):
     web = psutil.Process(server.child_pid("web"))
     with ThreadPoolExecutor(8) as pool:

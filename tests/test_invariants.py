@@ -29,6 +29,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initial
 from support import Answer, Server, Tls, Users, start_server
 from workerctl.store.users import add_user
 
+pytestmark = pytest.mark.slow  # hypothesis drives a server through hundreds of requests
+
 USERS = ("alice", "bob", "carol")
 MAX_JOBS, MAX_JOBS_PER_USER, MAX_QUEUED_PER_USER = 3, 2, 3
 COMMANDS = ("sleep 30", "true", "exit 3", "echo hello")

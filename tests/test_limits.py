@@ -4,6 +4,7 @@ server's maxima; and reported with what each job used."""
 from __future__ import annotations
 
 import pytest
+from facilities import needs
 from support import marker, poll_until
 
 
@@ -15,8 +16,8 @@ def server_flags():
 
 @pytest.fixture(autouse=True)
 def limits_in_force(server):
-    if "limits: memory, CPU and processes per job and per user" not in server.log():
-        pytest.skip("no cgroup controllers for limits here")
+    in_force = "limits: memory, CPU and processes per job and per user" in server.log()
+    needs("limits", None if in_force else "the server found no cgroup controllers to keep limits with")
 
 
 def test_a_job_past_its_memory_limit_ends_in_error_naming_the_limit(server):
@@ -52,6 +53,7 @@ def test_one_users_jobs_together_stop_at_the_user_cap_while_another_users_run(se
     server.call("stop", jobID=first)
 
 
+@pytest.mark.slow
 def test_a_job_gets_no_more_cpu_than_its_share(server):
     status = server.wait_final(server.start("timeout 2 sh -c 'while :; do :; done'", limits={"cpus": 0.25}))
     assert status["limits"]["cpus"] == 0.25

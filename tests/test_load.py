@@ -16,6 +16,8 @@ import psutil
 import pytest
 from support import marker, poll_until, processes_with
 
+pytestmark = pytest.mark.slow  # a flood for a fixed time
+
 CLIENTS = 24
 SECONDS = 8.0
 

@@ -72,6 +72,7 @@ REQUESTS = st.one_of(*(DESCRIBED[path][method].as_strategy(mode) for path, metho
                        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None)
 @given(case=REQUESTS)
 def test_generated_requests_get_documented_answers(server: Server, case: schemathesis.Case) -> None:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from facilities import needs
 from workerctl.supervisor.sandbox import HELPER
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -23,8 +24,9 @@ OBJDUMP = shutil.which("objdump")
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox helper is built on Linux only"),
-    pytest.mark.skipif(READELF is None or OBJDUMP is None, reason="needs readelf and objdump (binutils)"),
+    pytest.mark.slow,  # a wheel built from scratch
 ]
+needs("compiler", None if READELF and OBJDUMP else "no readelf and objdump (binutils; .ci/run installs them)")
 
 
 def _run(*command: str | Path) -> str:

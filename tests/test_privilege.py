@@ -15,12 +15,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from planted import build_planted_library, marks_directory, ran_as_root
+from facilities import needs
+from planted import build_planted_library, c_compiler, marks_directory, ran_as_root
 from support import Server, cgroups_of, require_namespaces, start_server
 from workerctl.supervisor.accounts import ID_REGISTRY
 from workerctl.supervisor.sandbox import HELPER
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the privileged path exists only when serve runs as root")
+needs("root", None if os.geteuid() == 0 else "the privileged path exists only when serve runs as root")
+pytestmark = pytest.mark.slow  # a server with the sandbox and one without, hostile programs compiled
+
 
 @pytest.fixture(scope="module")
 def marks(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -178,9 +181,7 @@ int main(void) { printf("euid %d\n", (int)geteuid()); return 0; }
 
 
 def test_a_setuid_root_program_gives_a_job_nothing(any_server, tmp_path):
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        pytest.skip("no C compiler")
+    compiler = c_compiler()
     run(any_server, "true")  # alice's home is ready
     source = tmp_path / "euid.c"
     source.write_text(_EUID_SOURCE)
@@ -271,6 +272,7 @@ def _package_without_helper(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_as_root_serve_refuses_to_start_without_the_helper_and_leaves_nothing(tmp_path, tls, users):
     require_namespaces()
     installed = _package_without_helper(tmp_path / "install")

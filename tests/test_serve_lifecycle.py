@@ -24,7 +24,7 @@ from support import (
     wait_none_left,
 )
 from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT
 
 
 def server_processes(server):
@@ -168,6 +168,7 @@ def one_line_error(result):
     return lines[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, status, contains", [
     (["--port", "99999"], 64, "port must be a whole number from 0 to 65535"),
     (["--job-timeout", "0"], 64, "job-timeout must be a positive"),

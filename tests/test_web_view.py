@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 from browser import browser_problem, home_trusting, launch
+from facilities import needs
 from support import Server
 
-PROBLEM = browser_problem()
-pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
+needs("browser", browser_problem())
+pytestmark = pytest.mark.slow  # a real browser
 
-if PROBLEM is None:
-    from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402 - only where there is a browser
 
-    expect.set_options(timeout=15_000)
+expect.set_options(timeout=15_000)
 
 APPEARS_WITHIN_MS = 2000
 """How soon a job started elsewhere must show in the list."""

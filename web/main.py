@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
-from workerctl.server.linux import die_with_parent, raise_open_files_limit
-from workerctl.server.logs import announce, configure_logging
-from workerctl.server.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.linux import die_with_parent, raise_open_files_limit
+from workerctl.runtime.logs import announce, configure_logging
+from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.backends import open_reader
 from workerctl.store.interface import JobReader, StoreError
 from workerctl.store.users import UsersFileError

@@ -18,8 +18,8 @@ from workerctl.protocol.actions import StartRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import MalformedMessage, Reply, StopJob
 from workerctl.protocol.replies import JobRef
-from workerctl.server.link import LinkRequest
-from workerctl.server.link_client import RECONNECT_SECONDS, SENDS, Deliver, LinkClient
+from workerctl.runtime.link import LinkRequest
+from workerctl.runtime.link_client import RECONNECT_SECONDS, SENDS, Deliver, LinkClient
 from workerctl.web.job_link import JobWatchers, job_ref, start_job
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.main import ABOUT
 from workerctl.cli.table import find_command
 from workerctl.server.commands import SERVER_COMMANDS
-from workerctl.server.settings import SETTINGS
+from workerctl.runtime.settings import SETTINGS
 
 COMMANDS = JOB_COMMANDS + SERVER_COMMANDS
 

@@ -1,4 +1,4 @@
-"""The link's client core (server/link_client.py) over a real connection pair: a request goes out under a request
+"""The link's client core (runtime/link_client.py) over a real connection pair: a request goes out under a request
 ID of its own and its reply comes back to its requester, change events and the supervisor's closing go to their
 handlers from the one table, a reply whose requester gave up is dropped, a message no handler takes is logged,
 and a broken link tells every requester still waiting."""
@@ -22,7 +22,7 @@ from workerctl.protocol.messages import (
     decode,
     encode,
 )
-from workerctl.server.link_client import LinkClient
+from workerctl.runtime.link_client import LinkClient
 
 
 class Events:

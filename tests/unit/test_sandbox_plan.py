@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workerctl.server.settings import ServerSettings
+from workerctl.runtime.settings import ServerSettings
 from workerctl.supervisor.sandbox import hidden_from_jobs
 
 

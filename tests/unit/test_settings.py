@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from workerctl.server.settings import (
+from workerctl.runtime.settings import (
     FRONT_END_SETTINGS,
     SETTINGS,
     SUPERVISOR_SETTINGS,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 from workerctl.protocol.messages import FenceJobs, JobReply, JobsChanged, Refusal, Reply, SupervisorClosing, encode
-from workerctl.server.link import LinkRequest, dispatch, read_available, tune_link_socket
+from workerctl.runtime.link import LinkRequest, dispatch, read_available, tune_link_socket
 
 Deliver = Callable[[Reply | None], None]
 """Where a request's reply goes: the reply, or None if the link broke before it came."""
