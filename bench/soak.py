@@ -180,7 +180,7 @@ def soak(minutes: float, clients: int, hostile: bool = False) -> SoakRun:
         hostile_token = add_user(credentials.users, "hostile")
         # The flags' last word wins: the server's own default rate limit, not the benchmark's none.
         with WorkerctlServer(credentials, directory / "server",
-                             extra=("--rate-limit", f"{ServerSettings.rate_limit:g}")) as server:
+                             extra=("--rate-limit", f"{ServerSettings().rate_limit:g}")) as server:
             for token in tokens:  # a user's first job makes their home: not what the soak measures
                 _connect(server, token).run_to_end("true")
             time.sleep(1)

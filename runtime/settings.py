@@ -1,5 +1,9 @@
-"""The server's settings, each declared once, with its type, default, help and check: the `serve` flags, its
-TOML settings file, its help screen and the README's table are all made from these declarations.
+"""The server's settings, each declared once as a field of `ServerSettings`, the way the protocol declares its
+fields (workerctl.protocol.fields): its type and constraints, the rule a value must meet, its help, and what only a
+flag needs (`flag`: the word for its value, how help shows its default, a parser of what people write, former
+names; and FRONT_END_ONLY or SUPERVISOR_ONLY). msgspec checks every value against its declaration, and the `serve`
+and `agent` flags, the TOML settings file, the help screen, the README's table and the role lists are all made
+from the declarations.
 
 Precedence: command-line flags, then the settings file (`serve --config FILE`), then the defaults. The defaults
 serve the development material in `certs/` on 127.0.0.1:8443.
@@ -7,17 +11,18 @@ serve the development material in `certs/` on 127.0.0.1:8443.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
+import msgspec
+from msgspec import Meta, Struct
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_SERVER_KEY, DEV_USERS
-from workerctl.protocol.actions import HOST_NAME, HOST_NAME_RULE
+from workerctl.protocol.actions import HOST_NAME_RULE, HostName
+from workerctl.protocol.fields import FieldInfo, described, fields_of, rule
 from workerctl.protocol.sizes import format_size, parse_size
 
 UNUSABLE_SETTINGS_EXIT = 78
@@ -46,157 +51,149 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-Check = Callable[[str, Any], None]
-"""Raises SettingsError naming the setting (its flag name) if the value will not do."""
+def flag(metavar: str | None = None, *, shown_default: str | None = None, show: Callable[[Any], str] | None = None,
+         parse: Callable[[Any], Any] | None = None, aliases: tuple[str, ...] = ()) -> Meta:
+    """What a setting's flag needs beyond its rule and help, as extra metadata of its declaration: the word for its
+    value in help; its default as help shows it, or the function that `show`s a value; the `parse` that turns what
+    people write ("1G") into what msgspec checks; its former names."""
+    given = {"metavar": metavar, "shown_default": shown_default, "show": show, "parse": parse, "aliases": aliases}
+    return Meta(extra={key: value for key, value in given.items() if value})
 
 
-def _between(low: int, high: int) -> Check:
-    def check(name: str, value: int) -> None:
-        if not low <= value <= high:
-            raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
-    return check
+_FRONT_END, _SUPERVISOR = "front end", "supervisor"
+FRONT_END_ONLY = Meta(extra={"role": _FRONT_END})
+"""Declares a setting only a front end uses: an agent has no such flag, and ignores it in a settings file."""
+SUPERVISOR_ONLY = Meta(extra={"role": _SUPERVISOR})
+"""Declares a setting only a supervisor or its agent uses: a cluster's front end ignores it (each agent has its
+own)."""
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise SettingsError(f"{name} must be a positive number of seconds or days")
+def one_of(words: Any) -> Meta:
+    """The rule of a setting that is one of the words of a Literal: "be 'on' or 'off'"."""
+    *others, last = map(repr, get_args(words))
+    return rule(f"be {', '.join(others)} or {last}")
 
 
-def _not_negative(name: str, value: float) -> None:
-    if not value >= 0:
-        raise SettingsError(f"{name} must be zero or more seconds")
+# What each kind of setting accepts, the sentence that says so, and the word for its value in help.
+Address = Annotated[str, rule("be a host name or an IP address"), flag("ADDRESS")]
+Port = Annotated[int, rule("be a whole number from 0 to 65535", ge=0, le=65535), flag("PORT")]
+File = Annotated[Path, rule("be a file's path"), flag("FILE")]
+Directory = Annotated[Path, rule("be a directory's path"), flag("DIR")]
+Switch = Annotated[bool, rule("be true or false"), flag(show=lambda on: "on" if on else "off")]
+Seconds = Annotated[float, rule("be a positive number of seconds", gt=0), flag("SECONDS")]
+SecondsOrZero = Annotated[float, rule("be zero or more seconds", ge=0), flag("SECONDS")]
+Days = Annotated[float, rule("be a positive number of days", gt=0), flag("DAYS")]
+Count = Annotated[int, rule("be a whole number, at least 1", ge=1), flag("N")]
+Cores = Annotated[float, rule("be a positive number of cores", gt=0), flag("N")]
+Size = Annotated[int, rule("be a size of 1 byte or more (bytes, or a number with K, M, G or T)", ge=1),
+                 flag("SIZE", show=format_size, parse=parse_size)]
+MIN_OUTPUT_BYTES = 1024 * 1024
+OutputBytes = Annotated[int, rule(f"be a whole number of bytes, at least {MIN_OUTPUT_BYTES}", ge=MIN_OUTPUT_BYTES),
+                        flag("BYTES")]
+ContainmentKind = Literal["auto", "cgroup", "process"]
+SandboxMode = Literal["auto", "on", "off"]
+NetworkMode = Literal["none", "host"]
+SeccompMode = Literal["default", "off"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
-def _at_least(least: int) -> Check:
-    def check(name: str, value: int) -> None:
-        if value < least:
-            raise SettingsError(f"{name} must be at least {least}, not {value}")
-    return check
+class ServerSettings(Struct, frozen=True, kw_only=True, rename="kebab"):
+    """What a server process runs with. Each field is a setting, named as its flag (`--max-jobs`) and its key in
+    the settings file (`max-jobs`, or `max_jobs`)."""
 
-
-def _one_of(*choices: str) -> Check:
-    def check(name: str, value: str) -> None:
-        if value not in choices:
-            raise SettingsError(f"{name} must be {', '.join(f'{choice!r}' for choice in choices[:-1])} or "
-                                f"{choices[-1]!r}, not {value!r}")
-    return check
-
-
-def _host_name(name: str, value: str) -> None:
-    if not HOST_NAME.fullmatch(value):
-        raise SettingsError(f"{name} must be {HOST_NAME_RULE} characters, not {value!r}")
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _log_level(name: str, value: str) -> None:
-    if value.upper() not in LOG_LEVELS:
-        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
-
-
-def _setting(default: Any, help: str, check: Check | None = None, shown_default: str | None = None,
-             metavar: str | None = None, parse: Callable[[Any], Any] | None = None,
-             aliases: tuple[str, ...] = (), choices: tuple[str, ...] = ()) -> Any:
-    """A setting's declaration; with `choices` and no `check`, the value must be one of them."""
-    if choices and check is None:
-        check = _one_of(*choices)
-    return dataclasses.field(default=default, metadata={
-        "help": help, "check": check, "shown_default": shown_default, "metavar": metavar, "parse": parse,
-        "aliases": aliases, "choices": choices})
-
-
-def _size_setting(default: int, help: str, shown_default: str | None = None) -> Any:
-    return _setting(default, help, _at_least(1), shown_default or format_size(default), "SIZE", parse_size)
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    host: str = _setting("127.0.0.1", "the address to listen on", metavar="ADDRESS")
-    port: int = _setting(8443, "the port to listen on; 0 takes any free port and logs it",
-                         _between(0, 65535), metavar="PORT")
-    cert: Path = _setting(DEV_SERVER_CERT, "the server's certificate chain (PEM)", shown_default="certs/server.pem",
-                          metavar="FILE")
-    key: Path = _setting(DEV_SERVER_KEY, "the server certificate's private key (PEM)",
-                         shown_default="certs/server-key.pem", metavar="FILE")
-    users: Path = _setting(DEV_USERS, "the users file (re-read when it changes)",
-                           shown_default="certs/dev-users.toml", metavar="FILE")
-    client_ca: Path | None = _setting(None, "a CA certificate (PEM): a client certificate it signed whose common name "
-                                      "is a user authenticates that user without a token", shown_default="none",
-                                      metavar="FILE")
-    require_client_cert: bool = _setting(False, "refuse connections without a client certificate signed by "
-                                         "--client-ca", shown_default="off")
-    data_dir: Path = _setting(
-        default_data_dir(), "job records, output and working directories; jobs must be able to reach it",
-        shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or ~/.local/state/workerctl",
-        metavar="DIR")
-    handshake_timeout: float = _setting(10.0, "seconds a client has to finish its TLS handshake", _positive,
-                                        metavar="SECONDS")
-    max_connections_per_client: int = _setting(64, "connections one client address may hold open at once",
-                                               _at_least(1), metavar="N")
-    unavailable_wait: float = _setting(10.0, "seconds a request waits for the supervisor while it restarts after a "
-                                       "crash, before it is answered 503", _not_negative, metavar="SECONDS")
-    rate_limit: float = _setting(200.0, "requests per second one user may send (bursts of twice as many); past it, "
-                                 "429 with Retry-After; 0: no limit", _not_negative, metavar="N")
-    audit_log: Path | None = _setting(None, "a file to append one JSON line to per request that starts or stops a job "
-                                      "or is refused", shown_default="none", metavar="FILE")
-    job_timeout: float = _setting(60.0, "seconds a job may run before the server ends it, unless its start asks "
-                                  "for less or (up to --max-job-timeout) more", _positive, metavar="SECONDS")
-    max_job_timeout: float | None = _setting(None, "the most seconds a start may ask for", _positive,
-                                             shown_default="--job-timeout", metavar="SECONDS")
-    kill_grace: float = _setting(5.0, "seconds between SIGTERM and SIGKILL when a job is ended", _not_negative,
-                                 metavar="SECONDS")
-    max_jobs: int = _setting(1024, "jobs running at once; more wait in `created`", _at_least(1), metavar="N")
-    max_jobs_per_user: int = _setting(128, "jobs of one user running at once", _at_least(1), metavar="N")
-    max_queued_per_user: int = _setting(10_000, "jobs of one user waiting in `created`; more starts are refused "
-                                        "with 429", _at_least(1), metavar="N")
-    max_output_bytes: int = _setting(2 * 1024 * 1024, "output kept whole per job; past it, its head and tail",
-                                     _at_least(1024 * 1024), metavar="BYTES")
-    job_memory: int = _size_setting(1024**3, "memory one job may use, swap and its /tmp included; a start may ask "
-                                    "for less")
-    job_cpus: float = _setting(1.0, "cores of CPU time one job may use at once; a start may ask for less",
-                               _positive, metavar="N")
-    job_processes: int = _setting(1024, "processes and threads one job may have at once", _at_least(1),
-                                  metavar="N", aliases=("max_job_processes",))
-    home_size: int = _size_setting(1024**3, "the size of each user's home, kept between their jobs (where the host "
-                                   "can mount one file system per home)")
-    user_memory: int = _size_setting(host_memory_bytes() // 2, "memory one user's jobs may use together",
-                                     shown_default="half the host's memory")
-    user_cpus: float = _setting(float(os.cpu_count() or 1), "cores of CPU time one user's jobs may use together",
-                                _positive, shown_default="all the host's cores", metavar="N")
-    user_processes: int = _setting(4096, "processes and threads one user's jobs may have together",
-                                   _at_least(1), metavar="N")
-    job_user: str | None = _setting(None, "`dynamic`: each job runs as a user ID of its own; or a user name",
-                                    shown_default="dynamic as root, else the server's own user", metavar="USER")
-    containment: str = _setting("auto", "`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or "
-                                "`auto`: cgroup where possible", choices=("auto", "cgroup", "process"),
-                                metavar="KIND")
-    sandbox: str = _setting("auto", "`on`: each job in namespaces of its own (its processes, a read-only root, /tmp, "
-                            "IPC, host name; see --network), or refuse to start; `off`; `auto`: on as root (which "
-                            "refuses to start without it), off with a warning otherwise",
-                            choices=("auto", "on", "off"), metavar="MODE")
-    network: str = _setting("none", "with the sandbox, `none`: a job has only a loopback of its own; `host`: the "
-                            "host's network", choices=("none", "host"), metavar="MODE")
-    seccomp: str = _setting("default", "`default`: jobs may not make the system calls that widen what they can reach "
-                            "of the kernel (namespaces, mounts, keyrings, BPF, io_uring...); `off`",
-                            choices=("default", "off"), metavar="MODE")
-    retention_days: float = _setting(7.0, "ended jobs are deleted with their output after this many days",
-                                     _positive, metavar="DAYS")
-    retention_jobs: int = _setting(1000, "ended jobs kept per user, newest first", _at_least(1), metavar="N")
-    cluster: str | None = _setting(None, "a redis:// or rediss:// URL: serve as a front end of the cluster whose jobs "
-                                   "and hosts that Redis holds (docs/cluster.md)", shown_default="none: one host",
-                                   metavar="URL")
-    name: str | None = _setting(None, f"an agent's host name in its cluster ({HOST_NAME_RULE}; `workerctl agent` "
-                                "only)", _host_name, shown_default="none", metavar="NAME")
-    host_timeout: float = _setting(10.0, "seconds after an agent's last sign of life when its running jobs end in "
-                                   "`error` as lost", _positive, metavar="SECONDS")
-    log_level: str = _setting("INFO", "how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level,
-                              metavar="LEVEL", choices=LOG_LEVELS)
+    host: Annotated[Address, described("the address to listen on"), FRONT_END_ONLY] = "127.0.0.1"
+    port: Annotated[Port, described("the port to listen on; 0 takes any free port and logs it"),
+                    FRONT_END_ONLY] = 8443
+    cert: Annotated[File, described("the server's certificate chain (PEM)"), flag(shown_default="certs/server.pem"),
+                    FRONT_END_ONLY] = DEV_SERVER_CERT
+    key: Annotated[File, described("the server certificate's private key (PEM)"),
+                   flag(shown_default="certs/server-key.pem"), FRONT_END_ONLY] = DEV_SERVER_KEY
+    users: Annotated[File, described("the users file (re-read when it changes)"),
+                     flag(shown_default="certs/dev-users.toml"), FRONT_END_ONLY] = DEV_USERS
+    client_ca: Annotated[File, described("a CA certificate (PEM): a client certificate it signed whose common name "
+                                         "is a user authenticates that user without a token"),
+                         flag(shown_default="none"), FRONT_END_ONLY] | None = None
+    require_client_cert: Annotated[Switch, described("refuse connections without a client certificate signed by "
+                                                     "--client-ca"), FRONT_END_ONLY] = False
+    data_dir: Annotated[Directory, described("job records, output and working directories; jobs must be able to "
+                                             "reach it"),
+                        flag(shown_default="/var/lib/workerctl as root, else $XDG_STATE_HOME/workerctl or "
+                                           "~/.local/state/workerctl"), SUPERVISOR_ONLY] = default_data_dir()
+    handshake_timeout: Annotated[Seconds, described("seconds a client has to finish its TLS handshake"),
+                                 FRONT_END_ONLY] = 10.0
+    max_connections_per_client: Annotated[Count, described("connections one client address may hold open at once"),
+                                          FRONT_END_ONLY] = 64
+    unavailable_wait: Annotated[SecondsOrZero, described("seconds a request waits for the supervisor while it "
+                                                         "restarts after a crash, before it is answered 503"),
+                                FRONT_END_ONLY] = 10.0
+    rate_limit: Annotated[float, rule("be zero or more requests per second", ge=0),
+                          described("requests per second one user may send (bursts of twice as many); past it, 429 "
+                                    "with Retry-After; 0: no limit"), flag("N"), FRONT_END_ONLY] = 200.0
+    audit_log: Annotated[File, described("a file to append one JSON line to per request that starts or stops a job "
+                                         "or is refused"), flag(shown_default="none"), FRONT_END_ONLY] | None = None
+    job_timeout: Annotated[Seconds, described("seconds a job may run before the server ends it, unless its start "
+                                              "asks for less or (up to --max-job-timeout) more"),
+                           SUPERVISOR_ONLY] = 60.0
+    max_job_timeout: Annotated[Seconds, described("the most seconds a start may ask for"),
+                               flag(shown_default="--job-timeout"), SUPERVISOR_ONLY] | None = None
+    kill_grace: Annotated[SecondsOrZero, described("seconds between SIGTERM and SIGKILL when a job is ended")] = 5.0
+    max_jobs: Annotated[Count, described("jobs running at once; more wait in `created`"), SUPERVISOR_ONLY] = 1024
+    max_jobs_per_user: Annotated[Count, described("jobs of one user running at once"), SUPERVISOR_ONLY] = 128
+    max_queued_per_user: Annotated[Count, described("jobs of one user waiting in `created`; more starts are refused "
+                                                    "with 429"), SUPERVISOR_ONLY] = 10_000
+    max_output_bytes: Annotated[OutputBytes, described("output kept whole per job; past it, its head and tail"),
+                                SUPERVISOR_ONLY] = 2 * 1024 * 1024
+    job_memory: Annotated[Size, described("memory one job may use, swap and its /tmp included; a start may ask for "
+                                          "less"), SUPERVISOR_ONLY] = 1024**3
+    job_cpus: Annotated[Cores, described("cores of CPU time one job may use at once; a start may ask for less"),
+                        SUPERVISOR_ONLY] = 1.0
+    job_processes: Annotated[Count, described("processes and threads one job may have at once"),
+                             flag(aliases=("max_job_processes",)), SUPERVISOR_ONLY] = 1024
+    home_size: Annotated[Size, described("the size of each user's home, kept between their jobs (where the host can "
+                                         "mount one file system per home)"), SUPERVISOR_ONLY] = 1024**3
+    user_memory: Annotated[Size, described("memory one user's jobs may use together"),
+                           flag(shown_default="half the host's memory"), SUPERVISOR_ONLY] = host_memory_bytes() // 2
+    user_cpus: Annotated[Cores, described("cores of CPU time one user's jobs may use together"),
+                         flag(shown_default="all the host's cores"), SUPERVISOR_ONLY] = float(os.cpu_count() or 1)
+    user_processes: Annotated[Count, described("processes and threads one user's jobs may have together"),
+                              SUPERVISOR_ONLY] = 4096
+    job_user: Annotated[str, rule("be `dynamic` or a user's name"),
+                        described("`dynamic`: each job runs as a user ID of its own; or a user name"),
+                        flag("USER", shown_default="dynamic as root, else the server's own user"),
+                        SUPERVISOR_ONLY] | None = None
+    containment: Annotated[ContainmentKind, one_of(ContainmentKind),
+                           described("`cgroup` (a cgroup v2 per job), `process` (psutil process trees), or `auto`: "
+                                     "cgroup where possible"), flag("KIND"), SUPERVISOR_ONLY] = "auto"
+    sandbox: Annotated[SandboxMode, one_of(SandboxMode),
+                       described("`on`: each job in namespaces of its own (its processes, a read-only root, /tmp, IPC, "
+                                 "host name; see --network), or refuse to start; `off`; `auto`: on as root (which "
+                                 "refuses to start without it), off with a warning otherwise"), flag("MODE"),
+                       SUPERVISOR_ONLY] = "auto"
+    network: Annotated[NetworkMode, one_of(NetworkMode),
+                       described("with the sandbox, `none`: a job has only a loopback of its own; `host`: the host's "
+                                 "network"), flag("MODE"), SUPERVISOR_ONLY] = "none"
+    seccomp: Annotated[SeccompMode, one_of(SeccompMode),
+                       described("`default`: jobs may not make the system calls that widen what they can reach of the "
+                                 "kernel (namespaces, mounts, keyrings, BPF, io_uring...); `off`"), flag("MODE"),
+                       SUPERVISOR_ONLY] = "default"
+    retention_days: Annotated[Days, described("ended jobs are deleted with their output after this many days"),
+                              SUPERVISOR_ONLY] = 7.0
+    retention_jobs: Annotated[Count, described("ended jobs kept per user, newest first"), SUPERVISOR_ONLY] = 1000
+    cluster: Annotated[str, rule("be a redis:// or rediss:// URL"),
+                       described("a redis:// or rediss:// URL: serve as a front end of the cluster whose jobs and "
+                                 "hosts that Redis holds (docs/cluster.md)"),
+                       flag("URL", shown_default="none: one host")] | None = None
+    name: Annotated[HostName, described(f"an agent's host name in its cluster ({HOST_NAME_RULE}; `workerctl agent` "
+                                        "only)"), flag("NAME", shown_default="none"), SUPERVISOR_ONLY] | None = None
+    host_timeout: Annotated[Seconds, described("seconds after an agent's last sign of life when its running jobs end "
+                                               "in `error` as lost"), SUPERVISOR_ONLY] = 10.0
+    log_level: Annotated[LogLevel, one_of(LogLevel),
+                         described("how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+                         flag("LEVEL", parse=str.upper)] = "INFO"
 
     def validated(self) -> ServerSettings:
-        for setting in SETTINGS:
-            if setting.check is not None and getattr(self, setting.name) is not None:
-                setting.check(setting.flag_name, getattr(self, setting.name))
+        """These settings, if they agree with each other (each alone was checked as it was read)."""
         if self.require_client_cert and self.client_ca is None:
             raise SettingsError("require-client-cert needs --client-ca, the CA that signs the client certificates")
         if self.max_job_timeout is not None and self.max_job_timeout < self.job_timeout:
@@ -209,77 +206,72 @@ class ServerSettings:
         return self.job_timeout if self.max_job_timeout is None else self.max_job_timeout
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One declared setting, as the flags, the settings file, help and the README see it."""
 
-    name: str
-    kind: type
-    default: Any
+    name: str  # "max_jobs"
+    flag_name: str  # "max-jobs"
+    kind: type  # str, int, float, bool or Path
     help: str
-    check: Check | None
-    shown_default: str | None
+    rule: str  # what a value must be: "be a whole number, at least 1"
+    shown: str  # the default as help and the README show it
     metavar: str | None
+    choices: tuple[str, ...]  # where the value is one of a few words: those
+    aliases: tuple[str, ...]  # former names, still taken
+    parse: Callable[[Any], Any] | None
+    role: str | None  # the one role that uses it, or None for both
 
-    parse: Callable[[Any], Any] | None = None
-    aliases: tuple[str, ...] = ()
-    choices: tuple[str, ...] = ()  # where the value is one of a few words: those
-
-    @property
-    def flag_name(self) -> str:
-        return self.name.replace("_", "-")
-
-    @property
-    def shown(self) -> str:
-        """The default as help and the README show it."""
-        if self.shown_default is not None:
-            return self.shown_default
-        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
-
-    def convert(self, value: Any) -> Any:
-        """A flag's or the settings file's value as this setting's type; SettingsError if it does not fit."""
+    def typed(self, value: Any) -> Any:
+        """A flag's or the settings file's value as this setting's type, checked by msgspec against its
+        declaration; SettingsError if it will not do."""
         try:
-            if isinstance(value, bool) != (self.kind is bool):
-                raise TypeError
-            if self.kind is bool:
-                return value
-            if self.parse is not None:
-                return self.parse(value)
-            if self.kind is Path:
-                return Path(str(value)).expanduser()
-            if self.kind is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise TypeError
-                return int(value)
-            if self.kind is float:
-                return float(value)
-            return str(value)
-        except (TypeError, ValueError):
-            raise SettingsError(f"{self.flag_name} cannot be {value!r}") from None
+            parsed = value if self.parse is None else self.parse(value)
+            settings = msgspec.convert({self.flag_name: parsed}, ServerSettings, strict=False, dec_hook=_path)
+        except (msgspec.ValidationError, TypeError, ValueError):
+            raise SettingsError(f"{self.flag_name} must {self.rule}, not {value!r}") from None
+        return getattr(settings, self.name)
+
+
+def _path(kind: type, value: Any) -> Path:
+    """The one type of a setting that msgspec leaves to us: a path, given as text."""
+    if kind is Path and isinstance(value, str):
+        return Path(value).expanduser()
+    raise TypeError
+
+
+def _setting(field: FieldInfo, hint: Any) -> Setting:
+    kind, choices = _kind(hint)
+    extra = field.extra
+    shown = extra.get("shown_default") or extra.get("show", _shown)(field.default)
+    return Setting(field.attribute, field.name, kind, field.help, field.rule or "", shown, extra.get("metavar"),
+                   choices, extra.get("aliases", ()), extra.get("parse"), extra.get("role"))
+
+
+def _kind(hint: Any) -> tuple[type, tuple[str, ...]]:
+    """The type of a setting's value (None aside), and the words it may be where it is one of a few."""
+    if get_origin(hint) in (Union, UnionType):
+        hint = next(kind for kind in get_args(hint) if kind is not NoneType)
+    if get_origin(hint) is Literal:
+        return str, get_args(hint)
+    return hint, ()
+
+
+def _shown(default: Any) -> str:
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def _declared() -> tuple[Setting, ...]:
-    hints = typing.get_type_hints(ServerSettings)
-    return tuple(
-        Setting(field.name, next(kind for kind in typing.get_args(hints[field.name]) or (hints[field.name],)
-                                 if kind is not type(None)),
-                field.default, field.metadata["help"], field.metadata["check"], field.metadata["shown_default"],
-                field.metadata["metavar"], field.metadata["parse"], field.metadata["aliases"],
-                field.metadata["choices"])
-        for field in dataclasses.fields(ServerSettings))
+    hints = get_type_hints(ServerSettings)
+    return tuple(_setting(field, hints[field.attribute]) for field in fields_of(ServerSettings))
 
 
 SETTINGS = _declared()
 _BY_NAME = {name: setting for setting in SETTINGS for name in (setting.name, *setting.aliases)}
 
-FRONT_END_SETTINGS = ("host", "port", "cert", "key", "users", "client_ca", "require_client_cert", "handshake_timeout",
-                      "max_connections_per_client", "unavailable_wait", "rate_limit", "audit_log")
+FRONT_END_SETTINGS = tuple(setting.name for setting in SETTINGS if setting.role == _FRONT_END)
 """The settings only a front end uses: an agent has no such flags, and ignores them in a settings file."""
 
-SUPERVISOR_SETTINGS = ("data_dir", "job_timeout", "max_job_timeout", "max_jobs", "max_jobs_per_user",
-                       "max_queued_per_user", "max_output_bytes", "job_memory", "job_cpus", "job_processes",
-                       "home_size", "user_memory", "user_cpus", "user_processes", "job_user", "containment", "sandbox",
-                       "network", "seccomp", "retention_days", "retention_jobs", "name", "host_timeout")
+SUPERVISOR_SETTINGS = tuple(setting.name for setting in SETTINGS if setting.role == _SUPERVISOR)
 """The settings only a supervisor or its agent uses: a cluster's front end ignores them (each agent has its own)."""
 
 
@@ -295,12 +287,12 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettin
     values = {} if config_file is None else _read_settings_file(config_file)
     for name, value in flags.items():
         if value is not None:
-            values[_BY_NAME[name].name] = _BY_NAME[name].convert(value)
-    return replace(ServerSettings(), **values).validated()
+            values[_BY_NAME[name].name] = _BY_NAME[name].typed(value)
+    return ServerSettings(**values).validated()
 
 
 def _read_settings_file(path: Path) -> dict[str, Any]:
-    """The settings a settings file gives, each converted and checked on its own."""
+    """The settings a settings file gives, each typed and checked on its own."""
     try:
         with open(path, "rb") as file:
             from_file = tomllib.load(file)
@@ -314,9 +306,7 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
         if setting is None:
             raise SettingsFileError(f"settings file {path} has an unknown setting {key!r}")
         try:
-            values[setting.name] = setting.convert(value)
-            if setting.check is not None and values[setting.name] is not None:
-                setting.check(setting.flag_name, values[setting.name])
+            values[setting.name] = setting.typed(value)
         except SettingsError as error:
             raise SettingsFileError(f"settings file {path}: {error}") from None
     return values

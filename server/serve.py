@@ -20,10 +20,10 @@ import ssl
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from msgspec.structs import replace
 from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
 from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
 from workerctl.runtime.logs import announce, configure_logging

@@ -203,7 +203,7 @@ def test_users_mistakes_are_64_or_65_and_only_a_broken_users_file_is_78(tmp_path
 def test_serve_says_78_for_its_settings_file_and_64_for_its_flags(tmp_path):
     config = tmp_path / "server.toml"
     serve = ["serve", "--data-dir", str(tmp_path / "data"), "--port", "0"]
-    for text, says in [("port = 99999\n", "port must be between"), ("colour = 'red'\n", "unknown setting 'colour'"),
+    for text, says in [("port = 99999\n", "port must be a whole number from 0 to 65535"), ("colour = 'red'\n", "unknown setting 'colour'"),
                        ("containment = 'docker'\n", "containment must be"), ("not toml [", "not valid TOML")]:
         config.write_text(text)
         result = workerctl(*serve, "--config", str(config))

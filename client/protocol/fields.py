@@ -2,7 +2,8 @@
 its help and the sentence that says what it must be, and whose `msgspec.field(name=...)` (or the Struct's
 `rename`) gives its JSON name. From that one declaration msgspec checks a value and encodes and decodes it, the
 API document takes its JSON Schema (openapi.py), the command line its help, and `refusal` the one sentence a
-request that breaks it is refused with.
+request that breaks it is refused with. What only one reader needs rides in the same declaration as
+`Meta(extra=...)`, and `fields_of` hands it back (the server's settings keep their flags' details there).
 
     offset: Annotated[int, rule("be a whole number of bytes, 0 or more", ge=0), described("the output from ...")]
 """
@@ -49,12 +50,14 @@ class FieldInfo(NamedTuple):
     help: str
     required: bool
     default: Any
+    rule: str | None  # what a value must be, said for a person: "be a whole number from 1 to 1000"
+    extra: dict[str, Any]  # what else its declaration's Meta(extra=...) says, for a reader of its own
 
 
 def fields_of(cls: type) -> tuple[FieldInfo, ...]:
-    """The fields of a Struct, in order, with the help their declarations give."""
+    """The fields of a Struct, in order, with the help, rule and extra metadata their declarations give."""
     return tuple(FieldInfo(field.name, field.encode_name, _help(field.type), field.required,
-                           None if field.required else field.default)
+                           None if field.required else field.default, _rule_at(field.type, []), _extra(field.type))
                  for field in msgspec.inspect.type_info(cls).fields)  # type: ignore[attr-defined]
 
 
@@ -64,6 +67,15 @@ def _help(info: msgspec.inspect.Type) -> str:
     if isinstance(info, msgspec.inspect.UnionType):
         return next(filter(None, map(_help, info.types)), "")
     return ""
+
+
+def _extra(info: msgspec.inspect.Type) -> dict[str, Any]:
+    if isinstance(info, msgspec.inspect.Metadata):
+        own = {key: value for key, value in (info.extra or {}).items() if key != _RULE}
+        return {**_extra(info.type), **own}
+    if isinstance(info, msgspec.inspect.UnionType):
+        return next(filter(None, map(_extra, info.types)), {})
+    return {}
 
 
 def refusal(cls: type, error: msgspec.ValidationError) -> str:
