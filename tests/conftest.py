@@ -43,10 +43,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that starts servers of its own (server_factory) is slow: each takes a second or two to start. The
-    fast loop, `pytest -m "not slow"`, keeps the tests against a module's shared server."""
+    fast loop, `pytest -m "not slow"`, keeps the tests against a module's shared server. The slow run first."""
     for item in items:
         if "server_factory" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    # The modules with slow tests go first, each kept whole (a module's shared server starts once per worker):
+    # test workers then end on short tests rather than wait on one long test begun last.
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_modules)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from support import marker, poll_until, processes_with
 pytestmark = pytest.mark.slow  # a flood for a fixed time
 
 CLIENTS = 24
-SECONDS = 8.0
+SECONDS = 4.0
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ REQUESTS = st.one_of(*(DESCRIBED[path][method].as_strategy(mode) for path, metho
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(case=REQUESTS)
 def test_generated_requests_get_documented_answers(server: Server, case: schemathesis.Case) -> None:
     harmless(case.body)
