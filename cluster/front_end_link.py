@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
+from workerctl.cluster.celery_app import START_TASK, STOP_TASK, celery_app
+from workerctl.cluster.hosts import Cluster
 from workerctl.protocol.actions import StartRequest
 from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import JobStatus
-from workerctl.cluster.celery_app import START_TASK, STOP_TASK, celery_app
-from workerctl.cluster.hosts import Cluster
 from workerctl.protocol.messages import JobReply, MalformedMessage, Refusal, StartJob, StopJob, decode, encode
 from workerctl.protocol.replies import JobRef
 from workerctl.store.interface import JobReader, StoreError

@@ -34,8 +34,8 @@ from workerctl.cluster.hosts import Cluster
 from workerctl.cluster.relay import run_relay
 from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
 from workerctl.runtime.logs import announce, configure_logging
-from workerctl.server.serve import ServeError, choose_sandbox, end_orphaned_jobs, prepare_host, run_children
 from workerctl.runtime.settings import FRONT_END_SETTINGS, ServerSettings, changed_flags
+from workerctl.server.serve import ServeError, choose_sandbox, end_orphaned_jobs, prepare_host, run_children
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout

@@ -9,8 +9,8 @@ import socket
 
 from workerctl.cluster.front_end_link import ClusterLink
 from workerctl.runtime.logs import announce, configure_logging
-from workerctl.server.serve import ServeError, check_front_end_settings
 from workerctl.runtime.settings import SUPERVISOR_SETTINGS, ServerSettings, changed_flags
+from workerctl.server.serve import ServeError, check_front_end_settings
 from workerctl.store.backends import open_reader
 from workerctl.store.interface import JobReader, StoreError
 from workerctl.store.redis_connection import RedisLocation

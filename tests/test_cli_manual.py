@@ -15,8 +15,8 @@ from workerctl.cli.exit_status import MEANINGS
 from workerctl.cli.help import GLOBAL_OPTIONS, HELP_OPTION, option_default
 from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.table import COMMAND_ORDER
-from workerctl.server.commands import SERVER_COMMANDS
 from workerctl.runtime.settings import SETTINGS
+from workerctl.server.commands import SERVER_COMMANDS
 
 COMMANDS = with_completion(JOB_COMMANDS + SERVER_COMMANDS)
 GROUPS = sorted({command.words[0] for command in COMMANDS if len(command.words) > 1})

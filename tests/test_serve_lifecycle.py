@@ -23,8 +23,8 @@ from support import (
     sleepers,
     wait_none_left,
 )
-from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
 from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT
+from workerctl.server.serve import CRASH_REASON, FIRST_START_REASON
 
 
 def server_processes(server):

@@ -25,8 +25,8 @@ from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.jobs import MAX_ANSWER_OUTPUT_BYTES, is_job_id
 from workerctl.protocol.replies import JobDetail, JobList, JobRef
 from workerctl.store.interface import JobReader, JobRecord, OutputChunk
-from workerctl.web.job_view import detail, dropped_marker, summary
 from workerctl.web.job_link import JobLink, changed_within
+from workerctl.web.job_view import detail, dropped_marker, summary
 
 _START_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_MARGIN_SECONDS = 10.0

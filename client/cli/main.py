@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.command_line import command_words, parse, split_at_separator
+from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.table import PROGRAM, Command, find_command
 
 ABOUT = "run shell commands on a workerctl server, and follow them"

@@ -7,13 +7,13 @@ import re
 
 import pytest
 from workerctl.cli import help
-from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.command_line import parse
+from workerctl.cli.exit_status import CliError, ExitStatus
 from workerctl.cli.job_commands import JOB_COMMANDS
 from workerctl.cli.main import ABOUT
 from workerctl.cli.table import find_command
-from workerctl.server.commands import SERVER_COMMANDS
 from workerctl.runtime.settings import SETTINGS
+from workerctl.server.commands import SERVER_COMMANDS
 
 COMMANDS = JOB_COMMANDS + SERVER_COMMANDS
 
