@@ -28,6 +28,8 @@ from workerctl.dev_material import DEV_SERVER_CERT, DEV_USERS
 from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
 from workerctl.runtime.logs import announce, configure_logging
 from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.tls import tls_context
+from workerctl.server import roles
 from workerctl.store.layout import DataDirError, DataLayout, hold_lock
 from workerctl.store.local import prepare
 from workerctl.store.users import UsersFileError, load_users
@@ -36,10 +38,7 @@ from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
 from workerctl.supervisor.homes import unmount_homes
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
-from workerctl.supervisor.main import run_supervisor
 from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
-from workerctl.web.app import tls_context
-from workerctl.web.main import run_front_end
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +203,7 @@ def run_server(settings: ServerSettings) -> int:
         with tempfile.TemporaryDirectory(prefix="workerctl-") as run_dir:
             link_address = Path(run_dir) / "supervisor.sock"
             return run_children(settings, containment, job_uids, link_address, (
-                "web", run_front_end, lambda authkey, parent: (settings, listening, link_address, authkey, parent),
+                "web", roles.front_end, lambda authkey, parent: (settings, listening, link_address, authkey, parent),
                 _FRONT_END_STOP_SECONDS))
     finally:
         containment.close()
@@ -220,7 +219,7 @@ def run_children(settings: ServerSettings, containment: Containment, job_uids: r
     authkey = secrets.token_bytes(32)
     parent = os.getpid()
     supervisor_reason = [FIRST_START_REASON]
-    supervisor = Child("supervisor", run_supervisor,
+    supervisor = Child("supervisor", roles.supervisor,
                        lambda: (settings, job_uids, link_address, authkey, parent, supervisor_reason[0]))
     other = Child(name, target, lambda: arguments(authkey, parent))
     children = (supervisor, other)

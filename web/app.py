@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 
 import tornado.httpserver
 import tornado.iostream
@@ -27,19 +26,6 @@ BODY_SECONDS = 10.0
 _TORNADO_BODY_LIMIT_BYTES = 1024**3
 
 log = logging.getLogger(__name__)
-
-
-def tls_context(cert: Path, key: Path, client_ca: Path | None = None,
-                require_client_cert: bool = False) -> ssl.SSLContext:
-    """The standard library's server defaults, TLS 1.2 at least; ssl.SSLError or OSError if unusable. With a
-    `client_ca`, clients are asked for a certificate it signed, and refused if they offer another."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    if client_ca is not None:
-        context.load_verify_locations(cafile=client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    return context
 
 
 def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: AuditLog | None, tls: ssl.SSLContext,

@@ -16,10 +16,11 @@ from tornado.httpserver import HTTPServer
 from workerctl.runtime.linux import die_with_parent, raise_open_files_limit
 from workerctl.runtime.logs import announce, configure_logging
 from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
+from workerctl.runtime.tls import tls_context
 from workerctl.store.backends import open_reader
 from workerctl.store.interface import JobReader, StoreError
 from workerctl.store.users import UsersFileError
-from workerctl.web.app import build_server, tls_context
+from workerctl.web.app import build_server
 from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.job_api import JobApi
