@@ -158,22 +158,41 @@ def measure_output(contenders: Contenders, round_: Round) -> None:
         round_.attempt(f"{name} 1 GiB of output", floods[name])
 
 
-def _sleepers_workerctl(contenders: Contenders, round_: Round) -> None:
+def _sleepers_workerctl(contenders: Contenders, round_: Round, name: str = "workerctl",
+                        extra: tuple[str, ...] = ()) -> None:
     count = contenders.settings.sleeping_jobs
-    with WorkerctlServer(contenders.credentials, contenders.directory / "sleepers") as server:
+    with WorkerctlServer(contenders.credentials, contenders.directory / f"sleepers-{name}", extra=extra) as server:
         processes = server.server_processes()
-        round_.put("idle.rss_mb.workerctl", total_rss(processes) / MIB)
+        round_.put(f"idle.rss_mb.{name}", total_rss(processes) / MIB)
         began = time.monotonic()
         start_many(server, SLEEPER_COMMAND, count)
         api = server.connect()
         _wait_until(lambda: len(api.call("list", status="running", limit=1000)["jobs"]) >= min(count, 1000),
                     _READY_SECONDS, f"{count} jobs running")
         api.close()
-        round_.put("sleepers.start_s.workerctl", time.monotonic() - began)
+        round_.put(f"sleepers.start_s.{name}", time.monotonic() - began)
         usage = usage_over(processes, contenders.settings.usage_seconds)
-        round_.put("sleepers.rss_mb.workerctl", usage.rss_bytes / MIB)
-        round_.put("sleepers.cpu_pct.workerctl", usage.cpu_percent)
-        round_.put("sleepers.shutdown_s.workerctl", server.stop())
+        round_.put(f"sleepers.rss_mb.{name}", usage.rss_bytes / MIB)
+        round_.put(f"sleepers.cpu_pct.{name}", usage.cpu_percent)
+        round_.put(f"sleepers.keeper_uss_kib.{name}", _keeper_memory(processes) / 1024)
+        round_.put(f"sleepers.shutdown_s.{name}", server.stop())
+    if extra:  # with live restore the jobs outlive the server: one without it ends them, from its start to its stop
+        with WorkerctlServer(contenders.credentials, contenders.directory / f"sleepers-{name}"):
+            pass
+
+
+def _keeper_memory(server_processes: list[psutil.Process]) -> float:
+    """The mean memory of its own (USS) of the jobs' keepers: the sandbox helper's processes the supervisor
+    started, one per job."""
+    keepers = [child for process in server_processes for child in process.children()
+               if child.name() == "workerctl-sandbox"]
+    own = []
+    for keeper in keepers:
+        try:
+            own.append(keeper.memory_full_info().uss)
+        except psutil.NoSuchProcess:
+            pass
+    return sum(own) / len(own) if own else 0.0
 
 
 def _sleepers_supervisord(contenders: Contenders, round_: Round) -> None:
@@ -198,7 +217,8 @@ def _sleepers_supervisord(contenders: Contenders, round_: Round) -> None:
 
 
 def measure_sleepers(contenders: Contenders, round_: Round) -> None:
-    sleepers = {"workerctl": _sleepers_workerctl, "supervisord": _sleepers_supervisord}
+    sleepers = {"workerctl": _sleepers_workerctl, "supervisord": _sleepers_supervisord,
+                "live": lambda contenders, round_: _sleepers_workerctl(contenders, round_, "live", ("--live-restore",))}
     for name in round_.rotated(list(sleepers)):
         round_.attempt(f"{name} with {contenders.settings.sleeping_jobs} sleeping jobs",
                        lambda: sleepers[name](contenders, round_))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bench.rounds import Round
 
 CONTENDER_NAMES = {"floor": "floor", "cgroupfloor": "floor+cgroup", "workerctl": "workerctl",
-                   "unsandboxed": "workerctl --sandbox off", "tsp": "task-spooler",
+                   "unsandboxed": "workerctl --sandbox off", "live": "workerctl --live-restore", "tsp": "task-spooler",
                    "supervisord": "supervisord"}
 
 
@@ -79,10 +79,12 @@ TABLES = (
            Row("output.rss_growth_mb", "server RSS growth", "MiB"))),
     Table("Many sleeping jobs",
           "1,000 `sleep 1000` jobs at once; RSS and CPU of the server's own processes (workerctl: serve, web and "
-          "supervisor; not the jobs) over a quiet window. Idle: the fresh server before any job.",
-          ("workerctl", "supervisord"),
+          "supervisor; not the jobs) over a quiet window. Idle: the fresh server before any job. Each job's keeper "
+          "(the sandbox helper's outer process, beside the job with or without live restore): its own memory.",
+          ("workerctl", "live", "supervisord"),
           (Row("idle.rss_mb", "RSS, idle", "MiB"),
            Row("sleepers.rss_mb", "RSS with 1,000 sleeping jobs", "MiB"),
+           Row("sleepers.keeper_uss_kib", "memory of each job's keeper (USS, mean)", "KiB"),
            Row("sleepers.cpu_pct", "CPU with 1,000 sleeping jobs", "% of a core"),
            Row("sleepers.start_s", "time to start 1,000 jobs", "s"),
            Row("sleepers.shutdown_s", "time to shut down with 1,000 jobs", "s"))),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workerctl.cluster.celery_app import ADOPT_TASK, START_TASK, STOP_TASK, celery_app, quiet_reconnects
+from workerctl.cluster.fencing import LeaseFile, now_ns
 from workerctl.cluster.hosts import LEASE_RENEWAL_SECONDS, Cluster
 from workerctl.cluster.sweep import LostHostSweep
 from workerctl.protocol.errors import ApiError, ErrorKind
@@ -33,6 +34,8 @@ from workerctl.runtime.linux import die_with_parent
 from workerctl.runtime.logs import configure_logging
 from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.interface import StoreError
+from workerctl.store.layout import DataLayout
+from workerctl.supervisor.keepers import jobs_left_to_keepers
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +143,11 @@ def run_relay(settings: ServerSettings, holder: str, link_address: Path, authkey
     stopping.set()
     renewing.join()
     sweeping.join()
-    try:  # so that no start waits for this host until its lease would lapse
-        cluster.give_up_lease(settings.name, holder)
-    except StoreError as error:
-        log.warning("%s", error)
+    if not jobs_left_to_keepers(settings):  # else the next run of the agent takes them back, under this lease
+        try:  # so that no start waits for this host until its lease would lapse
+            cluster.give_up_lease(settings.name, holder)
+        except StoreError as error:
+            log.warning("%s", error)
     if stood_down.is_set():
         sys.exit(UNUSABLE_SETTINGS_EXIT)  # the agent stops: restarting it is useless while the other runs
 
@@ -158,8 +162,10 @@ def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: 
     assert settings.name is not None
     every = min(LEASE_RENEWAL_SECONDS, settings.host_timeout / 4)
     renewed_before = failing = False
+    lease_file = LeaseFile(DataLayout(settings.data_dir).lease, settings)
     while not stopping.is_set():
         try:
+            sent = now_ns()
             held_by = cluster.renew_lease(settings.name, holder, settings.max_jobs, settings.kill_grace,
                                           settings.host_timeout)
         except StoreError as error:
@@ -173,11 +179,13 @@ def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: 
                 log.warning("the host's lease had lapsed: its unfinished jobs may have been settled as lost, and "
                             "those are ended here")
             if held_by not in (None, holder):
+                lease_file.lapse()
                 log.critical("another agent holds the lease of host %s (each agent needs a --name of its own): "
                              "stopping this one", settings.name)
                 stood_down.set()
                 os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown
                 return
+            lease_file.renewed(sent)
             renewed_before, failing = True, False
             link.fence()
         stopping.wait(every)

@@ -188,6 +188,10 @@ class ServerSettings(Struct, frozen=True, kw_only=True, rename="kebab"):
                                         "only)"), flag("NAME", shown_default="none"), SUPERVISOR_ONLY] | None = None
     host_timeout: Annotated[Seconds, described("seconds after an agent's last sign of life when its running jobs end "
                                                "in `error` as lost"), SUPERVISOR_ONLY] = 10.0
+    live_restore: Annotated[Switch, described("keep running jobs running when the server stops, is upgraded or "
+                                              "crashes, and have the next start on the same data directory take them "
+                                              "back (each job's keeper holds its output and ends it at its time "
+                                              "limit meanwhile; needs the sandbox)"), SUPERVISOR_ONLY] = False
     log_level: Annotated[LogLevel, one_of(LogLevel),
                          described("how much the log says: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
                          flag("LEVEL", parse=str.upper)] = "INFO"
@@ -199,6 +203,12 @@ class ServerSettings(Struct, frozen=True, kw_only=True, rename="kebab"):
         if self.max_job_timeout is not None and self.max_job_timeout < self.job_timeout:
             raise SettingsError(f"max-job-timeout must be at least job-timeout ({self.job_timeout:g})")
         return self
+
+    @property
+    def keeper_grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL when a job's keeper ends the job itself: --kill-grace; for an
+        agent's, at most a quarter of --host-timeout, so that it can end its jobs before the lease lapses."""
+        return min(self.kill_grace, self.host_timeout / 4) if self.cluster and self.name else self.kill_grace
 
     @property
     def longest_job_timeout(self) -> float:

@@ -5,7 +5,9 @@ if they die, both ended on SIGTERM with every job ended first.
 
 A guard process in a session of its own outlives a kill of the agent's whole process group: when the agent
 is gone it kills whatever its jobs left running (they must never run unsupervised), and their records, still
-`running`, are settled as lost once the host's lease lapses.
+`running`, are settled as lost once the host's lease lapses. With live restore the jobs run on under their
+keepers instead, for the agent's next run to take back with its lease; if none comes in time, the keepers end
+them before the lease lapses (cluster/fencing.py).
 
 Jobs must never reach the cluster's Redis: whoever can write there runs commands on every host. Where jobs share
 the host's network (`--network host`, or no sandbox), nothing but Redis's password keeps them out, so the agent
@@ -30,19 +32,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.connection import parse_url
+from workerctl.cluster.fencing import LeaseFile, now_ns
 from workerctl.cluster.hosts import Cluster
 from workerctl.cluster.relay import run_relay
 from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
 from workerctl.runtime.logs import announce, configure_logging
 from workerctl.runtime.settings import FRONT_END_SETTINGS, ServerSettings, changed_flags
-from workerctl.server.serve import ServeError, choose_sandbox, end_orphaned_jobs, prepare_host, run_children
+from workerctl.server.serve import ServeError, choose_sandbox, prepare_host, run_children, tidy_up_after_jobs
+from workerctl.store.atomic_write import write_atomically
 from workerctl.store.backends import is_redis_location, open_writer, when_reachable
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect
 from workerctl.supervisor.containment import Containment, choose_containment
-from workerctl.supervisor.homes import unmount_homes
-from workerctl.supervisor.limits import remove_abandoned_v1_trees
 from workerctl.supervisor.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,8 @@ def run_agent(settings: ServerSettings) -> int:
         with tempfile.TemporaryDirectory(prefix="workerctl-agent-") as run_dir:
             guard_end = _start_guard(settings, job_uids, Path(run_dir))
             link_address = Path(run_dir) / "supervisor.sock"
-            holder = secrets.token_hex(8)
-            _wait_for_the_name(settings)
+            holder = _holder(settings)
+            _take_the_name(settings, holder)
             status = run_children(settings, containment, job_uids, link_address, (
                 "relay", run_relay, lambda authkey, parent: (settings, holder, link_address, authkey, parent),
                 _RELAY_STOP_SECONDS))
@@ -161,21 +163,44 @@ def run_agent(settings: ServerSettings) -> int:
         containment.close()
 
 
-def _wait_for_the_name(settings: ServerSettings) -> None:
-    """Return once no agent holds the lease of this host's name: one that stopped a moment ago without giving it
-    up lets it lapse within --host-timeout; another agent running with the same --name never does, and this one
-    waits (its supervisor would take that agent's jobs for its own)."""
+def _holder(settings: ServerSettings) -> str:
+    """This run of the agent's name for itself as the holder of its host's lease. With live restore, the one
+    the last run on this data directory had: a run that takes its jobs back takes its lease back too."""
+    if not settings.live_restore:
+        return secrets.token_hex(8)
+    path = DataLayout(settings.data_dir).agent_holder
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        holder = secrets.token_hex(8)
+        write_atomically(path, holder.encode())
+        return holder
+
+
+def _take_the_name(settings: ServerSettings, holder: str) -> None:
+    """Take the lease of this host's name for `holder`, and write until when its jobs may run (fencing.py).
+    First wait for any other holder's to lapse: an agent that stopped a moment ago without giving it up lets it
+    lapse within --host-timeout; another agent running with the same --name never does, and this one waits (its
+    supervisor would take that agent's jobs for its own)."""
     assert settings.cluster is not None and settings.name is not None
     cluster = Cluster(settings.cluster)
+    lease_file = LeaseFile(DataLayout(settings.data_dir).lease, settings)
     try:
         waiting = False
-        while when_reachable(lambda: cluster.lease(settings.name)) is not None:
+        while True:
+            sent = now_ns()
+            held_by = when_reachable(lambda: cluster.renew_lease(settings.name, holder, settings.max_jobs,
+                                                                 settings.kill_grace, settings.host_timeout))
+            if held_by in (None, holder):
+                lease_file.renewed(sent)
+                return
             if not waiting:
                 log.warning("host %s holds a lease already: waiting for it to lapse (its agent stopped a moment "
                             "ago, or another agent runs with --name %s)", settings.name, settings.name)
             waiting = True
             time.sleep(_NAME_CHECK_SECONDS)
     finally:
+        lease_file.close()
         cluster.close()
 
 
@@ -202,10 +227,7 @@ def _guard(settings: ServerSettings, job_uids: range, run_dir: Path, watched: An
         pass
     containment = choose_containment(settings.containment, DataLayout(settings.data_dir).instance, job_uids)
     try:
-        # Until they are gone: a job still exiting keeps its cgroups and its owner's home busy.
-        end_orphaned_jobs(containment, ())
+        tidy_up_after_jobs(settings, containment, ())
     finally:
         containment.close()
-        unmount_homes(DataLayout(settings.data_dir))  # as serve does when no supervisor ran at the end
-        remove_abandoned_v1_trees(containment.instance)
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -4,7 +4,8 @@ separate processes, restart either one if it dies, and on SIGTERM or Ctrl-C shut
 It is a child subreaper, so if the supervisor is killed outright its jobs re-parent here rather than to init;
 they are ended at once, and the new supervisor settles their records. Both children ask the kernel to signal
 them if this process dies, and the supervisor then ends every job before it exits: killing `serve` with -9
-leaves nothing running.
+leaves nothing running. With live restore (`--live-restore`) running jobs are left to their keepers instead
+(supervisor/keepers.py), for the next supervisor to take back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from workerctl.supervisor.accounts import NO_IDS, JobAccounts, claim_id_block
 from workerctl.supervisor.containment import Containment, choose_containment
 from workerctl.supervisor.exits import reap_exited
 from workerctl.supervisor.homes import unmount_homes
+from workerctl.supervisor.keepers import jobs_left_to_keepers
 from workerctl.supervisor.limits import remove_abandoned_v1_trees
 from workerctl.supervisor.sandbox import Sandbox, SandboxUnavailable
 
@@ -118,6 +120,10 @@ def prepare_host(settings: ServerSettings, sandbox: Sandbox | None = None) -> tu
     if accounts.fixed is not None and accounts.fixed.is_self:
         log.warning("jobs run as the server's own user, so they can read its files and signal it; run the "
                     "server as root to give each job a user of its own")
+    if settings.live_restore and not sandbox.keeps_jobs:
+        raise ServeError("live restore needs the sandbox: each job's keeper is the parent of its PID namespace, "
+                         "whose end ends all of the job; run as root with the sandbox on, or without "
+                         "--live-restore")
     sandbox_mode, seccomp_mode = sandbox.resolved
     return (replace(settings, containment=containment.name, sandbox=sandbox_mode, seccomp=seccomp_mode),
             containment, job_uids)
@@ -247,7 +253,8 @@ def run_children(settings: ServerSettings, containment: Containment, job_uids: r
                       child.restart_delay)
             if child is supervisor:
                 supervisor_reason[0] = CRASH_REASON
-                end_orphaned_jobs(containment, children)
+                if not settings.live_restore:  # else its jobs run on under their keepers, to be taken back
+                    end_orphaned_jobs(containment, children)
         for child in children:
             if child.restart_at is not None and time.monotonic() >= child.restart_at and not stop_signals:
                 child.start()
@@ -257,11 +264,21 @@ def run_children(settings: ServerSettings, containment: Containment, job_uids: r
     # waiters how their jobs ended (and answers new requests with 503).
     supervisor.stop(settings.kill_grace + _SUPERVISOR_STOP_MARGIN_SECONDS)
     other.stop(stop_seconds)
-    end_orphaned_jobs(containment, children)
-    unmount_homes(DataLayout(settings.data_dir))  # if no supervisor ran at the end to do it
-    remove_abandoned_v1_trees(containment.instance)  # likewise
+    tidy_up_after_jobs(settings, containment, children)
     announce.info("stopped")
     return exit_status
+
+
+def tidy_up_after_jobs(settings: ServerSettings, containment: Containment, children: tuple[Child, ...]) -> None:
+    """What a supervisor that ended every job does at its stop, if none ran at the end to do it: kill whatever
+    processes jobs left, unmount the homes, remove the cgroups. Unless jobs were left to their keepers: their
+    homes and cgroups stay for them."""
+    if jobs_left_to_keepers(settings):
+        log.info("jobs run on under their keepers, for the next start to take back")
+        return
+    end_orphaned_jobs(containment, children)
+    unmount_homes(DataLayout(settings.data_dir))
+    remove_abandoned_v1_trees(containment.instance)
 
 
 def _route_signals() -> tuple[socket.socket, socket.socket, list[int]]:

@@ -164,6 +164,10 @@ class JobWriter(Protocol):
     def open_output(self, job_id: str) -> OutputSink:
         """A new, empty output for a job about to start; OutputWriteError if it cannot be made."""
 
+    def reopen_output(self, job_id: str) -> OutputSink:
+        """The output of a job an earlier run of the supervisor started, to go on appending to (a job that ran
+        while no supervisor did: live restore); a new one if it has none."""
+
     def holding_back(self) -> bool:
         """Whether output written while the store could not be reached waits in memory for the next commit,
         which sends it before the batch (a shared store that is down for a while)."""

@@ -5,6 +5,10 @@ locks that keep two servers (or two supervisors) from owning the same jobs.
     output/<job>/    each job's output (see output_log.py)
     homes/<user>/    each user's home, kept between their jobs (homes/<user>.img: its file system, if bounded)
     work/<job>/      each job's private temporary directory where it has no /tmp of its own, removed when it ends
+    keepers/<job>/   with live restore, each running job's keeper's socket, the output it held while no
+                     supervisor ran, and how the job ended (see supervisor/keepers.py); removed when it is settled
+    lease            an agent's lease on its name, as its keepers read it: until when its jobs may run
+    agent-holder     with live restore, the agent run that holds the lease, kept for the next run
     id-block         which block of job user IDs this directory's server holds
     job-users.json   which ID of that block each user's jobs run as
     reserve          1 MiB kept free for the records: if the disk fills up, it is deleted so that the jobs
@@ -72,6 +76,21 @@ class DataLayout:
         return self.work_root / job_id
 
     @property
+    def keepers_root(self) -> Path:
+        return self.root / "keepers"
+
+    def keeper(self, job_id: str) -> Path:
+        return self.keepers_root / job_id
+
+    @property
+    def lease(self) -> Path:
+        return self.root / "lease"
+
+    @property
+    def agent_holder(self) -> Path:
+        return self.root / "agent-holder"
+
+    @property
     def reserve(self) -> Path:
         return self.root / "reserve"
 
@@ -97,6 +116,7 @@ class DataLayout:
         self.output_root.mkdir(mode=0o700, exist_ok=True)
         self.homes_root.mkdir(mode=0o711, exist_ok=True)
         self.work_root.mkdir(mode=0o711, exist_ok=True)
+        self.keepers_root.mkdir(mode=0o700, exist_ok=True)
         if not self.reserve.exists() or self.reserve.stat().st_size < RESERVE_BYTES:
             self.reserve.write_bytes(bytes(RESERVE_BYTES))
 

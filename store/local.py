@@ -60,6 +60,9 @@ class LocalJobWriter(RecordWriter):
     def open_output(self, job_id: str) -> OutputWriter:
         return OutputWriter(self.layout.output(job_id), self.output_limits)
 
+    def reopen_output(self, job_id: str) -> OutputWriter:
+        return OutputWriter.reopen(self.layout.output(job_id), self.output_limits)
+
     def holding_back(self) -> bool:
         return False  # output goes straight to its files
 

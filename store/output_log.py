@@ -63,6 +63,26 @@ class OutputWriter:
         self._file_end = limits.head_bytes
         self._segments: deque[Path] = deque()
 
+    @classmethod
+    def reopen(cls, directory: Path, limits: OutputLimits) -> OutputWriter:
+        """Go on appending to the output an earlier run wrote to `directory` with the same limits (a new one if
+        there is none)."""
+        pieces = _pieces(directory)
+        if not pieces:
+            return cls(directory, limits)
+        writer = cls.__new__(cls)
+        writer.directory = directory
+        writer.limits = limits
+        start, size, path = pieces[-1]
+        writer.total = start + size
+        writer._file_end = start + (limits.head_bytes if start == 0 else limits.segment_bytes)
+        writer._segments = deque(path for start, _, path in pieces if start > 0)
+        try:
+            writer._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as error:
+            raise OutputWriteError(error.errno, f"cannot open {path}: {error.strerror}") from error
+        return writer
+
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

@@ -74,21 +74,36 @@ class RedisOutputSink:
     in memory."""
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, where: str, job_id: str, limits: OutputLimits,
-                 held_back: HeldBack) -> None:
-        self.total = 0
+                 held_back: HeldBack, stored_total: int | None = None) -> None:
+        """A new output; or, with `stored_total`, the output stored already with these limits, to append to."""
+        self.total = stored_total or 0
         self._client = client
         self._keys = keys
         self._where = where
         self._job_id = job_id
         self._limits = limits
         self._held_back = held_back
-        self._stored_total = 0  # the total Redis has
+        self._stored_total = self.total  # the total Redis has
         self._staged: dict[int, bytearray] = {}  # piece → bytes not yet in Redis, from the stored total on
-        self._limits_stored = False
+        self._limits_stored = stored_total is not None
+        if not self._limits_stored:
+            try:
+                self._store_limits()
+            except OutputHeldBack:  # stored by the first flush that reaches Redis
+                pass
+
+    @classmethod
+    def reopen(cls, client: redis.Redis, keys: RedisKeys, where: str, job_id: str, limits: OutputLimits,
+               held_back: HeldBack) -> RedisOutputSink:
+        """Go on appending to the output an earlier run of the supervisor stored for the job, with the limits
+        and mark it stored (a new output if it stored none); OutputWriteError if Redis cannot say."""
         try:
-            self._store_limits()
-        except OutputHeldBack:  # stored by the first flush that reaches Redis
-            pass
+            stored_limits, total = client.hmget(keys.output(job_id), ["limits", "total"])
+        except redis.RedisError as error:
+            raise OutputWriteError(errno.EIO, describe(error, where)) from error
+        if not stored_limits:
+            return cls(client, keys, where, job_id, limits, held_back)
+        return cls(client, keys, where, job_id, _limits(stored_limits), held_back, int(total or 0))
 
     def write(self, data: bytes) -> None:
         """Stage `data` and send what is staged, unless Redis could not be reached less than a second ago;

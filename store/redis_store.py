@@ -230,6 +230,10 @@ class RedisJobWriter(RedisStoreBase):
         return RedisOutputSink(self._client, self.keys, self.location.where, job_id, self.output_limits,
                                self._held_back)
 
+    def reopen_output(self, job_id: str) -> RedisOutputSink:
+        return RedisOutputSink.reopen(self._client, self.keys, self.location.where, job_id, self.output_limits,
+                                      self._held_back)
+
     def holding_back(self) -> bool:
         """Whether output written while Redis could not be reached waits to be sent by a commit."""
         return bool(self._held_back.sinks)

@@ -1,5 +1,6 @@
 """What the supervisor asks of the operating system for its jobs, in one interface: start a job's first process,
-learn of exits and reap them, kill, read a job's usage, and find and release what an earlier run left.
+learn of exits and reap them, kill, read a job's usage, take back from their keepers the jobs an earlier run
+left running (live restore), and find and release what an earlier run left.
 Signalling and listing a job's processes go through the `JobScope` that `start` hands out (containment.py).
 
 `SystemHost` is the real one, over containment, limits, the sandbox and the spawner. Tests simulate one
@@ -11,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from workerctl.store.interface import JobRecord
@@ -21,6 +24,7 @@ from workerctl.store.remover import TreeRemover
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import Containment, JobScope
 from workerctl.supervisor.exits import Exit, pidfds_work, reap_exited, watch_exit
+from workerctl.supervisor.keepers import Attachment, Ended, KeeperPlan, attach, ended
 from workerctl.supervisor.limits import JobLimits, Limits, Usage
 from workerctl.supervisor.sandbox import JobPlan, Sandbox
 from workerctl.supervisor.spawner import job_environment, make_private_directory, spawn
@@ -36,6 +40,27 @@ class Started:
     release: Callable[[], None]
     """Hands back what the host holds for the job (cgroups, network, temporary directory), once none of its
     processes is left."""
+    control: socket.socket | None = None  # the control connection to its keeper, if it has one (keepers.py)
+
+
+@dataclass(frozen=True)
+class TakenBack:
+    """A job an earlier run of the supervisor left running, connected again to its keeper."""
+
+    attachment: Attachment
+    scope: JobScope
+    release: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Keeping:
+    """What every job's keeper is asked to do here: end its job `grace` seconds after SIGTERM when it ends it
+    itself; keep it running while no supervisor runs (`live_restore`); end it when the lease in the file open
+    as `lease_fd` lapses (an agent's)."""
+
+    grace: float
+    live_restore: bool = False
+    lease_fd: int | None = None
 
 
 class JobHost(Protocol):
@@ -62,21 +87,34 @@ class JobHost(Protocol):
     def memory_kills(self, owner: str, job_id: str) -> int:
         """How many of the job's processes its memory limit killed."""
 
+    def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
+        """Connect to the keeper of a job an earlier run left running; if it is no longer running, how the job
+        ended (`release_kept` then hands back what the host holds for it)."""
+
+    def keeper_ended(self, record: JobRecord) -> Ended:
+        """How a job that was taken back ended, as its keeper recorded it, once the keeper is gone."""
+
+    def release_kept(self, record: JobRecord) -> None:
+        """Hand back what the host held for a job taken back that had ended, once none of its processes is left."""
+
     def leftovers(self, job_ids: Collection[str]) -> JobScope:
         """The processes an earlier run of this server left behind of these jobs."""
 
     def release_leftovers(self, job_ids: Collection[str]) -> None:
-        """Remove the cgroups an earlier run left of these jobs, once their processes are ended."""
+        """Remove the cgroups (and keepers' directories) an earlier run left of these jobs, once their processes
+        are ended."""
 
 
 class SystemHost:
     """The host this supervisor runs on, through the containment, limits and sandbox chosen at start-up."""
 
-    def __init__(self, layout: DataLayout, containment: Containment, limits: Limits, sandbox: Sandbox) -> None:
+    def __init__(self, layout: DataLayout, containment: Containment, limits: Limits, sandbox: Sandbox,
+                 keeping: Keeping) -> None:
         self.layout = layout
         self.containment = containment
         self.limits = limits
         self.sandbox = sandbox
+        self.keeping = keeping
         self._remover = TreeRemover()
 
     def start(self, record: JobRecord, user: JobUser, limits: JobLimits,
@@ -90,16 +128,45 @@ class SystemHost:
             undo.callback(self.limits.release, record.owner, record.id)
             network = self.sandbox.network_for(record.owner)
             undo.callback(self.sandbox.network_done, record.owner, network)
+            keeper = KeeperPlan(self.keeping.grace, self.keeping.lease_fd, None, limits.timeout_seconds)
+            if self.keeping.live_restore and self.sandbox.keeps_jobs:
+                keeper = KeeperPlan(keeper.grace, keeper.lease_fd, self._keeper_directory(record.id),
+                                    keeper.timeout)
+                undo.callback(self._remover.remove, keeper.directory)
             with self.containment.spawning(record.id, record.owner) as cgroups:
                 plan = JobPlan(record.command, record.owner, user, self.layout.home(record.owner),
                                cgroups + limit_cgroups)
                 environment = job_environment(record.id, self.containment.instance, plan, self.sandbox,
                                               temporary, record.env)
-                spawned = spawn(plan, self.sandbox, environment, network)
+                spawned = spawn(plan, self.sandbox, environment, network, keeper)
             held = undo.pop_all()
         scope = self.containment.scope(record.id, record.owner, spawned.pid, main_unreaped)
         held.callback(scope.release)
-        return Started(spawned.pid, spawned.output_fd, scope, held.close)
+        return Started(spawned.pid, spawned.output_fd, scope, held.close, spawned.control)
+
+    def _keeper_directory(self, job_id: str) -> Path:
+        directory = self.layout.keeper(job_id)
+        directory.mkdir(mode=0o700, exist_ok=True)  # left by an attempt that could not start
+        return directory
+
+    def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
+        directory = self.layout.keeper(record.id)
+        attachment = attach(directory)
+        if attachment is None:
+            return ended(directory)
+        scope = self.containment.scope(record.id, record.owner, attachment.keeper_pid, main_unreaped)
+
+        def release() -> None:
+            scope.release()
+            self.release_kept(record)
+        return TakenBack(attachment, scope, release)
+
+    def keeper_ended(self, record: JobRecord) -> Ended:
+        return ended(self.layout.keeper(record.id))
+
+    def release_kept(self, record: JobRecord) -> None:
+        self.limits.release(record.owner, record.id)
+        self._remover.remove(self.layout.keeper(record.id))
 
     def watch_exit(self, pid: int, on_exit: Callable[[], None]) -> Callable[[], None] | None:
         return watch_exit(pid, on_exit) if pidfds_work() else None
@@ -121,6 +188,8 @@ class SystemHost:
 
     def release_leftovers(self, job_ids: Collection[str]) -> None:
         self.limits.release_leftovers(job_ids)
+        for job_id in job_ids:  # a run with live restore left them
+            self._remover.remove(self.layout.keeper(job_id))
 
     def close(self) -> None:
         """Return once every temporary directory handed back is removed."""

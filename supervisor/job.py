@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -67,6 +68,10 @@ class Launched:
     release: Callable[[], None]  # hands back what the host holds for it (host.py), once none of its processes is left
     deadline: asyncio.TimerHandle | None = None
     stop_watching_exit: Callable[[], None] | None = None
+    control: socket.socket | None = None  # the control connection to its keeper, if it has one (keepers.py)
+    taken_back: bool = False
+    """Whether it was taken back from its keeper after an earlier run of the supervisor: then its first process
+    (the keeper) is not this one's child, and how it ended comes from the keeper's record."""
 
 
 class Job:
@@ -107,6 +112,11 @@ class Job:
         self._move(Phase.RUNNING)
         self.launched = launched
         self._change_status(JobStatus.RUNNING)
+
+    def resume_running(self, launched: Launched) -> None:
+        """Take back a job an earlier run of the supervisor left running (its record says so already)."""
+        self._move(Phase.RUNNING)
+        self.launched = launched
 
     def request_end(self, request: EndRequest) -> bool:
         """Have the server end the job; True if that moved it to ENDING, False if it was ending already (its

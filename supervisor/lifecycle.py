@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 from collections import deque
 from dataclasses import replace
@@ -25,8 +26,10 @@ from workerctl.store.interface import JobRecord, OutputWriteError, StoreError
 from workerctl.supervisor.accounts import JobAccounts, JobUser
 from workerctl.supervisor.exits import ChildExits
 from workerctl.supervisor.homes import Homes
-from workerctl.supervisor.host import JobHost
+from workerctl.supervisor.exits import Exit
+from workerctl.supervisor.host import JobHost, TakenBack
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
+from workerctl.supervisor.keepers import FENCED, Ended, Ending, consumed
 from workerctl.supervisor.killing import terminate
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 _CLAIM_AGAIN_SECONDS = 1.0
 
 _READ_CHUNK = 1024 * 1024
+FENCE_REASON = ("this host could not renew its lease in time (cut off from the cluster, or stalled), so its keeper "
+                "ended the job")
 
 
 class JobLifecycle:
@@ -111,14 +116,25 @@ class JobLifecycle:
         except (OSError, subprocess.SubprocessError) as error:
             self._could_not_start(job, error)
             return
-        launched = Launched(started.pid, output, started.output_fd, started.scope, started.release)
+        launched = Launched(started.pid, output, started.output_fd, started.scope, started.release,
+                            control=started.control)
         job.start_running(launched)
         self._jobs_by_pid[started.pid] = job
         launched.stop_watching_exit = self.host.watch_exit(started.pid, self.reap)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(started.output_fd, self._drain_output, job)
-        launched.deadline = loop.call_later(job.limits.timeout_seconds, self._time_limit_reached, job)
+        self._follow(job, job.limits.timeout_seconds)
         self.publisher.save(job.record)
+
+    def _follow(self, job: Job, time_left: float) -> None:
+        """Read the running job's output and its keeper's messages as they come, and end it in `time_left`
+        seconds."""
+        launched = job.launched
+        assert launched is not None
+        loop = asyncio.get_running_loop()
+        if launched.output_fd is not None:
+            loop.add_reader(launched.output_fd, self._drain_output, job)
+        if launched.control is not None:
+            loop.add_reader(launched.control, self._keeper_says, job)
+        launched.deadline = loop.call_later(max(time_left, 0.0), self._time_limit_reached, job)
 
     def _claimed(self, job: Job) -> bool:
         """Whether the job may start here. In a cluster's store it is recorded as running before its first
@@ -172,6 +188,115 @@ class JobLifecycle:
             self._launch_first(job)
         preparing.add_done_callback(prepared)
 
+    # --- keepers (keepers.py) -------------------------------------------------------------------------------
+
+    def _keeper_says(self, job: Job) -> None:
+        launched = job.launched
+        assert launched is not None and launched.control is not None
+        try:
+            message = launched.control.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            message = b""
+        if message == FENCED:
+            log.warning("job %s: its keeper is ending it, as this host's lease is about to lapse", job.id)
+            self.end(job, EndRequest(JobStatus.ERROR, FENCE_REASON))
+        elif not message:  # the keeper has exited
+            self._close_control(launched)
+            if launched.taken_back and job.main_exit is None:  # not a child of ours: its record says how it ended
+                self._keeper_exited(job)
+
+    def _keeper_exited(self, job: Job) -> None:
+        """Note how a job taken back ended, from its keeper's record, and finish it."""
+        assert job.launched is not None
+        kept = self.host.keeper_ended(job.record)
+        if kept.ended_by is not Ending.NONE and job.phase is Phase.RUNNING:
+            job.request_end(self._keeper_reason(job, kept.ended_by))
+        if job.main_exited(self._keeper_exit(job, kept)):
+            asyncio.create_task(self._finish(job))
+
+    def _keeper_exit(self, job: Job, kept: Ended | None = None) -> Exit:
+        """How a job taken back ended by its keeper's record; killed, if the keeper was killed before it wrote it
+        (the supervisor's SIGKILL of every process of the job)."""
+        assert job.launched is not None
+        kept = kept or self.host.keeper_ended(job.record)
+        return kept.exit or Exit(job.launched.pid, None, signal.SIGKILL)
+
+    def _close_control(self, launched: Launched) -> None:
+        if launched.control is not None:
+            asyncio.get_running_loop().remove_reader(launched.control)
+            launched.control.close()
+            launched.control = None
+
+    def _keeper_reason(self, job: Job, ending: Ending) -> EndRequest:
+        return self._time_limit_request(job) if ending is Ending.TIME_LIMIT else EndRequest(JobStatus.ERROR,
+                                                                                             FENCE_REASON)
+
+    def take_back(self, record: JobRecord, lost_reason: str) -> None:
+        """Take back a job an earlier run of the supervisor left running, from its keeper (live restore): it
+        runs on, with its output whole and its time limit counted from its real start; or, if it ended
+        meanwhile, settle it as it ended; or, if its keeper is gone too, settle it as `error` for `lost_reason`
+        and end what is left of it."""
+        job = Job(record)
+        self.jobs[record.id] = job
+        self.pool.add_running(record.id, record.owner)
+        taken = self.host.take_back(record, lambda: job.main_unreaped)
+        if isinstance(taken, TakenBack):
+            attachment = taken.attachment
+            launched = Launched(attachment.keeper_pid, self.publisher.store.reopen_output(record.id),
+                                attachment.output_fd, taken.scope, taken.release, control=attachment.control,
+                                taken_back=True)
+            job.resume_running(launched)
+            self._store_output(job, attachment.spool)
+            consumed(attachment)
+            log.info("job %s (user %s): taken back from its keeper, %.1f s into its run", job.id, job.owner,
+                     attachment.elapsed)
+            if attachment.ending is not Ending.NONE:
+                job.request_end(self._keeper_reason(job, attachment.ending))
+                asyncio.create_task(self._finish(job))
+            self._follow(job, job.limits.timeout_seconds - attachment.elapsed)
+            return
+        self._settle_ended(job, taken, lost_reason)
+
+    def _settle_ended(self, job: Job, kept: Ended, lost_reason: str) -> None:
+        """Settle a job taken back whose keeper ended while no supervisor ran, as its keeper recorded it; one
+        whose keeper recorded nothing (it was killed, or the host restarted) as `error`, ending what is left."""
+        leftovers = self.host.leftovers([job.id])
+
+        def release() -> None:
+            leftovers.release()
+            self.host.release_kept(job.record)
+        launched = Launched(0, self.publisher.store.reopen_output(job.id), None, leftovers, release, taken_back=True)
+        job.resume_running(launched)
+        self._store_output(job, kept.spool)
+        if kept.exit is None:
+            job.request_end(EndRequest(JobStatus.ERROR, lost_reason))
+        elif kept.ended_by is not Ending.NONE:
+            job.request_end(self._keeper_reason(job, kept.ended_by))
+        job.main_exited(kept.exit or Exit(0, None, None))
+        asyncio.create_task(self._finish(job))
+
+    async def detach_all(self) -> None:
+        """Leave every running job to its keeper, which keeps it running until a later supervisor takes it
+        back (live restore), and launch none from now on; jobs that wait stay recorded as `created`, and those
+        being ended are settled first."""
+        self._launching = False
+        for job in list(self.jobs.values()):
+            launched = job.launched
+            if job.phase is not Phase.RUNNING or launched is None:
+                continue
+            if launched.deadline is not None:
+                launched.deadline.cancel()
+            if launched.stop_watching_exit is not None:
+                launched.stop_watching_exit()
+            if launched.output_fd is not None:
+                self._drain_output(job)
+            self._close_output(launched)
+            launched.output.close()
+            self._close_control(launched)  # and the keeper holds the output from here on
+        await asyncio.gather(*(job.settled for job in self.jobs.values() if job.phase is Phase.ENDING))
+
     # --- output ---------------------------------------------------------------------------------------------
 
     def _drain_output(self, job: Job) -> None:
@@ -222,7 +347,11 @@ class JobLifecycle:
     # --- ending ---------------------------------------------------------------------------------------------
 
     def _time_limit_reached(self, job: Job) -> None:
-        self.end(job, EndRequest(JobStatus.ERROR, f"time limit of {job.limits.timeout_seconds:g} s exceeded"))
+        self.end(job, self._time_limit_request(job))
+
+    @staticmethod
+    def _time_limit_request(job: Job) -> EndRequest:
+        return EndRequest(JobStatus.ERROR, f"time limit of {job.limits.timeout_seconds:g} s exceeded")
 
     def end(self, job: Job, request: EndRequest) -> None:
         """End a job for the server's reasons: settle it if it waits, else end its processes."""
@@ -253,6 +382,9 @@ class JobLifecycle:
         if launched.deadline is not None:
             launched.deadline.cancel()
         await terminate(launched.scope, self.kill_grace, self.child_exits)
+        if job.main_exit is None and launched.taken_back:  # its keeper is gone with the rest: its record says how
+            self._close_control(launched)
+            job.main_exited(self._keeper_exit(job))
         while job.main_exit is None:
             self.reap()
             if job.main_exit is None:  # outside its scope somehow; its pid is still ours, as it is unreaped
@@ -297,6 +429,7 @@ class JobLifecycle:
         if job.launched is not None:
             changes["output_bytes"] = job.launched.output.total
             job.launched.output.close()
+            self._close_control(job.launched)
         job.settle(status, **changes)
         if recorded:
             self.publisher.save(job.record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
         store = when_reachable(lambda: open_writer(settings.cluster or settings.data_dir, settings.max_output_bytes,
                                                    settings.name))
         containment = choose_containment(settings.containment, layout.instance, job_uids)
+        # An agent's keepers end their jobs when its lease, as the agent last renewed it, is about to lapse.
+        lease_fd = os.open(layout.lease, os.O_RDONLY | os.O_CLOEXEC) if settings.cluster else None
     except (DataDirError, OSError, StoreError) as error:
         log.critical("the supervisor cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
@@ -64,5 +67,6 @@ def run_supervisor(settings: ServerSettings, job_uids: range, link_address: Path
                            UserLimits(settings.user_memory, settings.user_cpus, settings.user_processes))
     homes = Homes.choose(layout, settings.home_size)
     sandbox.make_networks_ahead()
-    supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, homes, link_address, authkey)
+    supervisor = Supervisor(settings, store, containment, accounts, sandbox, limits, homes, link_address, authkey,
+                            lease_fd)
     asyncio.run(supervisor.run(restart_reason))

@@ -22,6 +22,11 @@ class JobPool:
     def add(self, job_id: str, user: str) -> None:
         self._waiting.setdefault(user, deque()).append(job_id)
 
+    def add_running(self, job_id: str, user: str) -> None:
+        """Count a job that runs already (taken back from an earlier run of the server) in its user's slots."""
+        self._running[job_id] = user
+        self._running_per_user[user] = self._running_per_user.get(user, 0) + 1
+
     def withdraw(self, job_id: str, user: str) -> bool:
         """Take a waiting job out of the queue; False if it is not waiting."""
         queue = self._waiting.get(user)
@@ -55,7 +60,6 @@ class JobPool:
             job_id = queue.popleft()
             if queue:
                 self._waiting[user] = queue  # back of the line: the other users go first
-            self._running[job_id] = user
-            self._running_per_user[user] = self._running_per_user.get(user, 0) + 1
+            self.add_running(job_id, user)
             started.append(job_id)
         return started

@@ -175,12 +175,19 @@ class Sandbox:
             assert self._networks is not None
             self._networks.give_back(owner, network)
 
+    @property
+    def keeps_jobs(self) -> bool:
+        """Whether each job gets a keeper (keepers.py): the helper's outer process is one, where it is the parent
+        of the job's PID namespace, whose end ends all of the job."""
+        return self.helper is not None and self.namespaces
+
     @contextmanager
-    def first_process(self, plan: JobPlan, environment: dict[str, str],
-                      network: int | None = None) -> Iterator[FirstProcess]:
+    def first_process(self, plan: JobPlan, environment: dict[str, str], network: int | None = None,
+                      keeper: tuple[list[str], tuple[int, ...]] = ([], ())) -> Iterator[FirstProcess]:
         """How to start the job's first process (in the network namespace open as `network`, from
-        `network_for`, or in one the helper makes); start it inside this block (the descriptors it inherits are
-        closed here after it, `network` excepted)."""
+        `network_for`, or in one the helper makes), with the keeper's options and descriptors (keepers.py,
+        where `keeps_jobs`); start it inside this block (the descriptors it inherits are closed here after it,
+        `network` and the keeper's excepted)."""
         job = [SHELL, "-c", plan.command]
         if self.helper is None:
             yield FirstProcess([SHELL, "-c", _JOIN_THEN_EXEC, SHELL, "/proc/self/oom_score_adj",
@@ -195,10 +202,11 @@ class Sandbox:
             options += ["-u", str(plan.user.uid), "-g", str(plan.user.gid)]
         options += ["-d", str(self.home_inside(plan))]
         options += [f"-e{name}={value}" for name, value in environment.items()]
-        with self._options_file([*options, "--", *job]) as fds:
+        keeper_options, keeper_fds = keeper
+        with self._options_file([*options, *keeper_options, "--", *job]) as fds:
             yield FirstProcess([str(self.helper), "-f", str(fds[0])],
                                {name: environment[name] for name in _HELPER_ENVIRONMENT if name in environment},
-                               Path("/"), (*fds, *([] if network is None else [network])))
+                               Path("/"), (*fds, *([] if network is None else [network]), *keeper_fds))
 
     def _isolation(self, home: tuple[Path, Path] | None, network: int | None = None) -> list[str]:
         """The helper's options for namespaces (joining the network namespace open as `network`, if given),

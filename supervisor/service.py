@@ -35,7 +35,7 @@ from workerctl.supervisor.admission import Admission, LimitsPolicy, NewJob, Verd
 from workerctl.supervisor.containment import Containment
 from workerctl.supervisor.exits import pidfds_work
 from workerctl.supervisor.homes import Homes
-from workerctl.supervisor.host import SystemHost
+from workerctl.supervisor.host import Keeping, SystemHost
 from workerctl.supervisor.housekeeping import prune_forever, sweep_strays_forever
 from workerctl.supervisor.job import EndRequest
 from workerctl.supervisor.leftovers import end_leftovers, settle_unfinished
@@ -57,7 +57,7 @@ _UNKNOWN_HERE = "its host no longer had it (the store had lost writes)"
 class Supervisor:
     def __init__(self, settings: ServerSettings, store: JobWriter, containment: Containment,
                  accounts: JobAccounts, sandbox: Sandbox, limits: Limits, homes: Homes, link_address: Path,
-                 authkey: bytes) -> None:
+                 authkey: bytes, lease_fd: int | None = None) -> None:
         self.settings = settings
         self.store = store
         self.containment = containment
@@ -71,7 +71,8 @@ class Supervisor:
         self.admission = Admission(pool, settings.max_queued_per_user, store.find_by_key, policy)
         self.homes = homes
         self.sandbox = sandbox
-        self.host = SystemHost(DataLayout(settings.data_dir), containment, limits, sandbox)
+        self.host = SystemHost(DataLayout(settings.data_dir), containment, limits, sandbox,
+                               Keeping(settings.keeper_grace, settings.live_restore, lease_fd))
         self.lifecycle = JobLifecycle(self.host, pool, self.publisher, accounts, homes, settings.kill_grace)
         self._shutdown_requested = asyncio.Event()
         # What the link brings, by kind; new jobs come in batches, each recorded in one transaction.
@@ -87,7 +88,11 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._shutdown_requested.set)
         # Ctrl-C reaches the whole foreground process group; the serve process decides what happens.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-        left = settle_unfinished(self.store, restart_reason)
+        if self.settings.live_restore:
+            self._take_back(restart_reason)
+            left: set[str] = set()
+        else:
+            left = settle_unfinished(self.store, restart_reason)
         self.link.start()  # answering now: what a dead run left is ended meanwhile
         housekeeping = [
             asyncio.create_task(end_leftovers(self.host, left, self.settings.kill_grace,
@@ -106,6 +111,20 @@ class Supervisor:
             task.cancel()
         await self._shut_down()
 
+    def _take_back(self, restart_reason: str) -> None:
+        """Live restore: take back every job an earlier run left running from its keeper, and queue again those
+        that waited, in the order they came."""
+        unsettled = self.store.unsettled()
+        for record in unsettled:
+            if record.status is JobStatus.RUNNING:
+                self.lifecycle.take_back(record, f"{restart_reason}, and its keeper was gone")
+        for record in unsettled:
+            if record.status is JobStatus.CREATED:
+                self.lifecycle.add(record)
+        if unsettled:
+            log.info("took back %d jobs an earlier run left running or waiting", len(unsettled))
+        self.lifecycle.start_runnable()
+
     async def _reap_forever(self) -> None:
         """Reap now and then in any case: orphans re-parented to the supervisor have no pidfd watched."""
         while True:
@@ -120,7 +139,10 @@ class Supervisor:
     async def _shut_down(self) -> None:
         log.info("supervisor shutting down: ending %d jobs", len(self.lifecycle.jobs))
         self.link.broadcast(SupervisorClosing())  # so the front end answers at once instead of waiting for us
-        await self.lifecycle.end_all(EndRequest(JobStatus.ERROR, "server shut down"))
+        if self.settings.live_restore:
+            await self.lifecycle.detach_all()
+        else:
+            await self.lifecycle.end_all(EndRequest(JobStatus.ERROR, "server shut down"))
         try:
             await asyncio.wait_for(self.publisher.saved(), _LAST_SAVE_SECONDS)
         except asyncio.TimeoutError:
@@ -129,9 +151,13 @@ class Supervisor:
         await self.lifecycle.homes_prepared()
         self.host.close()
         self.sandbox.close()
-        self.homes.close()
-        self.limits.close()
-        self.containment.close()
+        running = [job for job in self.lifecycle.jobs.values() if job.launched is not None]
+        if running:  # left to their keepers: their homes and cgroups stay for them
+            log.info("supervisor leaving %d running jobs to their keepers", len(running))
+        else:
+            self.homes.close()
+            self.limits.close()
+            self.containment.close()
         self.link.close()
         self.store.close()
         log.info("supervisor stopped")

@@ -10,6 +10,7 @@ the user switch, the seccomp filter) and how the job's environment reaches the c
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from workerctl.runtime.linux import enlarge_pipe
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import INSTANCE_ENV, JOB_ENV
+from workerctl.supervisor.keepers import KeeperPlan, control_pair
 from workerctl.supervisor.sandbox import SHELL, JobPlan, Sandbox
 
 _PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -32,6 +34,7 @@ _WAITED_ELSEWHERE = 0
 class SpawnedProcess:
     pid: int
     output_fd: int  # the read end of the job's stdout+stderr pipe, non-blocking
+    control: socket.socket | None  # the control connection to its keeper, if it has one (keepers.py)
 
 
 def make_private_directory(path: Path, user: JobUser) -> Path:
@@ -62,23 +65,36 @@ def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
     }
 
 
-def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str], network: int | None) -> SpawnedProcess:
+def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str], network: int | None,
+          keeper: KeeperPlan | None) -> SpawnedProcess:
     """Start the job's first process (in the network namespace open as `network`, if any: see
-    Sandbox.network_for); OSError if it cannot be started."""
+    Sandbox.network_for), its keeper as `keeper` plans where the sandbox gives jobs one; OSError if it cannot
+    be started."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    control = keeper_end = None
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
+        keeper_options: tuple[list[str], tuple[int, ...]] = ([], ())
+        if keeper is not None and sandbox.keeps_jobs:
+            control, keeper_end = control_pair()
+            keeper_options = keeper.options(keeper_end.fileno(), read_end)
         # Without a user switch in its arguments Popen spawns with vfork, which costs the same however large
         # the supervisor is: the switch is the first process's to make.
-        with sandbox.first_process(plan, environment, network) as first:
+        with sandbox.first_process(plan, environment, network, keeper_options) as first:
             process = subprocess.Popen(first.argv, stdin=subprocess.DEVNULL, stdout=write_end,
                                        stderr=subprocess.STDOUT, cwd=first.directory, env=first.environment,
                                        pass_fds=first.pass_fds, start_new_session=True, umask=0o077)
         process.returncode = _WAITED_ELSEWHERE
     except BaseException:
         os.close(read_end)
+        if control is not None:
+            control.close()
         raise
     finally:
         os.close(write_end)
+        if keeper_end is not None:
+            keeper_end.close()
     os.set_blocking(read_end, False)
-    return SpawnedProcess(process.pid, read_end)
+    if control is not None:
+        control.setblocking(False)
+    return SpawnedProcess(process.pid, read_end, control)

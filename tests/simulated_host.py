@@ -5,7 +5,9 @@ ignores SIGTERM, forks as it is killed...) at times on the event loop's clock, w
 what was done when.
 
 Only a job's output pipe is real: the supervisor reads it as it reads a real job's, and it reaches end of file
-once the job's last process has exited.
+once the job's last process has exited. So is a kept job's control connection to its keeper (live restore):
+`keep_running` leaves a job running under a simulated keeper, as an earlier run of the supervisor left it, and
+`keeper_says` sends what a keeper would.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import errno
 import os
 import signal
+import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -21,7 +24,8 @@ from workerctl.store.interface import JobRecord
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import JobScope
 from workerctl.supervisor.exits import Exit
-from workerctl.supervisor.host import Started
+from workerctl.supervisor.host import Started, TakenBack
+from workerctl.supervisor.keepers import Attachment, Ended, Ending, control_pair
 from workerctl.supervisor.limits import JobLimits, Usage
 
 USAGE = Usage(cpu_seconds=1.5, peak_memory_bytes=3 * 2**20)  # what every job is said to have used
@@ -57,6 +61,8 @@ class _Job:
     id: str
     output_fd: int | None  # the write end of its output pipe, closed with its last process
     memory_kills: int = 0
+    keeper: socket.socket | None = None  # the keeper's end of its control connection, while it is kept
+    kept_ending: Ended | None = None  # how its keeper recorded its end
 
 
 Event = tuple[float, str, object]  # (when, what, of which job or process)
@@ -73,6 +79,10 @@ class SimulatedHost:
         self._jobs: dict[str, _Job] = {}
         self._watchers: dict[int, Callable[[], None]] = {}
         self._next_pid = 1000
+        self._reading_ends: dict[str, int] = {}  # of kept jobs' output pipes
+        self._controls: dict[str, socket.socket] = {}  # the supervisor's ends of kept jobs' control connections
+        self._spools: dict[str, bytes] = {}
+        self._elapsed: dict[str, float] = {}
 
     # --- what the supervisor calls ---------------------------------------------------------------------------
 
@@ -108,6 +118,24 @@ class SimulatedHost:
     def memory_kills(self, owner: str, job_id: str) -> int:
         return self._jobs[job_id].memory_kills
 
+    def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
+        self.note("take back", record.id)
+        job = self._jobs.get(record.id)
+        if job is None or job.keeper is None:
+            return job.kept_ending if job is not None and job.kept_ending else Ended(None, Ending.NONE, b"")
+        read_end = self._reading_ends.pop(record.id)
+        control = self._controls.pop(record.id)
+        attachment = Attachment(control, self.alive(record.id)[0].pid, read_end, self._spools.pop(record.id),
+                                self._elapsed.pop(record.id), Ending.NONE)
+        return TakenBack(attachment, SimulatedScope(self, [record.id]), lambda: self.note("release", record.id))
+
+    def keeper_ended(self, record: JobRecord) -> Ended:
+        ending = self._jobs[record.id].kept_ending
+        return ending if ending is not None else Ended(None, Ending.NONE, b"")
+
+    def release_kept(self, record: JobRecord) -> None:
+        self.note("release kept", record.id)
+
     def leftovers(self, job_ids: Collection[str]) -> JobScope:
         return SimulatedScope(self, job_ids)
 
@@ -119,6 +147,26 @@ class SimulatedHost:
     def leave_behind(self, job_id: str, program: Program) -> SimulatedProcess:
         """A process an earlier run of the supervisor left running for the job `job_id`."""
         return self._spawn(program, self._jobs.setdefault(job_id, _Job(job_id, None)))
+
+    def keep_running(self, job_id: str, program: Program, elapsed: float, spool: bytes) -> SimulatedProcess:
+        """A job an earlier run of the supervisor left running under its keeper, started `elapsed` seconds ago,
+        whose keeper spooled `spool` meanwhile."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        control, keeper = control_pair()
+        control.setblocking(False)
+        self._jobs[job_id] = job = _Job(job_id, write_end, keeper=keeper)
+        self._reading_ends[job_id], self._controls[job_id] = read_end, control
+        self._spools[job_id], self._elapsed[job_id] = spool, elapsed
+        return self._spawn(program, job)
+
+    def ended_while_away(self, job_id: str, ending: Ended) -> None:
+        """A job whose keeper recorded its end while no supervisor ran."""
+        self._jobs[job_id] = _Job(job_id, None, kept_ending=ending)
+
+    def keeper_says(self, job_id: str, message: bytes) -> None:
+        keeper = self._jobs[job_id].keeper
+        assert keeper is not None
+        keeper.send(message)
 
     def alive(self, job_id: str) -> list[SimulatedProcess]:
         return [process for process in self.processes.values() if process.job_id == job_id and process.alive]
@@ -174,6 +222,10 @@ class SimulatedHost:
         if not self.alive(job.id) and job.output_fd is not None:  # the last writer of its output is gone
             os.close(job.output_fd)
             job.output_fd = None
+        if not self.alive(job.id) and job.keeper is not None:  # and its keeper records how the job ended, and exits
+            job.kept_ending = Ended(exit, Ending.NONE, b"")
+            job.keeper.close()
+            job.keeper = None
         on_exit = self._watchers.get(process.pid)
         if on_exit is not None:  # its pidfd becomes readable: the loop calls the watcher on its next turn
             asyncio.get_running_loop().call_soon(on_exit)

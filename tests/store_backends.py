@@ -83,6 +83,13 @@ class Outputs:
         self._writers.append(writer)
         return writer.open_output(job_id)
 
+    def reopen(self, job_id: str, limits: OutputLimits) -> OutputSink:
+        """The job's output as a later run of the supervisor goes on with it (live restore), by a new writer
+        whose limits (`limits`) may differ from those it was written with."""
+        writer = self.backend.writer(limits)
+        self._writers.append(writer)
+        return writer.reopen_output(job_id)
+
     def read(self, job_id: str, offset: int = 0, limit: int | None = None, total: int | None = None) -> OutputChunk:
         """Read as the front end does; `total` given, as for a job that has ended with that much output."""
         status = JobStatus.RUNNING if total is None else JobStatus.FINISHED

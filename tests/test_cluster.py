@@ -21,6 +21,7 @@ from cluster_support import Agent, Cluster, celery_problem, start_agent
 from facilities import needs
 from redis_server import RedisServer, start_tls_redis
 from support import (
+    Server,
     Tls,
     Users,
     cgroups_of,
@@ -29,10 +30,13 @@ from support import (
     mounts_under,
     poll_until,
     processes_with,
+    release,
     start_server,
     wait_none_left,
 )
+from tcp_proxy import TcpProxy
 from workerctl.store.backends import open_reader
+from workerctl.supervisor.lifecycle import FENCE_REASON
 
 needs("cluster", celery_problem())
 pytestmark = pytest.mark.slow  # agents and front ends on Redis, leases and host timeouts of seconds
@@ -223,33 +227,95 @@ def test_an_agent_whose_name_was_taken_while_it_was_cut_off_stands_down(cluster:
         assert front_end.wait_final(front_end.start("echo second", host="h11"))["output"] == "second\n"
 
 
-def test_a_host_back_from_a_lapsed_lease_ends_the_jobs_settled_as_lost(cluster: Cluster, tmp_path: Path) -> None:
-    """Its relay frozen past --host-timeout, the host's running job is settled as lost while its supervisor still
-    runs it; once the relay runs again, the job's processes are ended and its record still says it was lost."""
-    agent = start_agent(tmp_path, cluster.url, "h3", host_timeout=2)
+def _said_ended_only_once_gone(front_end: Server, job: str, mark: str) -> dict:
+    """Poll the job's status until it is final; at every look until then, and at that one, "running" or not, no
+    process of the job may outlive what the record says: once final, none runs."""
+    def final() -> dict | None:
+        status = front_end.status(job)
+        if status["status"] in ("finished", "stopped", "error"):
+            assert not processes_with(mark), f"the job was said to be {status['status']} while it ran: {status}"
+            return status
+        return None
+    return poll_until(final, timeout=30, interval=0.01, message=f"job {job} to end")
+
+
+@pytest.mark.parametrize("frozen", ["relay", "agent"])
+def test_a_host_cut_off_fences_itself_before_it_is_taken_for_lost(cluster: Cluster, tmp_path: Path,
+                                                                   frozen: str) -> None:
+    """Its relay frozen (no renewals), or the whole agent frozen (nothing of it runs but the jobs' keepers),
+    past --host-timeout: each job's keeper ends its job before the lease lapses, so that "lost" is never said of
+    a job that runs. A live supervisor records why; a frozen one cannot, and the front ends settle it as lost."""
+    name = f"h3{frozen[0]}"
+    agent = start_agent(tmp_path, cluster.url, name, host_timeout=2)
     try:
         front_end = cluster.front_ends[0]
         mark = marker()
-        job = front_end.start(f"sleep {mark}", host="h3")
+        job = front_end.start(f"trap '' TERM; sleep {mark} & sleep {mark}", host=name)  # it takes the grace
         front_end.wait_running(job)
-        relay = agent.relay_pid()
-        os.kill(relay, signal.SIGSTOP)
+        poll_until(lambda: len(processes_with(mark)) >= 2, message="the job's processes")
+        pids = [agent.relay_pid()] if frozen == "relay" else [agent.process.pid, agent.relay_pid(),
+                                                               _supervisor_pid(agent)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
         try:
-            assert front_end.wait_final(job, timeout=30)["reason"] == "host h3 lost"
-            assert processes_with(mark), "the job ran on while its host was cut off"
+            status = _said_ended_only_once_gone(front_end, job, mark)
         finally:
-            os.kill(relay, signal.SIGCONT)
-        # The next renewal (every 0.5 s with a 2 s host timeout), then the kill grace (0.5 s), on a loaded machine.
-        wait_none_left(mark, timeout=10)
-        # Its first refused save is logged, once: the final one, or a save of the usage the supervisor samples
-        # every 2 s while the job runs, if one fell between the lost settling and the relay's return.
-        poll_until(lambda: f"job {job}: not recorded as " in agent.log(), timeout=30,
-                   message="the supervisor's refused save to be logged")
-        for each in cluster.front_ends:
-            status = each.status(job)
-            assert (status["status"], status["reason"], status["host"]) == ("error", "host h3 lost", "h3"), status
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        expected = FENCE_REASON if frozen == "relay" else f"host {name} lost"
+        assert (status["status"], status["reason"]) == ("error", expected), status
+        for each in cluster.front_ends:  # and the host, back, keeps the record as it is
+            assert (each.status(job)["status"], each.status(job)["reason"]) == ("error", expected)
     finally:
         agent.stop()
+
+
+def test_a_host_partitioned_from_redis_fences_itself(cluster: Cluster, tmp_path: Path,
+                                                     redis_server: RedisServer) -> None:
+    """Its agent reaches Redis through a proxy that is cut: its jobs end before the front ends, which still reach
+    Redis, take it for lost; healed, the host runs jobs again."""
+    proxy = TcpProxy(redis_server.port)
+    url = cluster.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    agent = start_agent(tmp_path, url, "h3p", host_timeout=2)
+    try:
+        front_end = cluster.front_ends[0]
+        mark = marker()
+        job = front_end.start(f"sleep {mark}", host="h3p")
+        front_end.wait_running(job)
+        proxy.cut()
+        status = _said_ended_only_once_gone(front_end, job, mark)
+        assert (status["status"], status["reason"]) == ("error", "host h3p lost"), status
+        proxy.heal()
+        poll_until(lambda: "renewed the host's lease again" in agent.log(), timeout=30, message="a renewal")
+        assert front_end.wait_final(front_end.start("echo back", host="h3p"))["output"] == "back\n"
+    finally:
+        agent.stop()
+        proxy.close()
+
+
+def test_an_agent_with_live_restore_hands_its_jobs_to_its_next_run(cluster: Cluster, tmp_path: Path) -> None:
+    agent = start_agent(tmp_path, cluster.url, "h3r", "--live-restore", host_timeout=10)
+    try:
+        front_end = cluster.front_ends[0]
+        mark = marker()
+        job = front_end.start(f"sleep {mark} & held=$!; i=0; while kill -0 $held 2>/dev/null; do i=$((i+1)); "
+                              "echo line $i; sleep 0.2; done; echo done", host="h3r")
+        poll_until(lambda: "line 2" in front_end.status(job)["output"], message="the job's first lines")
+        agent.stop()
+        assert front_end.status(job)["status"] == "running"
+        agent = start_agent(tmp_path, cluster.url, "h3r", "--live-restore", host_timeout=10)
+        assert "took back 1 jobs" in agent.log()
+        release(mark)
+        status = front_end.wait_final(job)
+        lines = status["output"].splitlines()
+        assert (status["status"], status["exitCode"], lines[-1]) == ("finished", 0, "done"), status
+        assert lines[:-1] == [f"line {number}" for number in range(1, len(lines))]
+    finally:
+        agent.stop()
+
+
+def _supervisor_pid(agent: Agent) -> int:
+    return int(re.findall(r"supervisor\[(\d+)\]: supervisor ready", agent.log())[-1])
 
 
 def test_a_cluster_with_no_front_end_settles_a_lost_host_and_one_agent_sweeps_at_a_time(

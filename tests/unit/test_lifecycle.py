@@ -26,11 +26,12 @@ from workerctl.store.backends import open_reader, open_writer
 from workerctl.store.interface import JobRecord, JobWriter, now
 from workerctl.store.layout import DataLayout
 from workerctl.supervisor.accounts import JobAccounts, JobUser
-from workerctl.supervisor.exits import ChildExits
+from workerctl.supervisor.exits import ChildExits, Exit
 from workerctl.supervisor.homes import Homes
 from workerctl.supervisor.job import EndRequest, Job
+from workerctl.supervisor.keepers import FENCED, Ended, Ending
 from workerctl.supervisor.leftovers import end_leftovers, settle_unfinished
-from workerctl.supervisor.lifecycle import JobLifecycle
+from workerctl.supervisor.lifecycle import FENCE_REASON, JobLifecycle
 from workerctl.supervisor.link import LinkListener
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
@@ -299,3 +300,117 @@ async def test_what_an_earlier_run_left_is_settled_as_an_error_and_its_processes
         assert r.host.when("SIGKILL", stubborn.pid) == [at(1.0 + GRACE)]
         assert r.host.when("release leftovers", sorted(left)) == [at(1.0 + GRACE)]
         assert not r.host.alive(running.id)
+
+
+# --- live restore: jobs taken back from their keepers ----------------------------------------------------------
+
+def left_running(r: Rig, timeout_seconds: float = 60.0) -> JobRecord:
+    """The record of a job an earlier run of the supervisor left running."""
+    record = JobRecord(new_job_id(), OWNER, "sleep", JobStatus.CREATED, now(),
+                       limits=JobLimits(timeout_seconds, 64 * MIB, 1.0, 100))
+    record.move_to(JobStatus.RUNNING)
+    r.store.insert(record)
+    r.store.commit()
+    r.store.open_output(record.id).write(b"before\n")
+    return record
+
+
+@in_virtual_time
+async def test_a_job_taken_back_keeps_its_output_whole_and_its_time_limit_from_its_real_start(tmp_path):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r)
+        r.host.keep_running(record.id, Program(output=b"after\n"), elapsed=40.0, spool=b"meanwhile\n")
+        r.lifecycle.take_back(record, "lost")
+        job = r.lifecycle.jobs[record.id]
+        assert await job.settled is JobStatus.ERROR
+        assert r.host.when("SIGTERM", job.launched.pid) == [at(20.0)]  # 60 s from its start, 40 s before
+        stored, output = await r.stored(job)
+        assert (stored.reason, stored.signal) == ("time limit of 60 s exceeded", signal.SIGTERM)
+        assert output == b"before\nmeanwhile\nafter\n"
+        assert stored.output_bytes == len(output)
+
+
+@in_virtual_time
+async def test_a_job_taken_back_past_its_time_limit_ends_at_once(tmp_path):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r, timeout_seconds=5.0)
+        process = r.host.keep_running(record.id, Program(), elapsed=7.0, spool=b"")
+        r.lifecycle.take_back(record, "lost")
+        assert await r.lifecycle.jobs[record.id].settled is JobStatus.ERROR
+        assert r.host.when("SIGTERM", process.pid) == [at(0)]
+
+
+@in_virtual_time
+async def test_a_job_taken_back_that_exits_is_settled_from_its_keepers_record(tmp_path):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r)
+        r.host.keep_running(record.id, Program(runs_for=3.0, exit_code=4), elapsed=1.0, spool=b"")
+        r.lifecycle.take_back(record, "lost")
+        job = r.lifecycle.jobs[record.id]
+        assert await job.settled is JobStatus.FINISHED
+        assert asyncio.get_running_loop().time() == at(3.0)
+        stored, _ = await r.stored(job)
+        assert (stored.exit_code, stored.signal, stored.reason) == (4, None, None)
+        assert r.host.when("release", record.id) == [at(3.0)]
+
+
+@pytest.mark.parametrize(("ended_by", "reason", "status"), [
+    (Ending.NONE, None, JobStatus.FINISHED),
+    (Ending.TIME_LIMIT, "time limit of 60 s exceeded", JobStatus.ERROR),
+    (Ending.FENCE, FENCE_REASON, JobStatus.ERROR),
+])
+@in_virtual_time
+async def test_a_job_that_ended_while_no_supervisor_ran_is_recorded_as_it_ended(tmp_path, ended_by, reason, status):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r)
+        r.host.ended_while_away(record.id, Ended(Exit(0, None if ended_by else 3, signal.SIGTERM if ended_by else None),
+                                                 ended_by, b"meanwhile\n"))
+        r.lifecycle.take_back(record, "lost")
+        job = r.lifecycle.jobs[record.id]
+        assert await job.settled is status
+        stored, output = await r.stored(job)
+        assert (stored.reason, stored.exit_code) == (reason, None if ended_by else 3)
+        assert output == b"before\nmeanwhile\n"
+        assert r.host.when("release kept", record.id) == [at(0)]
+
+
+@in_virtual_time
+async def test_a_job_whose_keeper_is_gone_is_an_error_and_what_is_left_of_it_is_ended(tmp_path):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r)
+        orphan = r.host.leave_behind(record.id, Program(ignores_sigterm=True))
+        r.lifecycle.take_back(record, "the server restarted, and its keeper was gone")
+        job = r.lifecycle.jobs[record.id]
+        assert await job.settled is JobStatus.ERROR
+        stored, output = await r.stored(job)
+        assert stored.reason == "the server restarted, and its keeper was gone" and output == b"before\n"
+        assert r.host.when("SIGKILL", orphan.pid) == [at(GRACE)]
+
+
+@in_virtual_time
+async def test_a_keeper_ending_its_job_for_the_lease_is_recorded_as_fenced(tmp_path):
+    async with rig(tmp_path, {}) as r:
+        record = left_running(r)
+        r.host.keep_running(record.id, Program(), elapsed=1.0, spool=b"")
+        r.lifecycle.take_back(record, "lost")
+        await until(2.0)
+        r.host.keeper_says(record.id, FENCED)
+        job = r.lifecycle.jobs[record.id]
+        assert await job.settled is JobStatus.ERROR
+        stored, _ = await r.stored(job)
+        assert stored.reason == FENCE_REASON
+        assert r.host.when("SIGTERM", job.launched.pid) == [at(2.0)]
+
+
+@in_virtual_time
+async def test_detaching_leaves_running_jobs_to_their_keepers_and_waiting_ones_recorded(tmp_path):
+    async with rig(tmp_path, {"sleep": Program(output=b"started\n")}, max_jobs=1) as r:
+        running, waiting = r.start("sleep"), r.start("sleep")
+        await until(1.0)
+        await r.lifecycle.detach_all()
+        r.lifecycle.start_runnable()
+        assert r.host.alive(running.id) and not r.host.when("start", waiting.id)
+        assert not r.host.when("SIGTERM", running.launched.pid) and not running.settled.done()
+        assert running.launched.control is None and running.launched.output_fd is None
+        assert [(await r.stored(job))[0].status for job in (running, waiting)] == [JobStatus.RUNNING,
+                                                                                   JobStatus.CREATED]

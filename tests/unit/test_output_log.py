@@ -118,3 +118,22 @@ def test_limits_for_a_cap_keep_the_first_half_and_at_least_three_eighths_at_the_
 def test_reading_a_job_that_has_no_output_yet(outputs):
     chunk = outputs.read("never-made", 0, 10)
     assert (chunk.parts, chunk.next_offset, chunk.total, chunk.dropped) == ([], 0, 0, 0)
+
+
+@pytest.mark.parametrize("first_part", [7, 10, 37])  # within the head, at its end, and into the tail
+def test_an_output_reopened_goes_on_as_if_it_had_never_been_closed(outputs, first_part):
+    limits = OutputLimits(head_bytes=10, segment_bytes=4, tail_segments=3)
+    data = bytes(range(60))
+    first = outputs.open("job", limits)
+    first.write(data[:first_part])
+    first.close()
+    again = outputs.reopen("job", limits)
+    assert again.total == first_part
+    again.write(data[first_part:])
+    outputs.open("whole", limits).write(data)
+    assert outputs.read("job") == outputs.read("whole")
+
+
+def test_reopening_an_output_never_written_makes_a_new_one(outputs):
+    outputs.reopen("job", OutputLimits(head_bytes=10, segment_bytes=4)).write(b"new")
+    assert b"".join(part.data for part in outputs.read("job").parts) == b"new"

@@ -1,0 +1,144 @@
+"""Live restore (`serve --live-restore`): running jobs outlive a stop, a kill -9 or a crash of the server and
+are taken back by its next start, output whole, time limit from their real start, stop ending all of them; jobs
+that ended meanwhile are recorded as they ended; waiting jobs wait on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from support import (
+    assert_none_left,
+    marker,
+    poll_until,
+    processes_with,
+    release,
+    require_namespaces,
+    sleepers,
+)
+from workerctl.store.layout import DataLayout
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def namespaces() -> None:
+    require_namespaces()
+
+
+def printer(mark: str) -> str:
+    """A job printing a numbered line every 0.2 s until its `sleep MARK` is released, then exiting 0."""
+    return (f"sleep {mark} & held=$!; i=0; while kill -0 $held 2>/dev/null; do i=$((i+1)); echo line $i; "
+            "sleep 0.2; done; echo done")
+
+
+def moment(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def keeper_file(server, job_id: str, name: str) -> Path:
+    return DataLayout(server.data_dir).keeper(job_id) / name
+
+
+def lines_whole(output: str) -> bool:
+    lines = output.splitlines()
+    return lines[-1] == "done" and lines[:-1] == [f"line {number}" for number in range(1, len(lines))]
+
+
+def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory):
+    server = server_factory("--live-restore", "--max-jobs", "3")
+    marks = {name: marker() for name in ("printer", "ends", "tree")}
+    printing = server.start(printer(marks["printer"]))
+    ending = server.start(f"echo before; sleep {marks['ends']}; echo after; exit 3")
+    tree = server.start(f"setsid sleep {marks['tree']} & sleep {marks['tree']}")
+    waiting = server.start("echo waited")  # no slot left: it waits
+    for job_id in (printing, ending, tree):
+        server.wait_running(job_id)
+    assert server.status(waiting)["status"] == "created"
+    poll_until(lambda: len(sleepers(marks["tree"])) == 2 and sleepers(marks["ends"]), message="the jobs' sleeps")
+    server.stop()
+    assert "Traceback" not in server.log()
+
+    # No server runs: the printer's lines go to its keeper's spool, and a job ends with its exit code.
+    poll_until(lambda: keeper_file(server, printing, "spool").exists() and keeper_file(
+        server, printing, "spool").stat().st_size > 0, message="output written while no server ran")
+    release(marks["ends"])
+    poll_until(lambda: keeper_file(server, ending, "exit").exists(), message="the job's end, recorded by its keeper")
+
+    restarted = server_factory("--live-restore", "--max-jobs", "3", data_dir=server.data_dir)
+    status = restarted.status(ending)
+    assert (status["status"], status["exitCode"], status["reason"], status["output"]) == (
+        "finished", 3, None, "before\nafter\n"), status
+    assert restarted.status(printing)["status"] == "running"
+    assert restarted.wait_final(waiting)["output"] == "waited\n"  # it waited, and took the freed slot
+
+    # kill -9 of serve: its supervisor is told by the kernel, and leaves the jobs to their keepers again.
+    restarted.process.kill()
+    restarted.process.wait()
+    third = server_factory("--live-restore", "--max-jobs", "3", data_dir=server.data_dir)
+    assert third.status(tree)["status"] == "running"
+    # kill -9 of the supervisor: serve starts another, which takes the jobs back.
+    old_supervisor = third.child_pid("supervisor")
+    os.kill(old_supervisor, signal.SIGKILL)
+    poll_until(lambda: third.child_pid("supervisor") != old_supervisor, message="a new supervisor")
+    assert third.status(tree)["status"] == "running"
+
+    stopped = third.call("stop", jobID=tree)
+    assert (stopped.status, stopped.body["status"]) == (200, "stopped"), stopped.body
+    assert_none_left(marks["tree"])  # the setsid escapee too
+
+    release(marks["printer"])
+    status = third.wait_final(printing)
+    assert (status["status"], status["exitCode"]) == ("finished", 0), status
+    assert lines_whole(status["output"]), status["output"]
+    assert third.stop() == 0
+    assert "Traceback" not in third.log() + restarted.log()
+    assert not list(DataLayout(server.data_dir).keepers_root.iterdir())
+
+
+def test_a_time_limit_counts_from_the_jobs_real_start_across_a_restart(server_factory):
+    server = server_factory("--live-restore")
+    mark = marker()
+    counted = server.start(f"sleep {mark}", limits={"timeoutSeconds": 3})
+    kept = server.start(f"sleep {mark}", limits={"timeoutSeconds": 1})
+    started = moment(server.wait_running(counted)["startedAt"])
+    server.wait_running(kept)
+    server.stop()
+    # While no server runs, the keeper ends the job at its time limit.
+    poll_until(lambda: keeper_file(server, kept, "exit").exists(), message="the keeper to end the job")
+    assert "ended-by time-limit" in keeper_file(server, kept, "exit").read_text()
+    poll_until(lambda: time.time() > started + 1.5, message="half the time limit to pass")
+    restarted = server_factory("--live-restore", data_dir=server.data_dir)
+    status = restarted.status(kept)
+    assert (status["status"], status["reason"], status["signal"]) == (
+        "error", "time limit of 1 s exceeded", "SIGTERM"), status
+    status = restarted.wait_final(counted)
+    assert (status["status"], status["reason"]) == ("error", "time limit of 3 s exceeded"), status
+    # From its real start: counted from the restart, it would have ended 1.5 s or more later than this.
+    assert 3 <= moment(status["endedAt"]) - moment(status["startedAt"]) < 4.5, status
+    assert_none_left(mark)
+
+
+def test_without_live_restore_a_dead_supervisors_jobs_end_at_once(server_factory):
+    """The keeper ends its job as soon as its supervisor is gone, with no server left to do it."""
+    server = server_factory()
+    mark = marker()
+    job_id = server.start(f"sleep {mark}")
+    server.wait_running(job_id)
+    os.kill(server.process.pid, signal.SIGSTOP)  # no serve to end the orphans or start a new supervisor
+    try:
+        os.kill(server.child_pid("supervisor"), signal.SIGKILL)
+        poll_until(lambda: not processes_with(mark), message="the keeper to end the job")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert server.wait_final(job_id)["status"] == "error"
+
+
+def test_live_restore_needs_the_sandbox(server_factory):
+    server = server_factory("--live-restore", "--sandbox", "off", ready=False)
+    assert server.process.wait(30) == 78
+    assert "live restore needs the sandbox" in server.log()
