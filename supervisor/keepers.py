@@ -113,10 +113,15 @@ def attach(directory: Path) -> Attachment | None:
     ended, or the host restarted). Call `consumed` once its spool is stored."""
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        control.connect(str(directory / SOCKET_NAME))
+        # By the directory's descriptor: a socket's path may have 108 bytes, a data directory's more.
+        directory_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            control.connect(f"/proc/self/fd/{directory_fd}/{SOCKET_NAME}")
+        finally:
+            os.close(directory_fd)
         control.settimeout(_HELLO_SECONDS)
         hello, fds, _, _ = socket.recv_fds(control, _HELLO.size, 1)
-    except OSError:  # no socket, nobody listening, or it ended as we connected
+    except OSError:  # no directory or socket, nobody listening, or it ended as we connected
         control.close()
         return None
     if len(hello) != _HELLO.size:

@@ -31,6 +31,7 @@ from workerctl.supervisor.host import JobHost, TakenBack
 from workerctl.supervisor.job import EndRequest, Job, Launched, Phase
 from workerctl.supervisor.keepers import FENCED, Ended, Ending, consumed
 from workerctl.supervisor.killing import terminate
+from workerctl.supervisor.leftovers import end_leftovers
 from workerctl.supervisor.pool import JobPool
 from workerctl.supervisor.publisher import Publisher
 
@@ -233,11 +234,11 @@ class JobLifecycle:
         return self._time_limit_request(job) if ending is Ending.TIME_LIMIT else EndRequest(JobStatus.ERROR,
                                                                                              FENCE_REASON)
 
-    def take_back(self, record: JobRecord, lost_reason: str) -> None:
+    def take_back(self, record: JobRecord, lost_reason: str) -> Job:
         """Take back a job an earlier run of the supervisor left running, from its keeper (live restore): it
         runs on, with its output whole and its time limit counted from its real start; or, if it ended
         meanwhile, settle it as it ended; or, if its keeper is gone too, settle it as `error` for `lost_reason`
-        and end what is left of it."""
+        and end what is left of it. The job, as it is now."""
         job = Job(record)
         self.jobs[record.id] = job
         self.pool.add_running(record.id, record.owner)
@@ -256,26 +257,25 @@ class JobLifecycle:
                 job.request_end(self._keeper_reason(job, attachment.ending))
                 asyncio.create_task(self._finish(job))
             self._follow(job, job.limits.timeout_seconds - attachment.elapsed)
-            return
-        self._settle_ended(job, taken, lost_reason)
+        else:
+            self._settle_ended(job, taken, lost_reason)
+        return job
 
     def _settle_ended(self, job: Job, kept: Ended, lost_reason: str) -> None:
-        """Settle a job taken back whose keeper ended while no supervisor ran, as its keeper recorded it; one
-        whose keeper recorded nothing (it was killed, or the host restarted) as `error`, ending what is left."""
-        leftovers = self.host.leftovers([job.id])
-
-        def release() -> None:
-            leftovers.release()
-            self.host.release_kept(job.record)
-        launched = Launched(0, self.publisher.store.reopen_output(job.id), None, leftovers, release, taken_back=True)
+        """Settle at once a job taken back whose keeper ended while no supervisor ran, as its keeper recorded it;
+        one whose keeper recorded nothing (it was killed, or the host restarted) as `error`, and end in the
+        background whatever is left of it."""
+        launched = Launched(0, self.publisher.store.reopen_output(job.id), None, self.host.leftovers([job.id]),
+                            lambda: self.host.release_kept(job.record), taken_back=True)
         job.resume_running(launched)
         self._store_output(job, kept.spool)
         if kept.exit is None:
             job.request_end(EndRequest(JobStatus.ERROR, lost_reason))
+            asyncio.create_task(end_leftovers(self.host, [job.id], self.kill_grace, self.child_exits))
         elif kept.ended_by is not Ending.NONE:
             job.request_end(self._keeper_reason(job, kept.ended_by))
         job.main_exited(kept.exit or Exit(0, None, None))
-        asyncio.create_task(self._finish(job))
+        self._conclude(job)
 
     async def detach_all(self) -> None:
         """Leave every running job to its keeper, which keeps it running until a later supervisor takes it
@@ -392,6 +392,13 @@ class JobLifecycle:
                 self.host.kill(launched.pid)
                 await asyncio.sleep(0.001)
         self._drain_remaining_output(job)
+        self._conclude(job)
+
+    def _conclude(self, job: Job) -> None:
+        """Settle a job none of whose processes is left, its output all read: its usage, what it held handed
+        back, its final status recorded."""
+        launched = job.launched
+        assert launched is not None and job.main_exit is not None
         # Read before the job's cgroups go: where containment and limits share one (cgroup v2), releasing the
         # scope removes the files the usage is read from.
         self._record_usage(job)

@@ -90,6 +90,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, lambda: None)
         if self.settings.live_restore:
             self._take_back(restart_reason)
+            await self.publisher.saved()  # the jobs that ended meanwhile are recorded before anyone asks
             left: set[str] = set()
         else:
             left = settle_unfinished(self.store, restart_reason)

@@ -30,12 +30,12 @@ from support import (
     mounts_under,
     poll_until,
     processes_with,
-    release,
     start_server,
     wait_none_left,
 )
 from tcp_proxy import TcpProxy
 from workerctl.store.backends import open_reader
+from workerctl.store.layout import DataLayout
 from workerctl.supervisor.lifecycle import FENCE_REASON
 
 needs("cluster", celery_problem())
@@ -298,14 +298,14 @@ def test_an_agent_with_live_restore_hands_its_jobs_to_its_next_run(cluster: Clus
     try:
         front_end = cluster.front_ends[0]
         mark = marker()
-        job = front_end.start(f"sleep {mark} & held=$!; i=0; while kill -0 $held 2>/dev/null; do i=$((i+1)); "
-                              "echo line $i; sleep 0.2; done; echo done", host="h3r")
+        job = front_end.start(f'i=0; while [ ! -e "$HOME/{mark}" ]; do i=$((i+1)); echo line $i; sleep 0.2; done; '
+                              'echo done', host="h3r")
         poll_until(lambda: "line 2" in front_end.status(job)["output"], message="the job's first lines")
         agent.stop()
         assert front_end.status(job)["status"] == "running"
         agent = start_agent(tmp_path, cluster.url, "h3r", "--live-restore", host_timeout=10)
         assert "took back 1 jobs" in agent.log()
-        release(mark)
+        (DataLayout(tmp_path / "data-h3r").home("alice") / mark).touch()
         status = front_end.wait_final(job)
         lines = status["output"].splitlines()
         assert (status["status"], status["exitCode"], lines[-1]) == ("finished", 0, "done"), status

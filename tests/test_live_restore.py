@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from redis_server import free_port
 from support import (
     assert_none_left,
     marker,
@@ -30,10 +33,14 @@ def namespaces() -> None:
     require_namespaces()
 
 
-def printer(mark: str) -> str:
-    """A job printing a numbered line every 0.2 s until its `sleep MARK` is released, then exiting 0."""
-    return (f"sleep {mark} & held=$!; i=0; while kill -0 $held 2>/dev/null; do i=$((i+1)); echo line $i; "
-            "sleep 0.2; done; echo done")
+def printer(flag: str) -> str:
+    """A job printing a numbered line every 0.2 s until the file `flag` appears in its home, then exiting 0."""
+    return f'i=0; while [ ! -e "$HOME/{flag}" ]; do i=$((i+1)); echo line $i; sleep 0.2; done; echo done'
+
+
+def let_end(data_dir: Path, flag: str, user: str = "alice") -> None:
+    """Make the file a `printer` job waits for, in its home as the host sees it."""
+    (DataLayout(data_dir).home(user) / flag).touch()
 
 
 def moment(text: str) -> float:
@@ -50,9 +57,16 @@ def lines_whole(output: str) -> bool:
 
 
 def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory):
-    server = server_factory("--live-restore", "--max-jobs", "3")
+    # One port for every run, so that a follower (`logs -f`, which asks again while the server restarts) goes on.
+    flags = ("--live-restore", "--max-jobs", "3", "--port", str(free_port()))
+    server = server_factory(*flags)
     marks = {name: marker() for name in ("printer", "ends", "tree")}
     printing = server.start(printer(marks["printer"]))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "workerctl", "logs", "-f", printing, "--retry", "60"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "WORKERCTL_SERVER": server.url,
+                                                "WORKERCTL_TOKEN": server.users.tokens["alice"],
+                                                "WORKERCTL_CA": str(server.tls.ca)})
     ending = server.start(f"echo before; sleep {marks['ends']}; echo after; exit 3")
     tree = server.start(f"setsid sleep {marks['tree']} & sleep {marks['tree']}")
     waiting = server.start("echo waited")  # no slot left: it waits
@@ -69,7 +83,7 @@ def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory
     release(marks["ends"])
     poll_until(lambda: keeper_file(server, ending, "exit").exists(), message="the job's end, recorded by its keeper")
 
-    restarted = server_factory("--live-restore", "--max-jobs", "3", data_dir=server.data_dir)
+    restarted = server_factory(*flags, data_dir=server.data_dir)
     status = restarted.status(ending)
     assert (status["status"], status["exitCode"], status["reason"], status["output"]) == (
         "finished", 3, None, "before\nafter\n"), status
@@ -79,7 +93,7 @@ def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory
     # kill -9 of serve: its supervisor is told by the kernel, and leaves the jobs to their keepers again.
     restarted.process.kill()
     restarted.process.wait()
-    third = server_factory("--live-restore", "--max-jobs", "3", data_dir=server.data_dir)
+    third = server_factory(*flags, data_dir=server.data_dir)
     assert third.status(tree)["status"] == "running"
     # kill -9 of the supervisor: serve starts another, which takes the jobs back.
     old_supervisor = third.child_pid("supervisor")
@@ -91,10 +105,12 @@ def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory
     assert (stopped.status, stopped.body["status"]) == (200, "stopped"), stopped.body
     assert_none_left(marks["tree"])  # the setsid escapee too
 
-    release(marks["printer"])
+    let_end(server.data_dir, marks["printer"])
     status = third.wait_final(printing)
     assert (status["status"], status["exitCode"]) == ("finished", 0), status
     assert lines_whole(status["output"]), status["output"]
+    followed, complaints = follower.communicate(timeout=60)
+    assert (follower.returncode, followed) == (0, status["output"]), complaints
     assert third.stop() == 0
     assert "Traceback" not in third.log() + restarted.log()
     assert not list(DataLayout(server.data_dir).keepers_root.iterdir())

@@ -84,7 +84,9 @@ def test_killing_serve_outright_takes_every_job_with_it(server_factory):
 
 
 def test_jobs_a_dead_server_left_running_are_ended_and_settled_at_the_next_start(server_factory):
-    server = server_factory()
+    # Without the sandbox, so without keepers: in the sandbox each job's keeper ends it as soon as its supervisor
+    # is gone (test_live_restore.py), and nothing is left for the next start to end.
+    server = server_factory("--sandbox", "off")
     mark = marker()
     job_id = server.start(f"echo before; sleep {mark}")
     poll_until(lambda: server.status(job_id)["output"] == "before\n")
@@ -93,7 +95,7 @@ def test_jobs_a_dead_server_left_running_are_ended_and_settled_at_the_next_start
         os.kill(pid, signal.SIGKILL)
     server.process.wait()
     assert processes_with(mark)
-    restarted = server_factory(data_dir=server.data_dir)
+    restarted = server_factory("--sandbox", "off", data_dir=server.data_dir)
     status = restarted.status(job_id)  # settled before the new server serves
     assert (status["status"], status["reason"], status["output"]) == ("error", FIRST_START_REASON, "before\n")
     wait_none_left(mark)  # and its processes ended meanwhile, in the background

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 from workerctl.protocol.actions import StartRequest
+from workerctl.protocol.errors import ApiError, ErrorKind
 from workerctl.protocol.messages import Refusal, Reply, StartJob
 from workerctl.protocol.replies import JobRef
 
@@ -26,10 +27,14 @@ class JobWatchers:
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._closed = False
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future that resolves when the job next changes, for as long as the block runs."""
+        """A future that resolves when the job next changes, for as long as the block runs; UNAVAILABLE once
+        the front end is stopping."""
+        if self._closed:
+            raise ApiError(ErrorKind.UNAVAILABLE, "the server is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, set()).add(future)
         try:
@@ -49,6 +54,12 @@ class JobWatchers:
 
     def notify_all(self) -> None:
         self.notify(list(self._waiting))
+
+    def close(self) -> None:
+        """The front end is stopping: every wait ends now, and the next is refused as UNAVAILABLE (503, which
+        clients ask again after: a follower goes on with the next server) rather than cut off."""
+        self._closed = True
+        self.notify_all()
 
 
 async def changed_within(future: asyncio.Future[None], timeout: float) -> None:

@@ -80,6 +80,7 @@ async def _serve(server: HTTPServer, listening: socket.socket, link: JobLink, al
     await stop.wait()
     accepting.cancel()
     server.stop()
+    link.watchers.close()  # long polls and follows are answered now, not cut off when the drain times out
     try:
         await asyncio.wait_for(server.close_all_connections(), _DRAIN_SECONDS)
     except asyncio.TimeoutError:

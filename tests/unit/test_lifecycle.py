@@ -320,8 +320,7 @@ async def test_a_job_taken_back_keeps_its_output_whole_and_its_time_limit_from_i
     async with rig(tmp_path, {}) as r:
         record = left_running(r)
         r.host.keep_running(record.id, Program(output=b"after\n"), elapsed=40.0, spool=b"meanwhile\n")
-        r.lifecycle.take_back(record, "lost")
-        job = r.lifecycle.jobs[record.id]
+        job = r.lifecycle.take_back(record, "lost")
         assert await job.settled is JobStatus.ERROR
         assert r.host.when("SIGTERM", job.launched.pid) == [at(20.0)]  # 60 s from its start, 40 s before
         stored, output = await r.stored(job)
@@ -335,8 +334,7 @@ async def test_a_job_taken_back_past_its_time_limit_ends_at_once(tmp_path):
     async with rig(tmp_path, {}) as r:
         record = left_running(r, timeout_seconds=5.0)
         process = r.host.keep_running(record.id, Program(), elapsed=7.0, spool=b"")
-        r.lifecycle.take_back(record, "lost")
-        assert await r.lifecycle.jobs[record.id].settled is JobStatus.ERROR
+        assert await r.lifecycle.take_back(record, "lost").settled is JobStatus.ERROR
         assert r.host.when("SIGTERM", process.pid) == [at(0)]
 
 
@@ -345,8 +343,7 @@ async def test_a_job_taken_back_that_exits_is_settled_from_its_keepers_record(tm
     async with rig(tmp_path, {}) as r:
         record = left_running(r)
         r.host.keep_running(record.id, Program(runs_for=3.0, exit_code=4), elapsed=1.0, spool=b"")
-        r.lifecycle.take_back(record, "lost")
-        job = r.lifecycle.jobs[record.id]
+        job = r.lifecycle.take_back(record, "lost")
         assert await job.settled is JobStatus.FINISHED
         assert asyncio.get_running_loop().time() == at(3.0)
         stored, _ = await r.stored(job)
@@ -365,8 +362,7 @@ async def test_a_job_that_ended_while_no_supervisor_ran_is_recorded_as_it_ended(
         record = left_running(r)
         r.host.ended_while_away(record.id, Ended(Exit(0, None if ended_by else 3, signal.SIGTERM if ended_by else None),
                                                  ended_by, b"meanwhile\n"))
-        r.lifecycle.take_back(record, "lost")
-        job = r.lifecycle.jobs[record.id]
+        job = r.lifecycle.take_back(record, "lost")
         assert await job.settled is status
         stored, output = await r.stored(job)
         assert (stored.reason, stored.exit_code) == (reason, None if ended_by else 3)
@@ -379,11 +375,12 @@ async def test_a_job_whose_keeper_is_gone_is_an_error_and_what_is_left_of_it_is_
     async with rig(tmp_path, {}) as r:
         record = left_running(r)
         orphan = r.host.leave_behind(record.id, Program(ignores_sigterm=True))
-        r.lifecycle.take_back(record, "the server restarted, and its keeper was gone")
-        job = r.lifecycle.jobs[record.id]
+        job = r.lifecycle.take_back(record, "the server restarted, and its keeper was gone")
         assert await job.settled is JobStatus.ERROR
         stored, output = await r.stored(job)
         assert stored.reason == "the server restarted, and its keeper was gone" and output == b"before\n"
+        assert asyncio.get_running_loop().time() == at(0)  # recorded at once; what is left is ended meanwhile
+        await until(GRACE + 1)
         assert r.host.when("SIGKILL", orphan.pid) == [at(GRACE)]
 
 
@@ -392,10 +389,9 @@ async def test_a_keeper_ending_its_job_for_the_lease_is_recorded_as_fenced(tmp_p
     async with rig(tmp_path, {}) as r:
         record = left_running(r)
         r.host.keep_running(record.id, Program(), elapsed=1.0, spool=b"")
-        r.lifecycle.take_back(record, "lost")
+        job = r.lifecycle.take_back(record, "lost")
         await until(2.0)
         r.host.keeper_says(record.id, FENCED)
-        job = r.lifecycle.jobs[record.id]
         assert await job.settled is JobStatus.ERROR
         stored, _ = await r.stored(job)
         assert stored.reason == FENCE_REASON
