@@ -19,13 +19,11 @@ file it cannot read as lapsed.
 from __future__ import annotations
 
 import os
-import struct
 import time
 from pathlib import Path
 
 from workerctl.runtime.settings import ServerSettings
-
-_LEASE = struct.Struct("=qq")
+from workerctl.supervisor.keepers import LEASE
 _MARGIN_SECONDS = 1.0
 
 
@@ -56,7 +54,7 @@ class LeaseFile:
         self._write(0)
 
     def _write(self, deadline_ns: int) -> None:
-        os.pwrite(self._fd, _LEASE.pack(deadline_ns, ~deadline_ns), 0)
+        os.pwrite(self._fd, LEASE.pack(deadline_ns, ~deadline_ns), 0)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -24,7 +24,7 @@ from workerctl.store.remover import TreeRemover
 from workerctl.supervisor.accounts import JobUser
 from workerctl.supervisor.containment import Containment, JobScope
 from workerctl.supervisor.exits import Exit, pidfds_work, reap_exited, watch_exit
-from workerctl.supervisor.keepers import Attachment, Ended, KeeperPlan, attach, ended
+from workerctl.supervisor.keepers import Attachment, Ended, KeeperPlan, attach, ended, lease_held
 from workerctl.supervisor.limits import JobLimits, Limits, Usage
 from workerctl.supervisor.sandbox import JobPlan, Sandbox
 from workerctl.supervisor.spawner import job_environment, make_private_directory, spawn
@@ -87,6 +87,10 @@ class JobHost(Protocol):
     def memory_kills(self, owner: str, job_id: str) -> int:
         """How many of the job's processes its memory limit killed."""
 
+    def lease_held(self) -> bool:
+        """Whether this host may start jobs: an agent's, while the lease its keepers read is not lapsed (a job
+        started after would be ended at once, its record being another host's to take over)."""
+
     def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
         """Connect to the keeper of a job an earlier run left running; if it is no longer running, how the job
         ended (`release_kept` then hands back what the host holds for it)."""
@@ -148,6 +152,9 @@ class SystemHost:
         directory = self.layout.keeper(job_id)
         directory.mkdir(mode=0o700, exist_ok=True)  # left by an attempt that could not start
         return directory
+
+    def lease_held(self) -> bool:
+        return self.keeping.lease_fd is None or lease_held(self.keeping.lease_fd)
 
     def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
         directory = self.layout.keeper(record.id)

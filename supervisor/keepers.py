@@ -23,6 +23,7 @@ import enum
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,10 @@ _HELLO = struct.Struct("=QQii")
 CONSUMED = b"c"  # to the keeper: the spool is taken, empty it
 FENCED = b"F"  # from the keeper: the host's lease is about to lapse, and it is ending the job
 _HELLO_SECONDS = 2.0  # a keeper answers at once; one that does not is taken for ended
+LEASE = struct.Struct("=qq")
+"""The lease file an agent writes and its keepers read (cluster/fencing.py): until when its jobs may run, in
+nanoseconds of CLOCK_BOOTTIME, then that number's complement."""
+_LEASE_READS = 4  # a read may catch half of an in-place write; a few more outlast it
 
 
 class Ending(enum.IntEnum):
@@ -170,3 +175,15 @@ def jobs_left_to_keepers(settings: ServerSettings) -> bool:
     """Whether jobs run on under their keepers with no supervisor, for the next to take back (live restore)."""
     keepers = DataLayout(settings.data_dir).keepers_root
     return settings.live_restore and keepers.is_dir() and any(keepers.iterdir())
+
+
+def lease_held(fd: int) -> bool:
+    """Whether the lease in the file open as `fd` lets jobs run now, as the keepers read it: False once its
+    deadline has passed, or if it cannot be read whole."""
+    for _ in range(_LEASE_READS):
+        data = os.pread(fd, LEASE.size, 0)
+        if len(data) == LEASE.size:
+            deadline, check = LEASE.unpack(data)
+            if check == ~deadline:
+                return time.clock_gettime_ns(time.CLOCK_BOOTTIME) < deadline
+    return False

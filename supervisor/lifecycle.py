@@ -62,6 +62,7 @@ class JobLifecycle:
         self._to_launch: deque[Job] = deque()
         self._launch_handle: asyncio.Handle | None = None
         self._claims_failing = False  # whether the store could not record a job's start (logged once)
+        self._lease_lapsed = False  # whether this host's lease has lapsed (logged once)
 
     def add(self, record: JobRecord) -> None:
         """Take a newly recorded job into the pool; `start_runnable` launches it when its turn comes."""
@@ -106,7 +107,7 @@ class JobLifecycle:
             if not self.homes.ready(job.owner):
                 self._prepare_home(job, user)
                 return
-            if not self._claimed(job):
+            if not self._lease_held(job) or not self._claimed(job):
                 return
             output = self.publisher.store.open_output(job.id)
             try:
@@ -136,6 +137,20 @@ class JobLifecycle:
         if launched.control is not None:
             loop.add_reader(launched.control, self._keeper_says, job)
         launched.deadline = loop.call_later(max(time_left, 0.0), self._time_limit_reached, job)
+
+    def _lease_held(self, job: Job) -> bool:
+        """Whether this host's lease lets the job start now (an agent's: host.py); if not, it keeps its slot and
+        is tried again in a second."""
+        if self.host.lease_held():
+            if self._lease_lapsed:
+                log.info("this host's lease is renewed: jobs start again")
+                self._lease_lapsed = False
+            return True
+        if not self._lease_lapsed:
+            log.warning("jobs wait to start until this host's lease is renewed")
+        self._lease_lapsed = True
+        asyncio.get_running_loop().call_later(_CLAIM_AGAIN_SECONDS, self._launch_again, job)
+        return False
 
     def _claimed(self, job: Job) -> bool:
         """Whether the job may start here. In a cluster's store it is recorded as running before its first

@@ -118,6 +118,9 @@ class SimulatedHost:
     def memory_kills(self, owner: str, job_id: str) -> int:
         return self._jobs[job_id].memory_kills
 
+    def lease_held(self) -> bool:
+        return True
+
     def take_back(self, record: JobRecord, main_unreaped: Callable[[], bool]) -> TakenBack | Ended:
         self.note("take back", record.id)
         job = self._jobs.get(record.id)

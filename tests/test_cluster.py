@@ -12,10 +12,9 @@ import re
 import secrets
 import signal
 import threading
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
 
-import psutil
 import pytest
 from cluster_support import Agent, Cluster, celery_problem, start_agent
 from facilities import needs
@@ -140,9 +139,9 @@ def test_a_host_killed_outright_has_its_jobs_ended_and_settled_as_lost(cluster: 
 
 def test_a_job_waiting_on_a_lost_host_is_taken_over_and_never_starts_there(cluster: Cluster, tmp_path: Path) -> None:
     """A host with one slot runs a job and keeps the next waiting. Cut off past --host-timeout (its relay frozen),
-    its running job is settled as lost, and the waiting one is taken over by a host that is left, within that
-    host's limits. When the cut-off host's slot frees (its job's processes killed here), it does not start the job
-    it no longer has."""
+    its running job is fenced, the waiting one does not start there (the lease has lapsed) and is taken over by a
+    host that is left, within that host's limits. Once the cut-off host renews its lease, it does not start the
+    job it no longer has."""
     with ExitStack() as stack:
         agent = start_agent(tmp_path, cluster.url, "h6", "--max-jobs", "1", "--max-job-timeout", "3600",
                             host_timeout=2)
@@ -156,13 +155,14 @@ def test_a_job_waiting_on_a_lost_host_is_taken_over_and_never_starts_there(clust
         relay = agent.relay_pid()
         os.kill(relay, signal.SIGSTOP)
         stack.callback(os.kill, relay, signal.SIGCONT)
-        assert front_end.wait_final(first, timeout=30)["reason"] == "host h6 lost"
-        taken = front_end.wait_running(waiting)
+        # Its keeper ended it before the lease lapsed, and its supervisor (not frozen) recorded why.
+        assert front_end.wait_final(first, timeout=30)["reason"] == FENCE_REASON
+        taken = front_end.wait_running(waiting)  # and the job that waited there never started there
         assert taken["host"] in ("h1", "h2") and taken["limits"]["timeoutSeconds"] == 20, taken  # their most
-        for process in processes_with(first_mark):
-            with suppress(psutil.NoSuchProcess):  # the shell may end as soon as its sleep is killed
-                process.kill()
-        poll_until(lambda: f"job {waiting}: its record is no longer this host's waiting job" in agent.log(),
+        assert not processes_with(first_mark)
+        os.kill(relay, signal.SIGCONT)  # renewed, the host would start it: its record says it is no longer its own
+        poll_until(lambda: re.search(rf"job {waiting}: (its record is no longer this host's waiting job|ending it, "
+                                     "as its record says running, on host h[12])", agent.log()),
                    message="the cut-off host to see the job taken over")
         assert cluster.front_ends[1].call("stop", jobID=waiting).body["status"] == "stopped"
         wait_none_left(waiting_mark)  # before the cut-off host's fence could end anything there
