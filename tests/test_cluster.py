@@ -239,33 +239,29 @@ def _said_ended_only_once_gone(front_end: Server, job: str, mark: str) -> dict:
     return poll_until(final, timeout=30, interval=0.01, message=f"job {job} to end")
 
 
-@pytest.mark.parametrize("frozen", ["relay", "agent"])
-def test_a_host_cut_off_fences_itself_before_it_is_taken_for_lost(cluster: Cluster, tmp_path: Path,
-                                                                   frozen: str) -> None:
-    """Its relay frozen (no renewals), or the whole agent frozen (nothing of it runs but the jobs' keepers),
+def test_a_host_cut_off_fences_itself_before_it_is_taken_for_lost(cluster: Cluster, tmp_path: Path) -> None:
+    """Its relay frozen (no renewals), then the whole agent frozen (nothing of it runs but the jobs' keepers),
     past --host-timeout: each job's keeper ends its job before the lease lapses, so that "lost" is never said of
     a job that runs. A live supervisor records why; a frozen one cannot, and the front ends settle it as lost."""
-    name = f"h3{frozen[0]}"
-    agent = start_agent(tmp_path, cluster.url, name, host_timeout=2)
+    agent = start_agent(tmp_path, cluster.url, "h3", host_timeout=2)
     try:
         front_end = cluster.front_ends[0]
-        mark = marker()
-        job = front_end.start(f"trap '' TERM; sleep {mark} & sleep {mark}", host=name)  # it takes the grace
-        front_end.wait_running(job)
-        poll_until(lambda: len(processes_with(mark)) >= 2, message="the job's processes")
-        pids = [agent.relay_pid()] if frozen == "relay" else [agent.process.pid, agent.relay_pid(),
-                                                               _supervisor_pid(agent)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            status = _said_ended_only_once_gone(front_end, job, mark)
-        finally:
+        for frozen, reason in (("relay", FENCE_REASON), ("agent", "host h3 lost")):
+            mark = marker()
+            job = front_end.start(f"trap '' TERM; sleep {mark} & sleep {mark}", host="h3")  # it takes the grace
+            front_end.wait_running(job)
+            poll_until(lambda: len(processes_with(mark)) >= 2, message="the job's processes")
+            pids = [agent.relay_pid()] + ([agent.process.pid, _supervisor_pid(agent)] if frozen == "agent" else [])
             for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        expected = FENCE_REASON if frozen == "relay" else f"host {name} lost"
-        assert (status["status"], status["reason"]) == ("error", expected), status
-        for each in cluster.front_ends:  # and the host, back, keeps the record as it is
-            assert (each.status(job)["status"], each.status(job)["reason"]) == ("error", expected)
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                status = _said_ended_only_once_gone(front_end, job, mark)
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            assert (status["status"], status["reason"]) == ("error", reason), (frozen, status)
+            for each in cluster.front_ends:  # and the host, back, keeps the record as it is
+                assert (each.status(job)["status"], each.status(job)["reason"]) == ("error", reason)
     finally:
         agent.stop()
 
