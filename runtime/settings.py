@@ -127,6 +127,8 @@ class ServerSettings(Struct, frozen=True, kw_only=True, rename="kebab"):
     unavailable_wait: Annotated[SecondsOrZero, described("seconds a request waits for the supervisor while it "
                                                          "restarts after a crash, before it is answered 503"),
                                 FRONT_END_ONLY] = 10.0
+    start_wait: Annotated[Seconds, described("seconds a start waits for the supervisor (a cluster's: a host) to take "
+                                             "it before it is answered 503"), FRONT_END_ONLY] = 10.0
     rate_limit: Annotated[float, rule("be zero or more requests per second", ge=0),
                           described("requests per second one user may send (bursts of twice as many); past it, 429 "
                                     "with Retry-After; 0: no limit"), flag("N"), FRONT_END_ONLY] = 200.0

@@ -33,9 +33,10 @@ from support import (
 )
 
 needs("cluster", celery_problem())
-pytestmark = pytest.mark.slow  # agents and front ends on Redis, a start's wait of 10 s
+pytestmark = pytest.mark.slow  # agents and front ends on Redis, a start's wait of seconds
 
-_LEASE_SECONDS = 12.0
+_START_WAIT_SECONDS = 2.0
+_LEASE_SECONDS = 4.0
 
 # A job that forks a tree trying to get away: grandchildren, a `setsid` child, a double-forked `setsid`
 # grandchild, and (after the `trap`) a process that ignores SIGTERM; all sleep with the marker {m}.
@@ -186,8 +187,8 @@ def test_a_start_pinned_to_a_host_that_just_died_is_answered_503_and_never_runs(
     again with the same name, drops it. A cluster of its own: a dead host holding a lease would take starts
     placed by the module's other tests."""
     url = redis_server.url(prefix=f"dead-{secrets.token_hex(6)}")
-    front_end = start_server(tmp_path / "front", tls, users, "--cluster", url)
-    # A lease longer than the start's wait (10 s), so that it surely still holds when the start arrives: the start
+    front_end = start_server(tmp_path / "front", tls, users, "--cluster", url, "--start-wait", str(_START_WAIT_SECONDS))
+    # A lease longer than the start's wait, so that it surely still holds when the start arrives: the start
     # must not be refused as pinned to a host that is not in the cluster (400) but sent to the host's queue. The
     # agent started again below waits for it to lapse.
     agent = start_agent(tmp_path, url, "h1", host_timeout=_LEASE_SECONDS)

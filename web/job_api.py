@@ -28,7 +28,6 @@ from workerctl.store.interface import JobReader, JobRecord, OutputChunk
 from workerctl.web.job_link import JobLink, changed_within
 from workerctl.web.job_view import detail, dropped_marker, summary
 
-_START_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_MARGIN_SECONDS = 10.0
 _STREAM_CHUNK_BYTES = 256 * 1024
 _FOLLOW_RECHECK_SECONDS = 15.0  # a follower re-reads the job this often even without events
@@ -37,9 +36,10 @@ Send = Callable[[bytes], Awaitable[None]]
 
 
 class JobApi:
-    def __init__(self, link: JobLink, jobs: JobReader, kill_grace: float) -> None:
+    def __init__(self, link: JobLink, jobs: JobReader, kill_grace: float, start_wait: float) -> None:
         self.link = link
         self.jobs = jobs
+        self.start_wait = start_wait
         self.stop_timeout = kill_grace + _STOP_TIMEOUT_MARGIN_SECONDS
         # Actions answered with one JSON reply, and actions answered with a stream of text.
         self.answers: dict[type[Any], Callable[[str, Any], Awaitable[Any]]] = {
@@ -55,7 +55,7 @@ class JobApi:
         return await self.answers[type(request)](user, request)
 
     async def start(self, user: str, request: StartRequest) -> JobRef:
-        return await self.link.start(user, request, _START_TIMEOUT_SECONDS)
+        return await self.link.start(user, request, self.start_wait)
 
     async def stop(self, user: str, request: StopRequest) -> JobRef:
         return await self.link.stop(user, request.job_id, self.stop_timeout)

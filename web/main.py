@@ -61,7 +61,7 @@ def serve_front_end(settings: ServerSettings, listening: socket.socket, open_lin
     except (UsersFileError, OSError, ssl.SSLError, StoreError) as error:
         log.critical("the front end cannot start: %s", error)
         sys.exit(UNUSABLE_SETTINGS_EXIT)
-    api = JobApi(link, jobs, settings.kill_grace)
+    api = JobApi(link, jobs, settings.kill_grace, settings.start_wait)
     # Every connection holds a descriptor: allow many, and keep a margin for the rest of the process.
     max_connections = min(_MAX_CONNECTIONS, raise_open_files_limit() - _SPARE_DESCRIPTORS)
     server = build_server(api, auth, RateLimiter(settings.rate_limit), audit, tls, max_connections,
