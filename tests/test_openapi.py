@@ -10,10 +10,12 @@ is lost: a command the parser would refuse is kept as it is, and refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,12 +74,21 @@ REQUESTS = st.one_of(*(DESCRIBED[path][method].as_strategy(mode) for path, metho
                        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)))
 
 
+@pytest.fixture(scope="module")
+def session(server: Server) -> Iterator[requests.Session]:
+    """One keep-alive session for every generated request: a TLS handshake each would cost more than the request."""
+    with requests.Session() as kept:
+        yield kept
+
+
 @pytest.mark.slow
 @settings(max_examples=200, deadline=None, database=None)
 @given(case=REQUESTS)
-def test_generated_requests_get_documented_answers(server: Server, case: schemathesis.Case) -> None:
+def test_generated_requests_get_documented_answers(server: Server, session: requests.Session,
+                                                   case: schemathesis.Case) -> None:
     harmless(case.body)
-    case.call_and_validate(base_url=server.url, headers={"Authorization": f"Bearer {server.users.tokens['alice']}"},
+    case.call_and_validate(base_url=server.url, session=session,
+                           headers={"Authorization": f"Bearer {server.users.tokens['alice']}"},
                            verify=str(server.tls.ca), excluded_checks=[positive_data_acceptance],
                            additional_checks=[valid_requests_are_refused_only_past_the_servers_limits])
 
