@@ -63,6 +63,9 @@ def check_agent_settings(settings: ServerSettings) -> tuple[ServerSettings, Cont
     if not settings.name:
         raise ServeError("an agent needs --name NAME, its host's name in the cluster")
     sandbox = choose_sandbox(settings)  # before Redis is reached, to refuse a URL that lets jobs in at once
+    if not sandbox.keeps_jobs:
+        log.warning("self-fencing: off, as jobs have no sandbox and so no keeper: cut off from the cluster, this "
+                    "host runs its jobs on until it is back (their records may say lost meanwhile)")
     try:
         location = RedisLocation.parse(settings.cluster)
         shared = _shared_network(settings, sandbox)

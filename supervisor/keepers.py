@@ -111,6 +111,7 @@ class Ended:
     exit: Exit | None
     ended_by: Ending
     spool: bytes
+    ended_at: float | None = None  # when it recorded it (Unix time): when the job ended
 
 
 def attach(directory: Path) -> Attachment | None:
@@ -152,14 +153,16 @@ def ended(directory: Path) -> Ended:
     """How the job whose keeper kept `directory` ended, and what it spooled."""
     spool = spooled(directory)
     try:
-        fields = dict(line.split(" ", 1) for line in (directory / EXIT_NAME).read_text().splitlines())
+        record = directory / EXIT_NAME
+        fields = dict(line.split(" ", 1) for line in record.read_text().splitlines())
         status = int(fields["status"])
         ended_by = _ENDED_BY[fields["ended-by"]]
+        ended_at = record.stat().st_mtime  # written as the job ended, and never again
     except (OSError, ValueError, KeyError):
         return Ended(None, Ending.NONE, spool)
     if os.WIFEXITED(status):
-        return Ended(Exit(0, os.WEXITSTATUS(status), None), ended_by, spool)
-    return Ended(Exit(0, None, os.WTERMSIG(status)), ended_by, spool)
+        return Ended(Exit(0, os.WEXITSTATUS(status), None), ended_by, spool, ended_at)
+    return Ended(Exit(0, None, os.WTERMSIG(status)), ended_by, spool, ended_at)
 
 
 def spooled(directory: Path, size: int | None = None) -> bytes:

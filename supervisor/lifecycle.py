@@ -290,7 +290,7 @@ class JobLifecycle:
         elif kept.ended_by is not Ending.NONE:
             job.request_end(self._keeper_reason(job, kept.ended_by))
         job.main_exited(kept.exit or Exit(0, None, None))
-        self._conclude(job)
+        self._conclude(job, kept.ended_at)
 
     async def detach_all(self) -> None:
         """Leave every running job to its keeper, which keeps it running until a later supervisor takes it
@@ -409,9 +409,9 @@ class JobLifecycle:
         self._drain_remaining_output(job)
         self._conclude(job)
 
-    def _conclude(self, job: Job) -> None:
+    def _conclude(self, job: Job, ended_at: float | None = None) -> None:
         """Settle a job none of whose processes is left, its output all read: its usage, what it held handed
-        back, its final status recorded."""
+        back, its final status recorded, as ended now or at `ended_at` (its keeper's record)."""
         launched = job.launched
         assert launched is not None and job.main_exit is not None
         # Read before the job's cgroups go: where containment and limits share one (cgroup v2), releasing the
@@ -426,7 +426,7 @@ class JobLifecycle:
         reasons = [reason for reason in (ended.reason, job.output_error and f"output lost: {job.output_error}")
                    if reason]
         self._settle(job, ended.status, exit_code=job.main_exit.code, signal=job.main_exit.signal,
-                     reason="; ".join(reasons) or None)
+                     reason="; ".join(reasons) or None, **({} if ended_at is None else {"ended_at": ended_at}))
         self.start_runnable()
 
     def _record_usage(self, job: Job) -> None:

@@ -127,15 +127,17 @@ def test_a_time_limit_counts_from_the_jobs_real_start_across_a_restart(server_fa
     # While no server runs, the keeper ends the job at its time limit.
     poll_until(lambda: keeper_file(server, kept, "exit").exists(), message="the keeper to end the job")
     assert "ended-by time-limit" in keeper_file(server, kept, "exit").read_text()
-    poll_until(lambda: time.time() > started + 1, message="half the time limit to pass")
+    poll_until(lambda: time.time() > started + 1.5, message="most of the time limit to pass")
     restarted = server_factory("--live-restore", data_dir=server.data_dir)
     status = restarted.status(kept)
     assert (status["status"], status["reason"], status["signal"]) == (
         "error", "time limit of 1 s exceeded", "SIGTERM"), status
     status = restarted.wait_final(counted)
     assert (status["status"], status["reason"]) == ("error", "time limit of 2 s exceeded"), status
-    # From its real start: counted from the restart, it would have ended 1 s or more later than this.
-    assert 2 <= moment(status["endedAt"]) - moment(status["startedAt"]) < 3, status
+    # From its real start (by the new supervisor, or by its keeper if the restart took longer): counted from the
+    # restart, it would have ended later than this. The keeper counts from its own start, a few milliseconds
+    # before the record's (stamped once the spawn returns), and the kernel's file times are coarse: 0.1 s early.
+    assert 1.9 <= moment(status["endedAt"]) - moment(status["startedAt"]) < 3.5, status
     assert_none_left(mark)
 
 

@@ -361,11 +361,12 @@ async def test_a_job_that_ended_while_no_supervisor_ran_is_recorded_as_it_ended(
     async with rig(tmp_path, {}) as r:
         record = left_running(r)
         r.host.ended_while_away(record.id, Ended(Exit(0, None if ended_by else 3, signal.SIGTERM if ended_by else None),
-                                                 ended_by, b"meanwhile\n"))
+                                                 ended_by, b"meanwhile\n", ended_at=1000.0))
         job = r.lifecycle.take_back(record, "lost")
         assert await job.settled is status
         stored, output = await r.stored(job)
         assert (stored.reason, stored.exit_code) == (reason, None if ended_by else 3)
+        assert stored.ended_at == 1000.0  # when it ended, as its keeper recorded it, not when it was taken back
         assert output == b"before\nmeanwhile\n"
         assert r.host.when("release kept", record.id) == [at(0)]
 
