@@ -239,51 +239,43 @@ def _said_ended_only_once_gone(front_end: Server, job: str, mark: str) -> dict:
     return poll_until(final, timeout=30, interval=0.01, message=f"job {job} to end")
 
 
-def test_a_host_cut_off_fences_itself_before_it_is_taken_for_lost(cluster: Cluster, tmp_path: Path) -> None:
-    """Its relay frozen (no renewals), then the whole agent frozen (nothing of it runs but the jobs' keepers),
-    past --host-timeout: each job's keeper ends its job before the lease lapses, so that "lost" is never said of
-    a job that runs. A live supervisor records why; a frozen one cannot, and the front ends settle it as lost."""
-    agent = start_agent(tmp_path, cluster.url, "h3", host_timeout=2)
+def test_a_host_cut_off_fences_itself_before_it_is_taken_for_lost(cluster: Cluster, tmp_path: Path,
+                                                                   redis_server: RedisServer) -> None:
+    """Its relay frozen (no renewals), then the whole agent frozen (nothing of it runs but the jobs' keepers), then
+    its network to Redis cut (through a proxy; the front ends still reach Redis), each past --host-timeout: each
+    job's keeper ends its job before the lease lapses, so that "lost" is never said of a job that runs. A live
+    supervisor that reaches Redis records why; one frozen or cut off cannot, and the front ends settle the job as
+    lost. Healed, the host runs jobs again."""
+    proxy = TcpProxy(redis_server.port)
+    agent = start_agent(tmp_path, cluster.url.replace(f":{redis_server.port}/", f":{proxy.port}/"), "h3",
+                        host_timeout=2)
     try:
         front_end = cluster.front_ends[0]
-        for frozen, reason in (("relay", FENCE_REASON), ("agent", "host h3 lost")):
+        for cut_off, reason in (("relay", FENCE_REASON), ("agent", "host h3 lost"), ("network", "host h3 lost")):
             mark = marker()
-            job = front_end.start(f"trap '' TERM; sleep {mark} & sleep {mark}", host="h3")  # it takes the grace
+            command = f"trap '' TERM; sleep {mark} & sleep {mark}"  # it takes the grace
+            job = poll_until(lambda: (lambda answer: answer.body["jobID"] if answer.status == 200 else None)(
+                front_end.call("start", command=command, host="h3")), message="the host to be back in the cluster")
             front_end.wait_running(job)
             poll_until(lambda: len(processes_with(mark)) >= 2, message="the job's processes")
-            pids = [agent.relay_pid()] + ([agent.process.pid, _supervisor_pid(agent)] if frozen == "agent" else [])
-            for pid in pids:
+            frozen = {"relay": [agent.relay_pid()], "network": [],
+                      "agent": [agent.process.pid, agent.relay_pid(), _supervisor_pid(agent)]}[cut_off]
+            for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
+            if cut_off == "network":
+                proxy.cut()
             try:
                 status = _said_ended_only_once_gone(front_end, job, mark)
             finally:
-                for pid in pids:
+                proxy.heal()
+                for pid in frozen:
                     os.kill(pid, signal.SIGCONT)
-            assert (status["status"], status["reason"]) == ("error", reason), (frozen, status)
+            assert (status["status"], status["reason"]) == ("error", reason), (cut_off, status)
             for each in cluster.front_ends:  # and the host, back, keeps the record as it is
                 assert (each.status(job)["status"], each.status(job)["reason"]) == ("error", reason)
-    finally:
-        agent.stop()
-
-
-def test_a_host_partitioned_from_redis_fences_itself(cluster: Cluster, tmp_path: Path,
-                                                     redis_server: RedisServer) -> None:
-    """Its agent reaches Redis through a proxy that is cut: its jobs end before the front ends, which still reach
-    Redis, take it for lost; healed, the host runs jobs again."""
-    proxy = TcpProxy(redis_server.port)
-    url = cluster.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
-    agent = start_agent(tmp_path, url, "h3p", host_timeout=2)
-    try:
-        front_end = cluster.front_ends[0]
-        mark = marker()
-        job = front_end.start(f"sleep {mark}", host="h3p")
-        front_end.wait_running(job)
-        proxy.cut()
-        status = _said_ended_only_once_gone(front_end, job, mark)
-        assert (status["status"], status["reason"]) == ("error", "host h3p lost"), status
-        proxy.heal()
-        poll_until(lambda: "renewed the host's lease again" in agent.log(), timeout=30, message="a renewal")
-        assert front_end.wait_final(front_end.start("echo back", host="h3p"))["output"] == "back\n"
+        back = poll_until(lambda: (lambda answer: answer.body["jobID"] if answer.status == 200 else None)(
+            front_end.call("start", command="echo back", host="h3")), message="the host to be back in the cluster")
+        assert front_end.wait_final(back)["output"] == "back\n"
     finally:
         agent.stop()
         proxy.close()
