@@ -137,6 +137,15 @@ class ClusterLink:
             raise ApiError(ErrorKind.UNAVAILABLE, "no host of the cluster answered in time; check with status or "
                                                   "list whether the request took effect") from None
 
+    async def unready(self) -> str | None:
+        if not self.up.is_set():
+            return _STORE_DOWN
+        try:
+            hosts = await self._blocking(self.cluster.live_hosts)
+        except ApiError as error:
+            return error.message
+        return None if hosts else "no agent holds a lease: no host of the cluster can run jobs"
+
     async def _blocking(self, call: Callable[[], Any]) -> Any:
         """Run a blocking Redis or Celery call off the event loop; 503 if Redis cannot be reached."""
         try:

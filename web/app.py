@@ -13,6 +13,7 @@ from workerctl.web.audit import AuditLog
 from workerctl.web.auth import Authenticator
 from workerctl.web.connections import GuardedHTTPServer
 from workerctl.web.handler import ApiHandler, log_request
+from workerctl.web.health import HealthHandler, ReadinessHandler
 from workerctl.web.job_api import JobApi
 from workerctl.web.page import view_routes
 from workerctl.web.rate_limit import RateLimiter, RefusalBrake
@@ -32,6 +33,8 @@ def build_server(api: JobApi, auth: Authenticator, limiter: RateLimiter, audit: 
                  max_connections: int, max_per_client: int, handshake_seconds: float) -> tornado.httpserver.HTTPServer:
     application = tornado.web.Application(
         [(r"/openapi\.json", DocumentHandler),
+         (r"/healthz", HealthHandler),
+         (r"/readyz", ReadinessHandler, {"link": api.link}),
          *view_routes(),  # GET / is the page; any other method on / goes on to the API
          (r".*", ApiHandler,
           {"api": api, "auth": auth, "limiter": limiter, "brake": RefusalBrake(), "audit": audit})],

@@ -185,7 +185,9 @@ def _declared_length(headers: tornado.httputil.HTTPHeaders) -> int:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """One line per request: action, user, status, duration. Never the body, so never a token."""
+    """One line per request: action, user, status, duration. Never the body, so never a token. Health checks
+    (health.py) at DEBUG: a balancer asks every few seconds."""
     action, user = getattr(handler, "log_action", None), getattr(handler, "log_user", None)
-    log.info("request action=%s user=%s status=%d duration_ms=%.1f", action or "-", user or "-",
-             handler.get_status(), handler.request.request_time() * 1000)
+    level = logging.DEBUG if getattr(handler, "quiet", False) else logging.INFO
+    log.log(level, "request action=%s user=%s status=%d duration_ms=%.1f", action or "-", user or "-",
+            handler.get_status(), handler.request.request_time() * 1000)

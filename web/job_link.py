@@ -96,6 +96,9 @@ class JobLink(Protocol):
     async def maintain(self) -> None:
         """Keep the link working (connected, checked, events followed) for as long as the front end runs."""
 
+    async def unready(self) -> str | None:
+        """Why a start would not be taken now, in one sentence; None if it would (GET /readyz)."""
+
 
 def job_ref(reply: Reply) -> JobRef:
     """The job a supervisor's reply names; its refusal as an ApiError."""

@@ -95,6 +95,13 @@ class SupervisorLink:
         raise ApiError(ErrorKind.UNAVAILABLE, "the job supervisor stopped while handling the request; check with "
                                               "status or list whether it took effect")
 
+    async def unready(self) -> str | None:
+        if self._closing.is_set():
+            return _SHUTTING_DOWN
+        if self._client.connection is None:
+            return "the job supervisor is not connected: it is starting or restarting"
+        return None
+
     async def maintain(self) -> None:
         """Keep the link connected for as long as the front end runs."""
         loop = asyncio.get_running_loop()
