@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -16,12 +17,15 @@ import pytest
 from redis_server import free_port
 from support import (
     assert_none_left,
+    kill_all,
     marker,
+    mounts_under,
     poll_until,
     processes_with,
     release,
     require_namespaces,
     sleepers,
+    wait_none_left,
 )
 from workerctl.store.layout import DataLayout
 
@@ -31,6 +35,25 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def namespaces() -> None:
     require_namespaces()
+
+
+@pytest.fixture
+def new_mark(tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes marks for a test's jobs. What a failed test left running under the jobs' keepers, with no server to
+    end it, is ended at the end of the test (after its servers: ask for this fixture before server_factory), and
+    the homes it kept mounted are unmounted."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(marker())
+        return made[-1]
+    yield make
+    for mark in made:
+        kill_all(mark)
+    for mark in made:
+        wait_none_left(mark)
+    for point in mounts_under(tmp_path):
+        subprocess.run(["umount", "--lazy", point], check=False)
 
 
 def printer(flag: str) -> str:
@@ -56,11 +79,11 @@ def lines_whole(output: str) -> bool:
     return lines[-1] == "done" and lines[:-1] == [f"line {number}" for number in range(1, len(lines))]
 
 
-def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory):
+def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(new_mark, server_factory):
     # One port for every run, so that a follower (`logs -f`, which asks again while the server restarts) goes on.
     flags = ("--live-restore", "--max-jobs", "3", "--port", str(free_port()))
     server = server_factory(*flags)
-    marks = {name: marker() for name in ("printer", "ends", "tree")}
+    marks = {name: new_mark() for name in ("printer", "ends", "tree")}
     printing = server.start(printer(marks["printer"]))
     follower = subprocess.Popen(
         [sys.executable, "-m", "workerctl", "logs", "-f", printing, "--retry", "60"], stdout=subprocess.PIPE,
@@ -116,9 +139,9 @@ def test_jobs_run_on_across_stops_kills_and_crashes_of_the_server(server_factory
     assert not list(DataLayout(server.data_dir).keepers_root.iterdir())
 
 
-def test_a_time_limit_counts_from_the_jobs_real_start_across_a_restart(server_factory):
+def test_a_time_limit_counts_from_the_jobs_real_start_across_a_restart(new_mark, server_factory):
     server = server_factory("--live-restore")
-    mark = marker()
+    mark = new_mark()
     counted = server.start(f"sleep {mark}", limits={"timeoutSeconds": 2})
     kept = server.start(f"sleep {mark}", limits={"timeoutSeconds": 1})
     started = moment(server.wait_running(counted)["startedAt"])
