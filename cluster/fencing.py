@@ -19,16 +19,12 @@ file it cannot read as lapsed.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from workerctl.runtime.settings import ServerSettings
 from workerctl.supervisor.keepers import LEASE
+
 _MARGIN_SECONDS = 1.0
-
-
-def now_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def margin(settings: ServerSettings) -> float:
@@ -45,7 +41,7 @@ class LeaseFile:
         self._window_ns = round((settings.host_timeout - settings.keeper_grace - margin(settings)) * 1e9)
 
     def renewed(self, sent_ns: int) -> None:
-        """The lease was renewed by a request sent at `sent_ns` (now_ns): the jobs may run until it could
+        """The lease was renewed by a request sent at `sent_ns` (keepers.boot_time_ns): the jobs may run until it could
         lapse, less the keeper's grace and the margin."""
         self._write(sent_ns + self._window_ns)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workerctl.cluster.celery_app import ADOPT_TASK, START_TASK, STOP_TASK, celery_app, quiet_reconnects
-from workerctl.cluster.fencing import LeaseFile, now_ns
+from workerctl.cluster.fencing import LeaseFile
 from workerctl.cluster.hosts import LEASE_RENEWAL_SECONDS, Cluster
 from workerctl.cluster.sweep import LostHostSweep
 from workerctl.protocol.errors import ApiError, ErrorKind
@@ -35,7 +35,7 @@ from workerctl.runtime.logs import configure_logging
 from workerctl.runtime.settings import UNUSABLE_SETTINGS_EXIT, ServerSettings
 from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
-from workerctl.supervisor.keepers import jobs_left_to_keepers
+from workerctl.supervisor.keepers import boot_time_ns, jobs_left_to_keepers
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _renew_lease(cluster: Cluster, settings: ServerSettings, holder: str, link: 
     lease_file = LeaseFile(DataLayout(settings.data_dir).lease, settings)
     while not stopping.is_set():
         try:
-            sent = now_ns()
+            sent = boot_time_ns()
             held_by = cluster.renew_lease(settings.name, holder, settings.max_jobs, settings.kill_grace,
                                           settings.host_timeout)
         except StoreError as error:

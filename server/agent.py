@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.connection import parse_url
-from workerctl.cluster.fencing import LeaseFile, now_ns
+from workerctl.cluster.fencing import LeaseFile
 from workerctl.cluster.hosts import Cluster
 from workerctl.cluster.relay import run_relay
 from workerctl.runtime.linux import become_subreaper, protect_from_oom_killer
@@ -45,6 +45,7 @@ from workerctl.store.interface import StoreError
 from workerctl.store.layout import DataLayout
 from workerctl.store.redis_connection import RedisKeys, RedisLocation, connect
 from workerctl.supervisor.containment import Containment, choose_containment
+from workerctl.supervisor.keepers import boot_time_ns
 from workerctl.supervisor.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _take_the_name(settings: ServerSettings, holder: str) -> None:
     try:
         waiting = False
         while True:
-            sent = now_ns()
+            sent = boot_time_ns()
             held_by = when_reachable(lambda: cluster.renew_lease(settings.name, holder, settings.max_jobs,
                                                                  settings.kill_grace, settings.host_timeout))
             if held_by in (None, holder):

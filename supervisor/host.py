@@ -132,11 +132,11 @@ class SystemHost:
             undo.callback(self.limits.release, record.owner, record.id)
             network = self.sandbox.network_for(record.owner)
             undo.callback(self.sandbox.network_done, record.owner, network)
-            keeper = KeeperPlan(self.keeping.grace, self.keeping.lease_fd, None, limits.timeout_seconds)
+            kept_in = None
             if self.keeping.live_restore and self.sandbox.keeps_jobs:
-                keeper = KeeperPlan(keeper.grace, keeper.lease_fd, self._keeper_directory(record.id),
-                                    keeper.timeout)
-                undo.callback(self._remover.remove, keeper.directory)
+                kept_in = self._keeper_directory(record.id)
+                undo.callback(self._remover.remove, kept_in)
+            keeper = KeeperPlan(self.keeping.grace, self.keeping.lease_fd, kept_in, limits.timeout_seconds)
             with self.containment.spawning(record.id, record.owner) as cgroups:
                 plan = JobPlan(record.command, record.owner, user, self.layout.home(record.owner),
                                cgroups + limit_cgroups)

@@ -49,6 +49,12 @@ nanoseconds of CLOCK_BOOTTIME, then that number's complement."""
 _LEASE_READS = 4  # a read may catch half of an in-place write; a few more outlast it
 
 
+def boot_time_ns() -> int:
+    """Now on the clock of the lease and the keepers' deadlines: CLOCK_BOOTTIME, which every process of the host
+    shares, which counts suspended time and never jumps."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
 class Ending(enum.IntEnum):
     """Why a keeper ended (or is ending) its job itself."""
 
@@ -188,5 +194,5 @@ def lease_held(fd: int) -> bool:
         if len(data) == LEASE.size:
             deadline, check = LEASE.unpack(data)
             if check == ~deadline:
-                return time.clock_gettime_ns(time.CLOCK_BOOTTIME) < deadline
+                return boot_time_ns() < deadline
     return False

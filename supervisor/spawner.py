@@ -66,7 +66,7 @@ def job_environment(job_id: str, instance: str, plan: JobPlan, sandbox: Sandbox,
 
 
 def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str], network: int | None,
-          keeper: KeeperPlan | None) -> SpawnedProcess:
+          keeper: KeeperPlan) -> SpawnedProcess:
     """Start the job's first process (in the network namespace open as `network`, if any: see
     Sandbox.network_for), its keeper as `keeper` plans where the sandbox gives jobs one; OSError if it cannot
     be started."""
@@ -75,7 +75,7 @@ def spawn(plan: JobPlan, sandbox: Sandbox, environment: dict[str, str], network:
     try:
         enlarge_pipe(write_end, _PIPE_BYTES)
         keeper_options: tuple[list[str], tuple[int, ...]] = ([], ())
-        if keeper is not None and sandbox.keeps_jobs:
+        if sandbox.keeps_jobs:
             control, keeper_end = control_pair()
             keeper_options = keeper.options(keeper_end.fileno(), read_end)
         # Without a user switch in its arguments Popen spawns with vfork, which costs the same however large
